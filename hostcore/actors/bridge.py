@@ -1,0 +1,116 @@
+"""NATS inside a Thespian actor (architecture.md, "Bridge pattern").
+
+nats-py runs on an asyncio loop in a daemon thread of the actor's process. Items for the actor
+thread go through a deque plus a wake pipe that Thespian's own select loop watches
+(`ThespianWatch`); the actor thread reaches NATS only through `loop.call_soon_threadsafe` /
+`run_coroutine_threadsafe`. Only actors that never create children may use it: a process that
+forks must hold no threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
+
+log = logging.getLogger(__name__)
+
+_CLOSE_TIMEOUT_S = 2.0
+
+
+class NatsBridgeActor(ActorTypeDispatcher):  # type: ignore[misc]
+    """Base for actors that talk to NATS. Subclasses call `nats_start` once, in their own process,
+    and implement `on_nats_item(item)` for items the loop thread hands over with `to_actor`."""
+
+    _wake_r: int | None = None
+
+    def nats_start(
+        self,
+        url: str,
+        setup: Callable[[NatsClient], Awaitable[None]],
+        *,
+        name: str,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """Connect (reconnecting forever afterwards) and run `setup` (subscriptions) on the loop.
+
+        Raises whatever the connection raises after `timeout_s`. Owns the loop thread and the
+        connection from here on; `nats_stop` ends both.
+        """
+        self._inbox: collections.deque[Any] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="nats-io")
+        self._loop_thread.start()
+
+        async def connect() -> None:
+            self.nc = await nats.connect(
+                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
+            )
+            await setup(self.nc)
+            await self.nc.flush()
+
+        asyncio.run_coroutine_threadsafe(connect(), self.loop).result(timeout_s)
+
+    def nats_stop(self) -> None:
+        """Drain the connection and stop the loop thread. Idempotent; bounded by a short timeout."""
+        loop = getattr(self, "loop", None)
+        if loop is None or not loop.is_running():
+            return
+
+        async def drain() -> None:
+            nc = getattr(self, "nc", None)
+            if nc is not None and not nc.is_closed:
+                try:
+                    await asyncio.wait_for(nc.drain(), _CLOSE_TIMEOUT_S)
+                except Exception:  # noqa: BLE001 -- shutting down; a stuck drain must not hang us
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(drain(), loop).result(_CLOSE_TIMEOUT_S + 1)
+        loop.call_soon_threadsafe(loop.stop)
+        self._loop_thread.join(_CLOSE_TIMEOUT_S)
+
+    def to_actor(self, item: Any) -> None:
+        """Loop thread → actor thread. Thread-safe."""
+        self._inbox.append(item)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def publish(self, subject: str, data: bytes) -> None:
+        """Actor thread → NATS (fire and forget). Thread-safe."""
+        self.loop.call_soon_threadsafe(self._publish_soon, subject, data)
+
+    def _publish_soon(self, subject: str, data: bytes) -> None:
+        self.loop.create_task(self.nc.publish(subject, data))
+
+    def on_nats_item(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        if isinstance(msg, WatchMessage) and self._wake_r is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 65536)
+            while self._inbox:
+                item = self._inbox.popleft()
+                try:
+                    self.on_nats_item(item)
+                except Exception:  # role boundary: log once, keep serving
+                    log.exception("failed to handle a NATS item", extra={"item": type(item).__name__})
+        else:
+            super().receiveMessage(msg, sender)
+        # Thespian watches only the fds returned by the *latest* receiveMessage: return it always.
+        return ThespianWatch([self._wake_r]) if self._wake_r is not None else None

@@ -1,0 +1,80 @@
+"""ActorModule: one actor instance, in its own OS process (architecture.md).
+
+It loads the precompiled module, opens its own NATS connection and queue-subscribes to
+`wasmbus.rpc.{lattice}.{actor_key}` (queue group = subject, protocol.md §4.1), so NATS spreads
+calls over every instance of every host and Thespian stays off the hot path. The guest runs on the
+NATS loop thread; calls are serial per instance, bounded by the per-call time limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from thespian.actors import ActorExitRequest
+
+from hostcore.actors.bridge import NatsBridgeActor
+from hostcore.actors.messages import InstanceFailed, InstanceStarted, StartInstance
+from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
+from hostcore.native.invocation import InvocationValidator
+from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
+from hostcore.procutil import set_pdeathsig
+
+log = logging.getLogger(__name__)
+
+
+def rpc_subject(lattice_prefix: str, actor_key: str) -> str:
+    return f"wasmbus.rpc.{lattice_prefix}.{actor_key}"
+
+
+class ActorModule(NatsBridgeActor):
+    """One supervised instance. Created by ActorSupervisor, which owns its lifetime: an
+    ActorExitRequest drains the subscription (in-flight calls finish) and ends the process."""
+
+    runtime: ActorRuntime | None = None
+    ticker: EpochTicker | None = None
+
+    def receiveMsg_StartInstance(self, msg: StartInstance, sender: Any) -> None:
+        set_pdeathsig()  # the supervisor's death ends us (no orphans)
+        cfg, claims = msg.config, msg.claims
+        try:
+            engine = new_engine()
+            self.ticker = EpochTicker(engine)
+            self.ticker.start()
+            module = load_module(engine, msg.cwasm_path)
+            host_calls = BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix)
+            guest_log = logging.getLogger("hostcore.guest")
+            self.runtime = ActorRuntime(
+                engine, module, host_call=host_calls,
+                console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
+                call_timeout_s=cfg.rpc_timeout_s, max_memory_bytes=cfg.max_memory_bytes,
+            )
+            self.handler = InvocationHandler(
+                claims=claims, runtime=self.runtime,
+                validator=InvocationValidator(cfg.cluster_issuers), instance_id=msg.instance_id,
+            )
+            subject = rpc_subject(cfg.lattice_prefix, claims.public_key)
+
+            async def setup(nc: NatsClient) -> None:
+                await nc.subscribe(subject, queue=subject, cb=self._on_rpc, pending_msgs_limit=65536)
+
+            self.nats_start(cfg.nats_url, setup, name=f"hostcore-actor-{claims.public_key[:8]}-{msg.instance_id[:8]}")
+        except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed
+            log.exception("instance failed to start", extra={"actor_key": claims.public_key})
+            self.send(sender, InstanceFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
+            return
+        self.send(sender, InstanceStarted(instance_id=msg.instance_id, api_version=self.runtime.api_version,
+                                          pid=os.getpid()))
+
+    async def _on_rpc(self, msg: Msg) -> None:
+        reply = self.handler.handle(msg.data)
+        if msg.reply:
+            await self.nc.publish(msg.reply, reply)
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.nats_stop()
+        if self.ticker is not None:
+            self.ticker.close()

@@ -1,0 +1,226 @@
+"""Thespian messages between the nodes of the supervision tree.
+
+Frozen dataclasses, pickled between processes by Thespian. Field names follow the wire where a
+message mirrors a control request. Map fields are plain dicts nobody mutates after construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostcore.config import HostConfig
+from hostcore.native.claims import ActorClaims
+
+# --- launcher <-> HostSupervisor ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartHost:
+    """Launcher → HostSupervisor: build the tree. Replied with HostReady or HostFailed."""
+
+    config: HostConfig
+    launcher_pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostReady:
+    host_id: str
+    admin_pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFailed:
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopHost:
+    """To HostSupervisor: purge, publish host_stopped, then tell the launcher HostStopped."""
+
+    reason: str = "stop requested"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostStopped:
+    host_id: str
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitEvents:
+    """HostSupervisor → LatticeEvents: connect and start heartbeats. Replied with Ready."""
+
+    config: HostConfig
+    actor_supervisor: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitNative:
+    config: HostConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitActorSupervisor:
+    config: HostConfig
+    events: Any
+    native: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitControl:
+    config: HostConfig
+    host_supervisor: Any
+    actor_supervisor: Any
+    events: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitFailed:
+    role: str
+    error: str
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishEvent:
+    """To LatticeEvents: publish a CloudEvent `com.wasmcloud.lattice.{event_type}`."""
+
+    event_type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendHeartbeat:
+    """To LatticeEvents: publish a host_heartbeat now (after a ping)."""
+
+
+# --- ActorSupervisor ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleActor:
+    """Run `count` instances of `actor_id`; `actor_ref` may be "" (then a running instance's ref)."""
+
+    actor_id: str
+    actor_ref: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartActor:
+    """Start `count` more instances from `actor_ref` (control `la`)."""
+
+    actor_ref: str
+    count: int
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminateActor:
+    """Halt `count` instances (0 = all) matching `annotations`; replied with Done(request_id)."""
+
+    actor_id: str
+    count: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purge:
+    """Halt everything; replied with Done(request_id) once every instance has exited."""
+
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Done:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetInventory:
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceInfo:
+    public_key: str
+    instance_id: str
+    image_ref: str
+    name: str
+    revision: int
+    annotations: dict[str, str]
+    claims_record: dict[str, Any]  # protocol.md §5.7, for get.claims
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inventory:
+    request_id: str
+    instances: tuple[InstanceInfo, ...]
+
+
+# --- native worker -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareActor:
+    """To NativeWorker: fetch `actor_ref`, verify its claims, compile it. Replied with
+    ActorPrepared or PrepareFailed carrying the same `request_id`."""
+
+    actor_ref: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorPrepared:
+    request_id: str
+    actor_ref: str
+    claims: ActorClaims
+    cwasm_path: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareFailed:
+    request_id: str
+    actor_ref: str
+    error: str
+
+
+# --- ActorModule (one instance) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartInstance:
+    """ActorSupervisor → ActorModule: load the module, subscribe, serve. Replied with
+    InstanceStarted or InstanceFailed."""
+
+    config: HostConfig
+    claims: ActorClaims
+    cwasm_path: Path
+    image_ref: str
+    instance_id: str
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceStarted:
+    instance_id: str
+    api_version: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceFailed:
+    instance_id: str
+    error: str

@@ -1,0 +1,123 @@
+"""Serving one inbound invocation inside an ActorModule (protocol.md §4.7), and the guest's
+outbound host calls that the instance answers itself (§4.10 step 1, §6.5 built-ins).
+
+Pure logic over bytes: no NATS, no Thespian, so it is unit-tested with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import msgpack
+
+from hostcore.errors import GuestError, HostCallError, HostcoreError, InvocationError, MissingCapability
+from hostcore.native.claims import ActorClaims
+from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator
+
+log = logging.getLogger(__name__)
+
+LOGGING = "wasmcloud:builtin:logging"
+NUMBERGEN = "wasmcloud:builtin:numbergen"
+_U32_MAX = 4294967295
+
+
+class GuestRuntime(Protocol):
+    def call(self, operation: str, payload: bytes) -> bytes: ...
+
+
+class InvocationHandler:
+    """Turns Invocation bytes into InvocationResponse bytes for one instance. Never raises: every
+    failure becomes the response's `error` (a dropped request would hang the caller)."""
+
+    def __init__(self, *, claims: ActorClaims, runtime: GuestRuntime, validator: InvocationValidator,
+                 instance_id: str) -> None:
+        self.claims = claims
+        self.runtime = runtime
+        self.validator = validator
+        self.instance_id = instance_id
+
+    def handle(self, data: bytes) -> bytes:
+        invocation_id = ""
+        try:
+            inv = Invocation.from_wire(data)
+            invocation_id = inv.id
+            self.validator.validate(inv)
+            self._check_capability(inv)
+            msg = self.runtime.call(inv.operation, inv.msg)
+        except (InvocationError, GuestError) as err:
+            log.debug("invocation failed", extra={"actor_key": self.claims.public_key, "error": err.wire})
+            return InvocationResponse.failure(invocation_id, err.wire, self.instance_id).to_wire()
+        except HostcoreError as err:
+            log.warning("invocation failed", extra={"actor_key": self.claims.public_key, "error": err.wire})
+            return InvocationResponse.failure(invocation_id, err.wire, self.instance_id).to_wire()
+        except Exception:  # role boundary: the caller gets a generic error, we keep serving
+            log.exception("invocation crashed", extra={"actor_key": self.claims.public_key})
+            return InvocationResponse.failure(invocation_id, "Internal host error", self.instance_id).to_wire()
+        return InvocationResponse(msg=msg, invocation_id=invocation_id, error=None,
+                                  content_length=len(msg), instance_id=self.instance_id).to_wire()
+
+    def _check_capability(self, inv: Invocation) -> None:
+        # protocol.md §4.7 step 5: actor-to-actor calls carry no contract/link and are allowed;
+        # a provider's call needs the target actor to claim the provider's contract.
+        origin = inv.origin
+        if not origin.contract_id and not origin.link_name:
+            return
+        if not self.claims.has_cap(origin.contract_id):
+            raise MissingCapability(inv.operation)
+
+
+class BuiltinHostCalls:
+    """The host calls an instance answers in-process: `wasmcloud:builtin:logging` and
+    `wasmcloud:builtin:numbergen` (protocol.md §6.5), each only with its capability claim.
+
+    `forward` serves every other namespace (links, actors, call aliases: protocol.md §4.10).
+    """
+
+    def __init__(self, claims: ActorClaims, *, lattice_prefix: str,
+                 forward: Callable[[str, str, str, bytes], bytes] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.claims = claims
+        self.lattice_prefix = lattice_prefix
+        self.forward = forward
+        self.rng = rng or random.SystemRandom()
+        self.guest_log = logging.getLogger("hostcore.guest")
+
+    def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
+        if namespace in (LOGGING, NUMBERGEN):
+            if not self.claims.has_cap(namespace):
+                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
+            return self._logging(payload) if namespace == LOGGING else self._numbergen(operation, payload)
+        if self.forward is None:
+            raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
+        return self.forward(binding, namespace, operation, payload)
+
+    def _logging(self, payload: bytes) -> bytes:
+        try:
+            entry = msgpack.unpackb(payload, raw=False)
+            level, text = str(entry.get("level", "")), str(entry.get("text", ""))
+        except Exception:  # noqa: BLE001 -- a guest's bad payload is its error, not ours
+            raise HostCallError("Failed to deserialize log entry") from None
+        levelno = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO}.get(level, logging.DEBUG)
+        self.guest_log.log(levelno, "[%s] %s", self.claims.public_key, text,
+                           extra={"actor_key": self.claims.public_key})
+        return b""
+
+    def _numbergen(self, operation: str, payload: bytes) -> bytes:
+        if operation == "NumberGen.GenerateGuid":
+            return msgpack.packb(str(uuid.uuid4()))
+        if operation == "NumberGen.Random32":
+            return msgpack.packb(self.rng.randint(0, _U32_MAX))
+        if operation == "NumberGen.RandomInRange":
+            try:
+                bounds = msgpack.unpackb(payload, raw=False)
+                low, high = max(int(bounds["min"]), 0), min(int(bounds["max"]), _U32_MAX)
+            except Exception:  # noqa: BLE001
+                raise HostCallError("Failed to deserialize range request") from None
+            if low > high:
+                raise HostCallError(f"Invalid range: min {low} > max {high}")
+            return msgpack.packb(self.rng.randint(low, high))
+        raise HostCallError(f"Unknown operation {operation} for {NUMBERGEN}")

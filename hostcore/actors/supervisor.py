@@ -1,0 +1,325 @@
+"""ActorSupervisor: the OTP DynamicSupervisor of actor instances (protocol.md §11).
+
+Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine: it forks the
+ActorModule processes (architecture.md "A process that forks must hold no threads"). Events go to
+LatticeEvents; module bytes are fetched, verified and compiled by the NativeWorker.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+
+from hostcore.actors.instance import ActorModule
+from hostcore.actors.messages import (
+    ActorPrepared,
+    Done,
+    GetInventory,
+    InitActorSupervisor,
+    InstanceFailed,
+    InstanceInfo,
+    InstanceStarted,
+    Inventory,
+    PrepareActor,
+    PrepareFailed,
+    PublishEvent,
+    Purge,
+    Ready,
+    ScaleActor,
+    StartActor,
+    StartInstance,
+    TerminateActor,
+)
+from hostcore.config import HostConfig
+from hostcore.errors import HostcoreError, OtherRefRunning, ScaleWithoutRef
+from hostcore.native.claims import ActorClaims
+from hostcore.procutil import set_pdeathsig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Instance:
+    instance_id: str
+    address: Any
+    claims: ActorClaims
+    cwasm_path: Path
+    image_ref: str
+    annotations: dict[str, str]
+    state: str = "starting"  # starting → running → stopping; or failed
+
+    @property
+    def public_key(self) -> str:
+        return self.claims.public_key
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("starting", "running")
+
+
+@dataclass(slots=True, kw_only=True)
+class _PendingStart:
+    """A start waiting for the NativeWorker: `expect_key` is set for scale (the key is known)."""
+
+    actor_ref: str
+    count: int
+    annotations: dict[str, str]
+    expect_key: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class _Waiter:
+    request_id: str
+    reply_to: Any
+    pending: set[str] = field(default_factory=set)
+
+
+def matches_annotations(wanted: dict[str, str], have: dict[str, str]) -> bool:
+    """protocol.md §11.3: requested ⊆ existing; an empty request matches every instance."""
+    return all(have.get(k) == v for k, v in wanted.items())
+
+
+def scale_diff(current: int, desired: int) -> int:
+    """`current - desired`: 0 nothing, > 0 terminate that many, < 0 start that many."""
+    return current - desired
+
+
+class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
+    """scale_actor / start_actor / terminate_actor over supervised ActorModule processes.
+
+    Instances that die without being asked are restarted (new instance id, same module) unless the
+    key exceeded `restart_intensity` restarts within `restart_period_s`, as an OTP supervisor.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: HostConfig | None = None
+        self.instances: dict[str, _Instance] = {}
+        self.pending: dict[str, _PendingStart] = {}
+        self.preparing: set[str] = set()  # keys with a scale waiting on the NativeWorker
+        self.deferred: dict[str, list[ScaleActor]] = collections.defaultdict(list)
+        self.restarts: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self.waiters: list[_Waiter] = []
+
+    # --- wiring --------------------------------------------------------------------------------
+
+    def receiveMsg_InitActorSupervisor(self, msg: InitActorSupervisor, sender: Any) -> None:
+        set_pdeathsig()
+        self.config, self.events, self.native = msg.config, msg.events, msg.native
+        self.send(sender, Ready(role="actor_supervisor"))
+
+    def _event(self, event_type: str, data: dict[str, Any]) -> None:
+        self.send(self.events, PublishEvent(event_type=event_type, data=data))
+
+    # --- scale_actor ---------------------------------------------------------------------------
+
+    def receiveMsg_ScaleActor(self, msg: ScaleActor, sender: Any) -> None:
+        try:
+            self.scale_actor(msg)
+        except HostcoreError as err:
+            log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
+            self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
+
+    def scale_actor(self, msg: ScaleActor) -> None:
+        """Bring this host's instances of `msg.actor_id` to `msg.count`. Returns once starts or
+        stops are issued; progress arrives as actor_started / actor_stopped events.
+
+        Raises:
+            ScaleWithoutRef: scaling up with no ref given and none running to copy it from.
+        """
+        key = msg.actor_id
+        if key in self.preparing:  # a start for this key is in flight: decide after it lands
+            self.deferred[key].append(msg)
+            return
+        live = self._live(key)
+        ref = msg.actor_ref or next((i.image_ref for i in live if i.image_ref), "")
+        diff = scale_diff(len(live), msg.count)
+        if diff > 0:
+            self.terminate_actor(key, diff, {})
+        elif diff < 0:
+            if not ref:
+                raise ScaleWithoutRef()
+            running = next((i for i in live if i.image_ref == ref), None)
+            if running is not None:  # same module already here: no fetch needed
+                self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
+            else:
+                self._prepare(_PendingStart(actor_ref=ref, count=-diff, annotations={}, expect_key=key))
+
+    def receiveMsg_StartActor(self, msg: StartActor, sender: Any) -> None:
+        # protocol.md §2.3 QUIRK: OTP's 1..count range starts two instances for count 0; we
+        # follow the Rust control client ("0 is interpreted as 1").
+        self._prepare(_PendingStart(actor_ref=msg.actor_ref, count=max(msg.count, 1),
+                                    annotations=dict(msg.annotations)))
+
+    def _prepare(self, start: _PendingStart) -> None:
+        request_id = str(uuid.uuid4())
+        self.pending[request_id] = start
+        if start.expect_key:
+            self.preparing.add(start.expect_key)
+        self.send(self.native, PrepareActor(actor_ref=start.actor_ref, request_id=request_id))
+
+    def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
+        start = self.pending.pop(msg.request_id, None)
+        log.error("actor start failed", extra={"actor_ref": msg.actor_ref, "error": msg.error})
+        self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": msg.error})
+        if start is not None and start.expect_key:
+            self._release(start.expect_key)
+
+    def receiveMsg_ActorPrepared(self, msg: ActorPrepared, sender: Any) -> None:
+        start = self.pending.pop(msg.request_id, None)
+        if start is None:
+            return
+        try:
+            self.start_actor(msg.claims, msg.cwasm_path, start)
+        except HostcoreError as err:
+            log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
+            self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
+        finally:
+            if start.expect_key:
+                self._release(start.expect_key)
+
+    def _release(self, key: str) -> None:
+        self.preparing.discard(key)
+        for deferred in self.deferred.pop(key, []):
+            self.receiveMsg_ScaleActor(deferred, None)
+
+    def start_actor(self, claims: ActorClaims, cwasm_path: Path, start: _PendingStart) -> None:
+        """Start `start.count` instances of a verified, compiled module.
+
+        Raises:
+            HostcoreError: the ref holds another key than the one being scaled, or the key already
+                runs here from a different ref (OtherRefRunning, protocol.md §11.1 step 3).
+        """
+        pk = claims.public_key
+        if start.expect_key and pk != start.expect_key:
+            raise HostcoreError(f"Reference {start.actor_ref} holds actor {pk}, not {start.expect_key}")
+        if any(i.image_ref != start.actor_ref for i in self._live(pk)):
+            raise OtherRefRunning(pk, start.actor_ref)
+        self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
+        if start.actor_ref:
+            self._event("refmap_set", {"oci_url": start.actor_ref, "public_key": pk})
+
+    def _start_instances(self, claims: ActorClaims, cwasm_path: Path, ref: str, count: int,
+                         annotations: dict[str, str]) -> None:
+        assert self.config is not None
+        for _ in range(count):
+            inst = _Instance(instance_id=str(uuid.uuid4()), address=self.createActor(ActorModule),
+                             claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
+            self.instances[inst.instance_id] = inst
+            self.send(inst.address, StartInstance(
+                config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
+                instance_id=inst.instance_id, annotations=annotations))
+
+    def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        if inst is None or inst.state != "starting":
+            return
+        inst.state = "running"
+        log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
+                                         "pid": msg.pid})
+        self._event("actor_started", {
+            "public_key": inst.public_key, "image_ref": inst.image_ref, "api_version": msg.api_version,
+            "instance_id": inst.instance_id, "annotations": inst.annotations,
+            "claims": inst.claims.to_event_claims(),
+        })
+
+    def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        if inst is None:
+            return
+        inst.state = "failed"
+        log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
+        # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
+        self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": msg.error})
+        self.send(inst.address, ActorExitRequest())
+
+    # --- terminate_actor -----------------------------------------------------------------------
+
+    def receiveMsg_TerminateActor(self, msg: TerminateActor, sender: Any) -> None:
+        halted = self.terminate_actor(msg.actor_id, msg.count, dict(msg.annotations))
+        self._wait(msg.request_id, sender, halted)
+
+    def terminate_actor(self, public_key: str, count: int, annotations: dict[str, str]) -> set[str]:
+        """Halt `count` live instances of `public_key` matching `annotations` (0 = all matching).
+        Returns the instance ids asked to stop; each publishes actor_stopped when it is gone.
+
+        QUIRK (protocol.md §11.3): v0.59 could stop the key's RPC subscriber while non-matching
+        instances still ran; here each instance owns its subscription, so the others keep serving.
+        """
+        matching = [i for i in self._live(public_key) if matches_annotations(annotations, i.annotations)]
+        victims = matching if count == 0 else matching[:count]
+        for inst in victims:
+            inst.state = "stopping"
+            self.send(inst.address, ActorExitRequest())
+        return {i.instance_id for i in victims}
+
+    def receiveMsg_Purge(self, msg: Purge, sender: Any) -> None:
+        halted: set[str] = set()
+        for key in {i.public_key for i in self.instances.values() if i.live}:
+            halted |= self.terminate_actor(key, 0, {})
+        halted |= {i.instance_id for i in self.instances.values() if i.state == "stopping"}
+        self._wait(msg.request_id, sender, halted)
+
+    def _wait(self, request_id: str, reply_to: Any, pending: set[str]) -> None:
+        if not pending:
+            self.send(reply_to, Done(request_id=request_id))
+        else:
+            self.waiters.append(_Waiter(request_id=request_id, reply_to=reply_to, pending=pending))
+
+    # --- exits and restarts --------------------------------------------------------------------
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        # Thespian addresses are not hashable, hence the scan.
+        inst = next((i for i in self.instances.values() if i.address == msg.childAddress), None)
+        if inst is None:
+            return
+        del self.instances[inst.instance_id]
+        if inst.state != "failed":
+            self._event("actor_stopped", {"public_key": inst.public_key, "instance_id": inst.instance_id})
+        if inst.live:  # nobody asked it to stop: it crashed
+            log.warning("actor instance died, restarting", extra={"actor_key": inst.public_key,
+                                                                  "instance_id": inst.instance_id})
+            self._restart(inst)
+        for waiter in list(self.waiters):
+            waiter.pending.discard(inst.instance_id)
+            if not waiter.pending:
+                self.waiters.remove(waiter)
+                self.send(waiter.reply_to, Done(request_id=waiter.request_id))
+
+    def _restart(self, inst: _Instance) -> None:
+        assert self.config is not None
+        window = self.restarts[inst.public_key]
+        now = time.monotonic()
+        while window and now - window[0] > self.config.restart_period_s:
+            window.popleft()
+        if len(window) >= self.config.restart_intensity:
+            error = (f"Actor {inst.public_key} restarted {len(window)} times within "
+                     f"{self.config.restart_period_s:g} s; giving up")
+            log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
+            self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": error})
+            return
+        window.append(now)
+        self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+
+    # --- inventory -----------------------------------------------------------------------------
+
+    def receiveMsg_GetInventory(self, msg: GetInventory, sender: Any) -> None:
+        self.send(sender, Inventory(request_id=msg.request_id, instances=tuple(
+            InstanceInfo(public_key=i.public_key, instance_id=i.instance_id, image_ref=i.image_ref,
+                         name=i.claims.name or "N/A", revision=i.claims.revision,
+                         annotations=i.annotations, claims_record=i.claims.to_cache_record())
+            for i in self.instances.values() if i.state == "running")))
+
+    def _live(self, public_key: str) -> list[_Instance]:
+        return [i for i in self.instances.values() if i.public_key == public_key and i.live]
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        log.info("actor supervisor stopping", extra={"pid": os.getpid(), "instances": len(self.instances)})

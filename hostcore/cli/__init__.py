@@ -1,0 +1,52 @@
+"""`python -m hostcore` / `hostcore`: run a host (`up`, the default) or use the lattice's control
+interface (`ctl`, `call`) and the claims tools (`claims`, `keys`). The only place that prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hostcore import __version__
+from hostcore.cli import claims, ctl
+from hostcore.config import build_parser, load_config
+from hostcore.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from hostcore.node import run_node  # imports Thespian and the actor tree only when needed
+
+    try:
+        config = load_config(args.up_argv)
+    except ConfigError as err:
+        print(f"hostcore: {err.wire}", file=sys.stderr)
+        return 2
+    return run_node(config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hostcore {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    up = sub.add_parser("up", help="run a host node (the default command)", parents=[build_parser()],
+                        add_help=True)
+    up.set_defaults(func=_run_up)
+    claims.register(sub)
+    ctl.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version"):
+        args_list = ["up", *args_list]
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if args.command == "up":
+        args.up_argv = args_list[1:]
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args))

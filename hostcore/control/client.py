@@ -1,0 +1,105 @@
+"""ControlClient: the control interface from the outside (protocol.md §2), as `wash ctl` and the
+wasmcloud_host dashboard speak it. Used by the CLI, the tests and (later) the dashboard.
+
+The caller owns the NATS connection; every request has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from hostcore.control import topics
+from hostcore.control.requests import Ack, LaunchActorRequest, ScaleRequest, StopActorRequest, StopHostRequest
+from hostcore.errors import HostcoreError
+from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
+from hostcore.native.nkeys import KeyPair
+
+log = logging.getLogger(__name__)
+
+
+class ControlTimeout(HostcoreError, TimeoutError):
+    wire = "No reply to the control request in time"
+
+
+class ControlClient:
+    """Control-interface requests for one lattice over a connection the caller owns."""
+
+    def __init__(self, nc: NatsClient, *, lattice_prefix: str = "default",
+                 ctl_topic_prefix: str = "wasmbus.ctl", timeout_s: float = 2.0) -> None:
+        self.nc = nc
+        self.lattice_prefix = lattice_prefix
+        self.prefix = topics.prefix(ctl_topic_prefix, lattice_prefix)
+        self.timeout_s = timeout_s
+
+    async def _request(self, subject: str, payload: bytes, timeout_s: float | None = None) -> bytes:
+        try:
+            msg = await self.nc.request(subject, payload, timeout=timeout_s or self.timeout_s)
+        except (NatsTimeout, NoRespondersError, asyncio.TimeoutError):
+            raise ControlTimeout(f"No reply on {subject} within {timeout_s or self.timeout_s:g} s") from None
+        return bytes(msg.data)
+
+    async def _json(self, subject: str, payload: bytes = b"") -> Any:
+        return json.loads(await self._request(subject, payload))
+
+    async def ping_hosts(self, wait_s: float = 1.0) -> list[dict[str, Any]]:
+        """Every host's ping reply, collected for `wait_s` (scatter/gather, like wash)."""
+        inbox = self.nc.new_inbox()
+        replies: list[dict[str, Any]] = []
+        sub = await self.nc.subscribe(inbox)
+        try:
+            await self.nc.publish(topics.ping_hosts(self.prefix), b"", reply=inbox)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    break
+                replies.append(json.loads(msg.data))
+        finally:
+            await sub.unsubscribe()
+        return replies
+
+    async def get_inventory(self, host_id: str) -> dict[str, Any]:
+        return dict(await self._json(topics.inventory(self.prefix, host_id)))
+
+    async def get_claims(self) -> list[dict[str, Any]]:
+        return list((await self._json(topics.get_claims(self.prefix)))["claims"])
+
+    async def scale_actor(self, host_id: str, actor_id: str, actor_ref: str, count: int) -> Ack:
+        req = ScaleRequest(actor_id=actor_id, actor_ref=actor_ref, count=count, host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "scale"), req.to_wire()))
+
+    async def launch_actor(self, host_id: str, actor_ref: str, count: int = 1,
+                           annotations: dict[str, str] | None = None) -> Ack:
+        req = LaunchActorRequest(actor_ref=actor_ref, count=count, annotations=annotations or {}, host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "la"), req.to_wire()))
+
+    async def stop_actor(self, host_id: str, actor_id: str, count: int = 0,
+                         annotations: dict[str, str] | None = None) -> Ack:
+        req = StopActorRequest(actor_ref=actor_id, count=count, annotations=annotations or {}, host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "sa"), req.to_wire(),
+                                                 timeout_s=max(self.timeout_s, 10.0)))
+
+    async def stop_host(self, host_id: str) -> Ack:
+        req = StopHostRequest(host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "stop"), req.to_wire()))
+
+    async def call_actor(self, signer: KeyPair, actor_id: str, operation: str, payload: bytes,
+                         *, origin: WasmCloudEntity | None = None, timeout_s: float | None = None) -> InvocationResponse:
+        """Invoke an actor over `wasmbus.rpc.{lattice}.{actor_id}` with an invocation signed by
+        `signer` (a cluster key the hosts trust). Returns the response; its `error` says why a
+        call failed on the host side. Raises ControlTimeout when nobody answers."""
+        # As `wash call`: the origin is the signing key with no contract or link, which the host
+        # treats as an actor-to-actor call (protocol.md §4.7 step 5).
+        inv = new_invocation(signer, origin or WasmCloudEntity(public_key=signer.public_key),
+                             WasmCloudEntity(public_key=actor_id), operation, payload)
+        subject = f"wasmbus.rpc.{self.lattice_prefix}.{actor_id}"
+        return InvocationResponse.from_wire(await self._request(subject, inv.to_wire(), timeout_s))

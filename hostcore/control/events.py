@@ -1,0 +1,127 @@
+"""Lattice events: the CloudEvents envelope (protocol.md §3.2) and the LatticeEvents actor that
+publishes events and heartbeats on `wasmbus.evt.{lattice}`.
+
+This module is the only place that writes `specversion`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from thespian.actors import ActorExitRequest, WakeupMessage
+
+from hostcore import COMPAT_VERSION
+from hostcore.actors.bridge import NatsBridgeActor
+from hostcore.actors.messages import (
+    GetInventory,
+    InitEvents,
+    InitFailed,
+    Inventory,
+    PublishEvent,
+    Ready,
+    SendHeartbeat,
+)
+from hostcore.config import HostConfig
+from hostcore.procutil import set_pdeathsig
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPE_PREFIX = "com.wasmcloud.lattice."
+
+
+def event_subject(lattice_prefix: str) -> str:
+    return f"wasmbus.evt.{lattice_prefix}"
+
+
+def cloud_event(event_type: str, data: dict[str, Any], source: str, *, now: dt.datetime | None = None) -> bytes:
+    """Encode one CloudEvent 1.0 as JSON bytes (only the fields the OTP host sets)."""
+    when = now or dt.datetime.now(dt.timezone.utc)
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "type": EVENT_TYPE_PREFIX + event_type,
+            "source": source,
+            "id": str(uuid.uuid4()),
+            "time": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "datacontenttype": "application/json",
+            "data": data,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def humanize_seconds(seconds: int) -> str:
+    """Timex-style duration text, e.g. `1 hour, 2 minutes, 3 seconds` (protocol.md §2.4)."""
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
+    return ", ".join(parts) or "0 seconds"
+
+
+def heartbeat_data(config: HostConfig, inventory: Inventory, started_at: float) -> dict[str, Any]:
+    """host_heartbeat data. We emit the v0.60+ shape (`actors`: key → instance count) so the
+    event stays small at 10,000 instances (protocol.md §3.4; later tooling reads this form)."""
+    counts: dict[str, int] = {}
+    for inst in inventory.instances:
+        counts[inst.public_key] = counts.get(inst.public_key, 0) + 1
+    uptime = int(time.time() - started_at)
+    return {
+        "actors": counts,
+        "providers": [],
+        "labels": config.labels,
+        "friendly_name": config.friendly_name,
+        "version": COMPAT_VERSION,
+        "uptime_seconds": uptime,
+        "uptime_human": humanize_seconds(uptime),
+    }
+
+
+class LatticeEvents(NatsBridgeActor):
+    """Publishes lifecycle CloudEvents and the periodic host_heartbeat for one host.
+
+    Owns its NATS connection. Never creates children (it holds threads).
+    """
+
+    def receiveMsg_InitEvents(self, msg: InitEvents, sender: Any) -> None:
+        set_pdeathsig()
+        self.config = msg.config
+        self.actor_supervisor = msg.actor_supervisor
+        self.started_at = time.time()
+        self.subject = event_subject(msg.config.lattice_prefix)
+
+        async def setup(nc: NatsClient) -> None:
+            return None
+
+        try:
+            self.nats_start(msg.config.nats_url, setup, name=f"hostcore-events-{msg.config.host_id[:8]}")
+        except Exception as err:  # noqa: BLE001 -- reported to the supervisor, which gives up
+            self.send(sender, InitFailed(role="events", error=f"NATS connection failed: {err}"))
+            return
+        self.wakeupAfter(dt.timedelta(seconds=msg.config.heartbeat_interval_s))
+        self.send(self.actor_supervisor, GetInventory(request_id="heartbeat"))  # v0.59: one at start
+        self.send(sender, Ready(role="events"))
+
+    def receiveMsg_PublishEvent(self, msg: PublishEvent, sender: Any) -> None:
+        self.publish(self.subject, cloud_event(msg.event_type, msg.data, self.config.host_id))
+
+    def receiveMsg_SendHeartbeat(self, msg: SendHeartbeat, sender: Any) -> None:
+        self.send(self.actor_supervisor, GetInventory(request_id="heartbeat"))
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        self.send(self.actor_supervisor, GetInventory(request_id="heartbeat"))
+        self.wakeupAfter(dt.timedelta(seconds=self.config.heartbeat_interval_s))
+
+    def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
+        data = heartbeat_data(self.config, msg, self.started_at)
+        self.publish(self.subject, cloud_event("host_heartbeat", data, self.config.host_id))
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.nats_stop()

@@ -1,0 +1,155 @@
+"""Control-interface request and reply payloads (protocol.md §2.2–2.4), each with
+`from_wire` / `to_wire`. Raw dicts appear only inside those functions.
+
+"Required" follows v0.58+: the key is present and its value is neither null nor false.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hostcore.errors import ControlRequestError
+
+
+def _object(data: bytes, error: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlRequestError(error) from None
+    if not isinstance(obj, dict):
+        raise ControlRequestError(error)
+    return obj
+
+
+def _required(obj: dict[str, Any], error: str, *keys: str) -> None:
+    if any(obj.get(k) is None or obj.get(k) is False for k in keys):
+        raise ControlRequestError(error)
+
+
+def _str(obj: dict[str, Any], key: str, error: str, default: str = "") -> str:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ControlRequestError(error)
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, error: str, default: int = 0) -> int:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ControlRequestError(error)
+    return value
+
+
+def _annotations(obj: dict[str, Any], error: str) -> dict[str, str]:
+    value = obj.get("annotations") or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ControlRequestError(error)
+    return dict(value)
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def success_ack() -> bytes:
+    return dumps({"accepted": True, "error": ""})
+
+
+def failure_ack(error: str) -> bytes:
+    return dumps({"accepted": False, "error": error})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleRequest:
+    actor_id: str
+    actor_ref: str
+    count: int
+    host_id: str = ""
+    ERROR = "Invalid scale actor JSON request"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> ScaleRequest:
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "actor_id", "actor_ref", "count")
+        return cls(actor_id=_str(obj, "actor_id", cls.ERROR), actor_ref=_str(obj, "actor_ref", cls.ERROR),
+                   count=_int(obj, "count", cls.ERROR), host_id=_str(obj, "host_id", cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps({"actor_id": self.actor_id, "actor_ref": self.actor_ref, "count": self.count,
+                      "host_id": self.host_id, "annotations": {}})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchActorRequest:
+    actor_ref: str
+    count: int = 1
+    annotations: dict[str, str] = field(default_factory=dict)
+    host_id: str = ""
+    ERROR = "Invalid launch actor JSON request"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> LaunchActorRequest:
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "actor_ref")
+        return cls(actor_ref=_str(obj, "actor_ref", cls.ERROR), count=_int(obj, "count", cls.ERROR, 1),
+                   annotations=_annotations(obj, cls.ERROR), host_id=_str(obj, "host_id", cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps(asdict(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopActorRequest:
+    actor_ref: str  # the actor's public key (protocol.md §2.3 `sa`)
+    count: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    host_id: str = ""
+    ERROR = "Invalid request to stop actor"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> StopActorRequest:
+        obj = _object(data, cls.ERROR)
+        # `count` 0 means "all": present-and-not-null is what matters (0 is truthy in Elixir).
+        _required(obj, cls.ERROR, "actor_ref", "count")
+        return cls(actor_ref=_str(obj, "actor_ref", cls.ERROR), count=_int(obj, "count", cls.ERROR),
+                   annotations=_annotations(obj, cls.ERROR), host_id=_str(obj, "host_id", cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps(asdict(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopHostRequest:
+    host_id: str = ""
+    timeout: int | None = None
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> StopHostRequest:
+        try:
+            obj = json.loads(data) if data.strip() else {}
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ControlRequestError(f"Unable to parse stop host command: {err}") from None
+        if not isinstance(obj, dict):
+            raise ControlRequestError("Unable to parse stop host command: not a JSON object")
+        host_id = obj.get("host_id") or ""
+        return cls(host_id=host_id if isinstance(host_id, str) else "", timeout=None)
+
+    def to_wire(self) -> bytes:
+        return dumps({"host_id": self.host_id, "timeout": self.timeout})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    accepted: bool
+    error: str = ""
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Ack:
+        obj = json.loads(data)
+        return cls(accepted=bool(obj.get("accepted")), error=str(obj.get("error") or ""))

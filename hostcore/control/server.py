@@ -1,0 +1,187 @@
+"""ControlServer: answers `wasmbus.ctl.{lattice}.…` (protocol.md §2) for one host.
+
+NATS-bridged; it turns control requests into messages for the supervision tree and never creates
+children. Every request gets a reply: malformed ones a failure ack with the documented text. It
+owns the ack envelope (`success_ack` / `failure_ack` from requests.py are built only here).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from thespian.actors import ActorExitRequest
+
+from hostcore import COMPAT_VERSION
+from hostcore.actors.bridge import NatsBridgeActor
+from hostcore.actors.messages import (
+    Done,
+    GetInventory,
+    InitControl,
+    InitFailed,
+    Inventory,
+    Ready,
+    ScaleActor,
+    SendHeartbeat,
+    StartActor,
+    StopHost,
+    TerminateActor,
+)
+from hostcore.config import HostConfig
+from hostcore.control import topics
+from hostcore.control.events import humanize_seconds
+from hostcore.control.requests import (
+    LaunchActorRequest,
+    ScaleRequest,
+    StopActorRequest,
+    StopHostRequest,
+    dumps,
+    failure_ack,
+    success_ack,
+)
+from hostcore.errors import ControlRequestError, WrongHost, WrongHostStop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    subject: str
+    reply: str
+    data: bytes
+
+
+def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
+    uptime = int(time.time() - started_at)
+    return {
+        "id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
+        "friendly_name": config.friendly_name, "uptime_seconds": uptime, "uptime_human": humanize_seconds(uptime),
+        "version": COMPAT_VERSION, "cluster_issuers": ",".join(config.cluster_issuers),
+        "js_domain": config.js_domain, "ctl_host": config.nats_url, "prov_rpc_host": config.nats_url,
+        "rpc_host": config.nats_url, "lattice_prefix": config.lattice_prefix,
+    }
+
+
+def inventory_reply(config: HostConfig, inventory: Inventory) -> dict[str, Any]:
+    actors: dict[str, dict[str, Any]] = {}
+    for inst in inventory.instances:
+        entry = actors.setdefault(inst.public_key, {"id": inst.public_key, "image_ref": inst.image_ref,
+                                                    "name": inst.name, "instances": []})
+        entry["instances"].append({"annotations": inst.annotations, "instance_id": inst.instance_id,
+                                   "revision": inst.revision})
+    return {"host_id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
+            "friendly_name": config.friendly_name, "actors": list(actors.values()), "providers": []}
+
+
+def claims_reply(inventory: Inventory) -> dict[str, Any]:
+    records = {inst.public_key: inst.claims_record for inst in inventory.instances}
+    return {"claims": list(records.values())}
+
+
+class ControlServer(NatsBridgeActor):
+    """Subscribes to this host's control subjects and dispatches them."""
+
+    def receiveMsg_InitControl(self, msg: InitControl, sender: Any) -> None:
+        self.config = cfg = msg.config
+        self.host_supervisor, self.actor_supervisor, self.events = msg.host_supervisor, msg.actor_supervisor, msg.events
+        self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
+        self.started_at = time.time()
+        self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
+
+        async def setup(nc: NatsClient) -> None:
+            p, h, queue = self.prefix, cfg.host_id, self.prefix
+            await nc.subscribe(f"{p}.cmd.{h}.*", cb=self._on_request)
+            await nc.subscribe(topics.inventory(p, h), cb=self._on_request)
+            await nc.subscribe(topics.ping_hosts(p), cb=self._on_ping)
+            await nc.subscribe(f"{p}.get.*", queue=queue, cb=self._on_request)
+
+        try:
+            self.nats_start(cfg.nats_url, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
+        except Exception as err:  # noqa: BLE001 -- the supervisor reports and gives up
+            self.send(sender, InitFailed(role="control", error=f"NATS connection failed: {err}"))
+            return
+        self.send(sender, Ready(role="control"))
+
+    # --- loop thread -----------------------------------------------------------------------------
+
+    async def _on_request(self, msg: Msg) -> None:
+        self.to_actor(_Request(msg.subject, msg.reply, msg.data))
+
+    async def _on_ping(self, msg: Msg) -> None:
+        # Answered on the loop: it needs nothing from the tree (protocol.md §2.4 ping.hosts).
+        if msg.reply:
+            await self.nc.publish(msg.reply, dumps(ping_reply(self.config, self.started_at)))
+        self.to_actor(SendHeartbeat())
+
+    # --- actor thread ----------------------------------------------------------------------------
+
+    def on_nats_item(self, item: Any) -> None:
+        if isinstance(item, SendHeartbeat):
+            self.send(self.events, item)
+            return
+        topic = topics.parse(self.prefix, item.subject)
+        if topic is None:
+            return self._reply(item.reply, failure_ack(f"Unknown control subject {item.subject}"))
+        try:
+            self._dispatch(topic, item)
+        except ControlRequestError as err:
+            log.info("control request refused", extra={"subject": item.subject, "error": err.wire})
+            self._reply(item.reply, failure_ack(err.wire))
+
+    def _dispatch(self, topic: topics.ControlTopic, req: _Request) -> None:
+        if topic.host_id and topic.host_id != self.config.host_id:
+            raise WrongHostStop() if topic.op == "stop" else WrongHost()
+        match (topic.kind, topic.op):
+            case ("cmd", "scale"):
+                scale = ScaleRequest.from_wire(req.data)
+                self._reply(req.reply, success_ack())  # protocol.md §2.3: ack first, work after
+                self.send(self.actor_supervisor, ScaleActor(actor_id=scale.actor_id, actor_ref=scale.actor_ref,
+                                                            count=scale.count))
+            case ("cmd", "la"):
+                launch = LaunchActorRequest.from_wire(req.data)
+                self._reply(req.reply, success_ack())
+                self.send(self.actor_supervisor, StartActor(actor_ref=launch.actor_ref, count=launch.count,
+                                                            annotations=launch.annotations))
+            case ("cmd", "sa"):
+                stop = StopActorRequest.from_wire(req.data)
+                self.send(self.actor_supervisor, TerminateActor(
+                    actor_id=stop.actor_ref, count=stop.count, annotations=stop.annotations,
+                    request_id=self._await("sa", req.reply)))
+            case ("cmd", "stop"):
+                stop_host = StopHostRequest.from_wire(req.data)
+                if stop_host.host_id and stop_host.host_id != self.config.host_id:
+                    raise WrongHostStop()
+                self._reply(req.reply, success_ack())
+                self.send(self.host_supervisor, StopHost(reason="stop requested over the control interface"))
+            case ("get", "inv") | ("get", "claims"):
+                self.send(self.actor_supervisor, GetInventory(request_id=self._await(topic.op, req.reply)))
+            case ("cmd", op):
+                raise ControlRequestError(f"Command {op} is not supported by this host")
+            case _:
+                raise ControlRequestError(f"Unknown control request {topic.kind}.{topic.op}")
+
+    def _await(self, kind: str, reply: str) -> str:
+        request_id = str(uuid.uuid4())
+        self.waiting[request_id] = (kind, reply)
+        return request_id
+
+    def receiveMsg_Done(self, msg: Done, sender: Any) -> None:
+        _, reply = self.waiting.pop(msg.request_id, ("", ""))
+        self._reply(reply, success_ack())
+
+    def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
+        kind, reply = self.waiting.pop(msg.request_id, ("", ""))
+        body = claims_reply(msg) if kind == "claims" else inventory_reply(self.config, msg)
+        self._reply(reply, dumps(body))
+
+    def _reply(self, reply: str, data: bytes) -> None:
+        if reply:
+            self.publish(reply, data)
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.nats_stop()

@@ -1,0 +1,272 @@
+"""The errors hostcore reports, one class per failure the protocol names.
+
+Each class carries its exact wire text (protocol.md) in `wire`; that text appears nowhere else.
+Classes whose text has parameters build it in `__init__` and keep it in `self.wire`.
+"""
+
+from __future__ import annotations
+
+
+class HostcoreError(Exception):
+    """Root of every error hostcore raises on purpose. `wire` is the text put on the wire."""
+
+    wire: str = "Internal host error"
+
+    def __init__(self, wire: str | None = None) -> None:
+        if wire is not None:
+            self.wire = wire
+        super().__init__(self.wire)
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class ConfigError(HostcoreError, ValueError):
+    """A configuration key has a value that cannot be used; the text names key and value."""
+
+
+# --- nkeys / claims (protocol.md §5.5, §7) --------------------------------------------------------
+
+
+class NkeyError(HostcoreError, ValueError):
+    wire = "Invalid nkey"
+
+
+class ClaimsError(HostcoreError):
+    """A module's embedded claims cannot be used."""
+
+
+class NoClaims(ClaimsError):
+    wire = "No claims found in source module"
+
+
+class ClaimsExtractFailed(ClaimsError):
+    wire = "Failed to extract claims from module"
+
+
+class ClaimsExpired(ClaimsError):
+    wire = "Claims token expired"
+
+
+class ClaimsNotYetValid(ClaimsError):
+    wire = "Claims token cannot be used yet"
+
+
+class ClaimsBadSignature(ClaimsError):
+    wire = "Invalid signature on module token"
+
+
+class ClaimsInvalid(ClaimsError):
+    """Other token validation failures: `Failed to validate claims token: {e}`."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Failed to validate claims token: {detail}")
+
+
+class ClaimsHashMismatch(ClaimsExtractFailed):
+    """The module bytes do not hash to the `wascap.hash` claim (tampered module)."""
+
+
+class NotWasm(ClaimsExtractFailed):
+    """The bytes are not a WebAssembly module at all."""
+
+
+# --- wascap JWTs (protocol.md §4.6 step 2, §5.5 step 3) -------------------------------------------
+# Texts are wascap's `Display` of the matching ErrorKind; callers wrap them in ClaimsInvalid or
+# InvocationTokenInvalid, which is where they reach the wire.
+
+
+class TokenError(HostcoreError, ValueError):
+    """A wascap JWT is structurally unusable (bad segments, header, issuer or subject)."""
+
+
+class TokenMalformed(TokenError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Decode error: {detail}")
+
+
+class TokenBadAlgorithm(TokenError):
+    wire = "Invalid JWT algorithm. WASCAP only supports Ed25519"
+
+
+class TokenBadHeader(TokenError):
+    wire = "JWT error: Invalid header"
+
+
+class TokenMissingIssuer(TokenError):
+    wire = "Invalid JWT. WASCAP requires an issuer claim to be present"
+
+
+class TokenMissingSubject(TokenError):
+    wire = "Invalid JWT. WASCAP requires a sub claim to be present"
+
+
+class TokenBadIssuerKey(TokenError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Encryption error: {detail}")
+
+
+class TokenExpired(TokenError):
+    wire = "Token has expired"
+
+
+class TokenNotYetValid(TokenError):
+    wire = "Token cannot be used yet"
+
+
+class TokenBadSignature(TokenError):
+    wire = "Token signature is invalid"
+
+
+# --- invocations (protocol.md §4.6) ---------------------------------------------------------------
+
+
+class InvocationError(HostcoreError):
+    """An inbound invocation failed anti-forgery validation; `wire` is the documented reason."""
+
+
+class InvocationDecodeFailed(InvocationError):
+    wire = "Failed to deserialize invocation"
+
+
+class InvocationMsgpackFailed(InvocationError):
+    wire = "Failed to deserialize msgpack invocation"
+
+
+class InvocationTokenInvalid(InvocationError):
+    """§4.6 step 2: the invocation JWT is structurally invalid; `wire` is the TokenError's text."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+
+
+class InvocationExpired(InvocationError):
+    wire = "Invocation claims token expired"
+
+
+class InvocationBadSignature(InvocationError):
+    wire = "Invocation claims signature invalid"
+
+
+class InvocationNotYetValid(InvocationError):
+    wire = "Attempt to use invocation before claims token allows"
+
+
+class InvocationNoWascap(InvocationError):
+    wire = "No wascap metadata found on claims"
+
+
+class InvocationHashMismatch(InvocationError):
+    def __init__(self, claimed: str, computed: str) -> None:
+        super().__init__(
+            f"Invocation hash does not match signed claims hash ({claimed} / {computed})"
+        )
+
+
+class InvocationBadHostId(InvocationError):
+    def __init__(self, host_id: str) -> None:
+        super().__init__(f"Invalid host ID on invocation: '{host_id}'")
+
+
+class InvocationUntrustedIssuer(InvocationError):
+    wire = "Issuer of this invocation is not among the list of valid issuers"
+
+
+class InvocationTargetMismatch(InvocationError):
+    wire = "Invocation claims and invocation target URL do not match"
+
+
+class InvocationOriginMismatch(InvocationError):
+    wire = "Invocation claims and invocation origin URL do not match"
+
+
+class MissingCapability(InvocationError):
+    def __init__(self, operation: str) -> None:
+        super().__init__(f'Actor is missing the capability claim for "{operation}"')
+
+
+# --- guest execution (protocol.md §6) --------------------------------------------------------------
+
+
+class GuestError(HostcoreError):
+    """The guest returned failure through `__guest_error`; `wire` is the guest's text."""
+
+
+class GuestTrap(GuestError):
+    """The guest trapped (or ran out of time / memory); its Store is discarded afterwards."""
+
+
+class GuestTimeout(GuestTrap, TimeoutError):
+    """The guest call ran past the per-call time limit (epoch interruption)."""
+
+
+class ModuleCompileFailed(HostcoreError):
+    """Bytes that look like wasm (or a cached .cwasm) that wasmtime cannot compile or load."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Failed to compile module: {detail}")
+
+
+class InstantiationFailed(HostcoreError):
+    """A module cannot be instantiated: unknown import, memory limit, or a trap in its init exports."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Failed to instantiate actor: {detail}")
+
+
+class HostCallError(HostcoreError):
+    """A guest's `__host_call` could not be served; `wire` goes back to the guest as host error."""
+
+
+class RpcTimeout(HostCallError, TimeoutError):
+    wire = "Failed to perform RPC call: request timeout"
+
+
+# --- actor lifecycle (protocol.md §2.3, §8.1, §11) ---------------------------------------------------
+
+
+class ScaleWithoutRef(HostcoreError):
+    wire = "Scaling actor up without an OCI reference is not currently supported"
+
+
+class OtherRefRunning(HostcoreError):
+    # v0.59 text (protocol.md §11.1 step 3).
+    def __init__(self, public_key: str, ref: str) -> None:
+        super().__init__(
+            f"Cannot start new instance of {public_key} from OCI '{ref}', it is already running "
+            "with different OCI reference. To upgrade an actor, use live update."
+        )
+
+
+class FileLoadDisabled(HostcoreError):
+    wire = "actor file loading is disabled"
+
+
+class BindleUnsupported(HostcoreError):
+    wire = "bindle:// references are not supported by this host"
+
+
+class ActorFetchFailed(HostcoreError):
+    """The actor's bytes could not be read from its reference; the text says why."""
+
+
+class LatestRefused(ActorFetchFailed):
+    wire = (
+        "Fetching images tagged 'latest' is currently prohibited in this host. "
+        "This option can be overridden with WASMCLOUD_OCI_ALLOW_LATEST"
+    )
+
+
+# --- control interface (protocol.md §2) --------------------------------------------------------------
+
+
+class ControlRequestError(HostcoreError):
+    """A control request was malformed; `wire` is the command's documented failure text."""
+
+
+class WrongHost(ControlRequestError):
+    wire = "Command received by incorrect host and could not be processed"
+
+
+class WrongHostStop(ControlRequestError):
+    wire = "Handled stop request for incorrect host. Ignoring"

@@ -1,0 +1,95 @@
+"""The host node's launcher (architecture.md P0): embedded NATS, the Thespian ActorSystem, the
+HostSupervisor, and the wait for SIGTERM / SIGINT / a control `stop`.
+
+The launcher owns everything it starts: on any exit path it stops the host, shuts the ActorSystem
+down and stops the embedded nats-server.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import signal
+import threading
+from types import FrameType
+
+from thespian.actors import ActorSystem
+
+from hostcore.actors.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
+from hostcore.config import HostConfig
+from hostcore.host import HostSupervisor
+from hostcore.logs import log_defs
+from hostcore.nats_server import EmbeddedNatsServer
+from hostcore.procutil import descendants, free_port, pid_alive, wait_for
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 30.0
+_STOP_TIMEOUT_S = 15.0
+
+
+def run_node(config: HostConfig) -> int:
+    """Run one host until it is stopped. Returns the process exit code."""
+    logging.config.dictConfig(log_defs(config.log_level, config.structured_logging))
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    nats: EmbeddedNatsServer | None = None
+    if not config.nats_url:
+        nats = EmbeddedNatsServer(config.data_dir / "nats" / config.host_id[:16]).start()
+        config = config.with_nats_url(nats.url)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # Thespian's own diagnostics go to a file of ours, not to /tmp shared with other hosts.
+    os.environ.setdefault("THESPLOG_FILE", str(config.data_dir / "thespian.log"))
+    admin_port = config.admin_port or free_port()
+    # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
+    asys = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port},
+                       logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)
+    admin_pid: int | None = None
+    try:
+        host = asys.createActor(HostSupervisor)
+        reply = asys.ask(host, StartHost(config=config, launcher_pid=os.getpid()), _START_TIMEOUT_S)
+        if not isinstance(reply, HostReady):
+            error = reply.error if isinstance(reply, HostFailed) else "no answer from the host supervisor"
+            log.error("host failed to start", extra={"error": error})
+            return 1
+        admin_pid = reply.admin_pid
+        log.info("host running", extra={"host_id": config.host_id, "lattice": config.lattice_prefix,
+                                        "nats_url": config.nats_url, "admin_port": admin_port})
+        stopped = False
+        while not stopped and not stop.is_set():
+            stopped = isinstance(asys.listen(0.25), HostStopped)
+        if not stopped:
+            asys.tell(host, StopHost(reason="signal"))
+            deadline_hits = int(_STOP_TIMEOUT_S / 0.25)
+            for _ in range(deadline_hits):
+                if isinstance(asys.listen(0.25), HostStopped):
+                    break
+            else:
+                log.warning("host did not stop in time; shutting the actor system down")
+        return 0
+    finally:
+        asys.shutdown()
+        if admin_pid is not None:
+            _reap_admin(admin_pid)
+        if nats is not None:
+            nats.close()
+        log.info("host exited", extra={"host_id": config.host_id})
+
+
+def _reap_admin(admin_pid: int) -> None:
+    """ActorSystem.shutdown() should end the admin and its logger; make sure of it."""
+    leftovers = [admin_pid, *descendants(admin_pid)]
+    if wait_for(lambda: not any(pid_alive(p) for p in leftovers), 5.0):
+        return
+    log.warning("actor system processes outlived shutdown; killing them", extra={"pids": leftovers})
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,198 @@
+"""Shared test fixtures: the fixture actors, a real nats-server, host processes, event watching.
+
+Every process a test starts carries HOSTCORE_TEST_MARK in its environment (children inherit it),
+so teardown can find leftovers, kill them, and fail the test that left them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from hostcore.nats_server import EmbeddedNatsServer
+from hostcore.native.nkeys import KeyKind, KeyPair
+from hostcore.procutil import wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("HOSTCORE_FIXTURES", REPO.parent / "shared" / "fixtures" / "actors"))
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def fixture_actor(name: str) -> Path:
+    path = FIXTURES / name
+    assert path.is_file(), f"fixture actor {path} missing (set HOSTCORE_FIXTURES)"
+    return path
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Live processes whose environment carries HOSTCORE_TEST_MARK=mark."""
+    needle = f"HOSTCORE_TEST_MARK={mark}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_marked(mark: str) -> list[int]:
+    left = marked_pids(mark)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNatsServer]:
+    with EmbeddedNatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[nats.aio.client.Client]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+class EventWatcher:
+    """Collects CloudEvents from one lattice; `wait_for` awaits the next matching one."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._seen = 0
+
+    async def on_msg(self, msg: Any) -> None:
+        async with self._changed:
+            self.events.append(json.loads(msg.data))
+            self._changed.notify_all()
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == f"com.wasmcloud.lattice.{event_type}"]
+
+    async def wait_for(self, event_type: str, pred: Callable[[dict[str, Any]], bool] = lambda d: True,
+                       *, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """The first `count` events of `event_type` whose data satisfies `pred` (already received
+        ones count). Fails the test with what was seen if they do not arrive in `timeout`."""
+        def found() -> list[dict[str, Any]]:
+            return [e for e in self.of_type(event_type) if pred(e["data"])]
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._changed:
+                    await self._changed.wait_for(lambda: len(found()) >= count)
+        except TimeoutError:
+            seen = [e["type"].rsplit(".", 1)[-1] for e in self.events]
+            pytest.fail(f"waited {timeout}s for {count}x {event_type}; saw {seen}")
+        return found()[:count]
+
+
+class HostProcess:
+    """`python -m hostcore up` as a child process with known keys, on its own lattice."""
+
+    def __init__(self, workdir: Path, nats_url: str, lattice: str, mark: str, extra_env: dict[str, str]) -> None:
+        self.host_key = KeyPair.generate(KeyKind.SERVER)
+        self.cluster_key = KeyPair.generate(KeyKind.CLUSTER)
+        self.workdir = workdir
+        self.nats_url, self.lattice, self.mark = nats_url, lattice, mark
+        self.log_path = workdir / f"host-{self.host_key.public_key[:8]}.log"
+        self.env = {**os.environ, "HOSTCORE_TEST_MARK": mark, "WASMCLOUD_HOST_SEED": self.host_key.seed,
+                    "WASMCLOUD_CLUSTER_SEED": self.cluster_key.seed, "WASMCLOUD_LATTICE_PREFIX": lattice,
+                    "WASMCLOUD_ALLOW_FILE_LOAD": "true", "WASMCLOUD_RPC_TIMEOUT_MS": "2000",
+                    "HOSTCORE_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1", **extra_env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host_id(self) -> str:
+        return self.host_key.public_key
+
+    def start(self, *args: str) -> HostProcess:
+        cmd = [sys.executable, "-m", "hostcore", "up", *args]
+        if self.nats_url:
+            cmd += ["--nats-url", self.nats_url]
+        # Never a pipe: the daemonised Thespian admin would keep it open (architecture.md Tests).
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env, cwd=self.workdir, start_new_session=True)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            pytest.fail(f"host did not exit {timeout}s after SIGTERM; log:\n{self.log()[-3000:]}")
+
+
+@pytest.fixture
+def lattice() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def events(nc: nats.aio.client.Client, lattice: str) -> AsyncIterator[EventWatcher]:
+    watcher = EventWatcher()
+    sub = await nc.subscribe(f"wasmbus.evt.{lattice}", cb=watcher.on_msg)
+    await nc.flush()
+    yield watcher
+    await sub.unsubscribe()
+
+
+@pytest.fixture
+def host_factory(tmp_path: Path, nats_server: EmbeddedNatsServer, lattice: str) -> Iterator[Callable[..., HostProcess]]:
+    """Make hosts on this test's lattice; teardown stops them and fails on leftover processes."""
+    mark = uuid.uuid4().hex
+    hosts: list[HostProcess] = []
+
+    def make(*, nats_url: str | None = None, env: dict[str, str] | None = None) -> HostProcess:
+        workdir = tmp_path / f"host{len(hosts)}"
+        workdir.mkdir()
+        host = HostProcess(workdir, nats_server.url if nats_url is None else nats_url, lattice, mark, env or {})
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.stop()
+    survived = marked_pids(mark)
+    if survived and not wait_for(lambda: not marked_pids(mark), 5.0):
+        left = kill_marked(mark)
+        logs = "\n".join(h.log()[-2000:] for h in hosts)
+        pytest.fail(f"processes outlived their host: {left}\n{logs}")
+
+
+async def started_host(host_factory: Callable[..., HostProcess], events: EventWatcher, **kw: Any) -> HostProcess:
+    host = host_factory(**kw).start()
+    try:
+        await events.wait_for("host_started", lambda d: True, timeout=30)
+    except BaseException:
+        print(host.log())
+        raise
+    return host
