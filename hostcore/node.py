@@ -46,6 +46,9 @@ def run_node(config: HostConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     # Thespian's own diagnostics go to a file of ours, not to /tmp shared with other hosts.
     os.environ.setdefault("THESPLOG_FILE", str(config.data_dir / "thespian.log"))
+    # Thespian names each process after its actor (via setproctitle); SPT_NOENV keeps the title
+    # inside argv so /proc/<pid>/environ stays readable for operators and leak checks.
+    os.environ.setdefault("SPT_NOENV", "1")
     admin_port = config.admin_port or free_port()
     # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
     asys = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port},

@@ -52,6 +52,15 @@ def marked_pids(mark: str) -> list[int]:
     return pids
 
 
+def describe_pid(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        ppid = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} (ppid {ppid}): {cmd[:80]}"
+
+
 def kill_marked(mark: str) -> list[int]:
     left = marked_pids(mark)
     for pid in left:
@@ -183,7 +192,8 @@ def host_factory(tmp_path: Path, nats_server: EmbeddedNatsServer, lattice: str) 
         host.stop()
     survived = marked_pids(mark)
     if survived and not wait_for(lambda: not marked_pids(mark), 5.0):
-        left = kill_marked(mark)
+        left = [describe_pid(p) for p in marked_pids(mark)]
+        kill_marked(mark)
         logs = "\n".join(h.log()[-2000:] for h in hosts)
         pytest.fail(f"processes outlived their host: {left}\n{logs}")
 
@@ -196,3 +206,39 @@ async def started_host(host_factory: Callable[..., HostProcess], events: EventWa
         print(host.log())
         raise
     return host
+
+
+# A tiny waPC actor for behaviour no fixture has: operation "Loop…" spins forever, anything else
+# echoes its payload.
+LOOPING_WAT = """
+(module
+  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
+  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
+  (memory (export "memory") 2)
+  (func (export "__guest_call") (param $op_len i32) (param $len i32) (result i32)
+    (call $req (i32.const 0) (i32.const 1024))
+    (if (i32.eq (i32.load8_u (i32.const 0)) (i32.const 76))
+      (then (loop $spin (br $spin))))
+    (call $resp (i32.const 1024) (local.get $len))
+    (i32.const 1)))
+"""
+
+
+def signed_wat_actor(wat: str, name: str, **claims: Any) -> tuple[bytes, str]:
+    """Compile `wat` and sign it with fresh account and module keys; returns (module, actor key)."""
+    import wasmtime
+
+    from hostcore.native.claims import sign_actor
+
+    module_key = KeyPair.generate(KeyKind.MODULE)
+    signed = sign_actor(wasmtime.wat2wasm(wat), account=KeyPair.generate(KeyKind.ACCOUNT),
+                        module_key=module_key, name=name, **claims)
+    return signed, module_key.public_key
+
+
+@pytest.fixture
+def looping_actor(tmp_path: Path) -> tuple[Path, str]:
+    module, key = signed_wat_actor(LOOPING_WAT, "looper", rev=1, ver="0.1.0")
+    path = tmp_path / "looper.wasm"
+    path.write_bytes(module)
+    return path, key

@@ -45,6 +45,7 @@ from hostcore.control.requests import (
     success_ack,
 )
 from hostcore.errors import ControlRequestError, WrongHost, WrongHostStop
+from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class ControlServer(NatsBridgeActor):
     """Subscribes to this host's control subjects and dispatches them."""
 
     def receiveMsg_InitControl(self, msg: InitControl, sender: Any) -> None:
+        set_pdeathsig()
         self.config = cfg = msg.config
         self.host_supervisor, self.actor_supervisor, self.events = msg.host_supervisor, msg.actor_supervisor, msg.events
         self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
