@@ -257,6 +257,106 @@ class LatestRefused(ActorFetchFailed):
     )
 
 
+# --- OCI registries (protocol.md §8.2) -------------------------------------------------------------
+# Texts read `Unable to {fetch|push} {ref}: {detail}`; `detail` is the class's fixed phrase or,
+# where the registry supplies one, its own words.
+
+
+class OciReferenceInvalid(ActorFetchFailed, ValueError):
+    def __init__(self, ref: str, detail: str) -> None:
+        super().__init__(f"Invalid OCI reference '{ref}': {detail}")
+
+
+class OciError(ActorFetchFailed):
+    """A registry operation on `ref` failed; `action` is "fetch" or "push"."""
+
+    detail = "registry error"
+
+    def __init__(self, ref: str, detail: str | None = None, *, action: str = "fetch") -> None:
+        self.ref = ref
+        if detail is not None:
+            self.detail = detail
+        super().__init__(f"Unable to {action} {ref}: {self.detail}")
+
+
+class OciRegistryUnreachable(OciError, ConnectionError):
+    """The registry did not answer (connection refused, DNS, reset); `detail` names it."""
+
+
+class OciTlsFailed(OciRegistryUnreachable):
+    def __init__(self, ref: str, registry: str, *, action: str = "fetch") -> None:
+        super().__init__(
+            ref,
+            f"TLS connection to {registry} failed; if it is a plain-HTTP registry, "
+            "add it to WASMCLOUD_OCI_ALLOWED_INSECURE",
+            action=action,
+        )
+
+
+class OciTimeout(OciError, TimeoutError):
+    def __init__(self, ref: str, registry: str, timeout_s: float, *, action: str = "fetch") -> None:
+        super().__init__(ref, f"registry {registry} did not answer within {timeout_s:g}s", action=action)
+
+
+class OciNotFound(OciError):
+    detail = "not found (404)"
+
+
+class OciRepositoryUnknown(OciNotFound):
+    detail = "repository unknown (404)"
+
+
+class OciManifestUnknown(OciNotFound):
+    detail = "manifest unknown (404)"
+
+
+class OciBlobUnknown(OciNotFound):
+    detail = "blob unknown (404)"
+
+
+class OciAuthError(OciError, PermissionError):
+    """The registry refused us; subclasses tell "no credentials" from "wrong credentials"."""
+
+
+class OciAuthRequired(OciAuthError):
+    def __init__(self, ref: str, registry: str, *, action: str = "fetch") -> None:
+        super().__init__(
+            ref, f"authentication required by {registry} (401); no credentials are configured for it",
+            action=action,
+        )
+
+
+class OciAuthRejected(OciAuthError):
+    def __init__(self, ref: str, registry: str, *, action: str = "fetch") -> None:
+        super().__init__(ref, f"credentials for {registry} were rejected (401)", action=action)
+
+
+class OciAccessDenied(OciAuthError):
+    detail = "access denied (403)"
+
+
+class OciDigestMismatch(OciError):
+    def __init__(self, ref: str, expected: str, actual: str, *, action: str = "fetch") -> None:
+        super().__init__(ref, f"content digest mismatch: expected {expected}, got {actual}", action=action)
+
+
+class IncompatibleLayerMediaType(OciError):
+    def __init__(self, ref: str, media_type: str) -> None:
+        super().__init__(ref, f"incompatible layer media type '{media_type}'")
+
+
+class OciNoLayers(OciError):
+    detail = "the image has no layers"
+
+
+class OciBadManifest(OciError):
+    """The manifest is not a schemaVersion 2 OCI/Docker image manifest or index."""
+
+
+class OciRegistryError(OciError):
+    """Any other non-success answer; `detail` carries the status and the registry's message."""
+
+
 # --- control interface (protocol.md §2) --------------------------------------------------------------
 
 
@@ -270,3 +370,16 @@ class WrongHost(ControlRequestError):
 
 class WrongHostStop(ControlRequestError):
     wire = "Handled stop request for incorrect host. Ignoring"
+
+
+class RegistryCredentialsInvalid(ControlRequestError, ValueError):
+    """registries.put payload unusable (§2.4); `detail` says which entry, `wire` is the ack text."""
+
+    wire = "Failed to update registry credential map"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__()
+
+    def __str__(self) -> str:
+        return f"{self.wire}: {self.detail}"

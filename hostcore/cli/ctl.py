@@ -84,7 +84,8 @@ def _run(args: argparse.Namespace, action: Callable[[ControlClient, ClientConfig
                              cluster_seed=getattr(args, "cluster_seed", None))
 
     async def go() -> Any:
-        nc = await nats.connect(cfg.nats_url, connect_timeout=cfg.timeout_s, max_reconnect_attempts=0)
+        async with asyncio.timeout(cfg.timeout_s + 1):
+            nc = await nats.connect(cfg.nats_url, connect_timeout=cfg.timeout_s, allow_reconnect=False)
         try:
             return await action(ControlClient(nc, lattice_prefix=cfg.lattice_prefix,
                                               ctl_topic_prefix=cfg.ctl_topic_prefix, timeout_s=cfg.timeout_s), cfg, args)
@@ -96,7 +97,7 @@ def _run(args: argparse.Namespace, action: Callable[[ControlClient, ClientConfig
     except HostcoreError as err:
         print(f"error: {err.wire}", file=sys.stderr)
         return 1
-    except (OSError, nats.errors.Error) as err:
+    except (OSError, TimeoutError, nats.errors.Error) as err:
         print(f"error: cannot reach NATS at {cfg.nats_url}: {err}", file=sys.stderr)
         return 1
     return int(result or 0)

@@ -1,0 +1,29 @@
+import datetime as dt
+import json
+
+from hostcore.actors.messages import InstanceInfo, Inventory
+from hostcore.config import load_config
+from hostcore.control.events import cloud_event, heartbeat_data, humanize_seconds
+
+
+def test_cloud_event_envelope() -> None:
+    when = dt.datetime(2022, 11, 28, 18, 32, 29, 123456, tzinfo=dt.timezone.utc)
+    event = json.loads(cloud_event("actor_started", {"a": 1}, "NHOST", now=when))
+    assert event["specversion"] == "1.0" and event["type"] == "com.wasmcloud.lattice.actor_started"
+    assert event["source"] == "NHOST" and event["datacontenttype"] == "application/json"
+    assert event["time"] == "2022-11-28T18:32:29.123456Z" and event["data"] == {"a": 1}
+    assert len(event["id"]) == 36
+
+
+def test_humanize() -> None:
+    assert humanize_seconds(0) == "0 seconds"
+    assert humanize_seconds(3723) == "1 hour, 2 minutes, 3 seconds"
+
+
+def test_heartbeat_counts_instances_per_actor() -> None:
+    cfg = load_config([], {"WASMCLOUD_FRIENDLY_NAME": "x"}, config_file=None)
+    inst = [InstanceInfo(public_key=k, instance_id=str(i), image_ref="", name="", revision=0, annotations={},
+                         claims_record={}) for i, k in enumerate(["MA", "MA", "MB"])]
+    data = heartbeat_data(cfg, Inventory(request_id="", instances=tuple(inst)), started_at=0)
+    assert data["actors"] == {"MA": 2, "MB": 1} and data["friendly_name"] == "x"
+    assert data["uptime_seconds"] > 0 and data["version"]
