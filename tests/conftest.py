@@ -224,13 +224,14 @@ LOOPING_WAT = """
 """
 
 
-def signed_wat_actor(wat: str, name: str, **claims: Any) -> tuple[bytes, str]:
-    """Compile `wat` and sign it with fresh account and module keys; returns (module, actor key)."""
+def signed_wat_actor(wat: str, name: str, *, module_key: KeyPair | None = None, **claims: Any) -> tuple[bytes, str]:
+    """Compile `wat` and sign it (fresh account key; fresh module key unless given);
+    returns (module, actor key)."""
     import wasmtime
 
     from hostcore.native.claims import sign_actor
 
-    module_key = KeyPair.generate(KeyKind.MODULE)
+    module_key = module_key or KeyPair.generate(KeyKind.MODULE)
     signed = sign_actor(wasmtime.wat2wasm(wat), account=KeyPair.generate(KeyKind.ACCOUNT),
                         module_key=module_key, name=name, **claims)
     return signed, module_key.public_key
@@ -242,3 +243,17 @@ def looping_actor(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "looper.wasm"
     path.write_bytes(module)
     return path, key
+
+
+# Answers every call with the constant "v2" (a second revision for live-update tests).
+CONSTANT_WAT = """
+(module
+  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
+  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 4096) "v2")
+  (func (export "__guest_call") (param $op_len i32) (param $len i32) (result i32)
+    (call $req (i32.const 0) (i32.const 1024))
+    (call $resp (i32.const 4096) (i32.const 2))
+    (i32.const 1)))
+"""

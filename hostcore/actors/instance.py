@@ -8,8 +8,11 @@ NATS loop thread; calls are serial per instance, bounded by the per-call time li
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -17,13 +20,18 @@ from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
 from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import InstanceFailed, InstanceStarted, StartInstance
+from hostcore.actors.messages import InstanceFailed, InstanceStarted, ModuleSwapped, StartInstance, SwapModule
 from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
+from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import InvocationValidator
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
+
+
+async def _call(fn: Callable[[], None]) -> None:
+    fn()
 
 
 def rpc_subject(lattice_prefix: str, actor_key: str) -> str:
@@ -40,18 +48,12 @@ class ActorModule(NatsBridgeActor):
     def receiveMsg_StartInstance(self, msg: StartInstance, sender: Any) -> None:
         set_pdeathsig()  # the supervisor's death ends us (no orphans)
         cfg, claims = msg.config, msg.claims
+        self.config, self.instance_id = cfg, msg.instance_id
         try:
-            engine = new_engine()
-            self.ticker = EpochTicker(engine)
+            self.engine = new_engine()
+            self.ticker = EpochTicker(self.engine)
             self.ticker.start()
-            module = load_module(engine, msg.cwasm_path)
-            host_calls = BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix)
-            guest_log = logging.getLogger("hostcore.guest")
-            self.runtime = ActorRuntime(
-                engine, module, host_call=host_calls,
-                console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
-                call_timeout_s=cfg.rpc_timeout_s, max_memory_bytes=cfg.max_memory_bytes,
-            )
+            self.runtime = self._runtime(claims, msg.cwasm_path)
             self.handler = InvocationHandler(
                 claims=claims, runtime=self.runtime,
                 validator=InvocationValidator(cfg.cluster_issuers), instance_id=msg.instance_id,
@@ -68,6 +70,34 @@ class ActorModule(NatsBridgeActor):
             return
         self.send(sender, InstanceStarted(instance_id=msg.instance_id, api_version=self.runtime.api_version,
                                           pid=os.getpid()))
+
+    def _runtime(self, claims: ActorClaims, cwasm_path: Path) -> ActorRuntime:
+        cfg = self.config
+        guest_log = logging.getLogger("hostcore.guest")
+        return ActorRuntime(
+            self.engine, load_module(self.engine, cwasm_path),
+            host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix),
+            console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
+            call_timeout_s=cfg.rpc_timeout_s, max_memory_bytes=cfg.max_memory_bytes,
+        )
+
+    def receiveMsg_SwapModule(self, msg: SwapModule, sender: Any) -> None:
+        """Live update: build the new runtime here, switch to it between two calls on the loop
+        thread (calls are serial there), then close the old one. On failure the old one stays."""
+        try:
+            runtime = self._runtime(msg.claims, msg.cwasm_path)
+        except Exception as err:  # noqa: BLE001 -- reported as actor_update_failed
+            self.send(sender, ModuleSwapped(instance_id=self.instance_id, error=str(getattr(err, "wire", err))))
+            return
+
+        def swap() -> None:
+            old, self.runtime = self.runtime, runtime
+            self.handler.runtime, self.handler.claims = runtime, msg.claims
+            if old is not None:
+                old.close()
+
+        asyncio.run_coroutine_threadsafe(_call(swap), self.loop).result(self.config.rpc_timeout_s * 2 + 5)
+        self.send(sender, ModuleSwapped(instance_id=self.instance_id))
 
     async def _on_rpc(self, msg: Msg) -> None:
         reply = self.handler.handle(msg.data)

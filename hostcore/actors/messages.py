@@ -224,3 +224,47 @@ class InstanceStarted:
 class InstanceFailed:
     instance_id: str
     error: str
+
+
+# --- live update (protocol.md §2.3 `upd`, §11.6) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateActor:
+    """Swap every instance of `actor_id` to the module at `new_actor_ref`; replied with
+    UpdateDone(request_id, error) once every instance has answered."""
+
+    actor_id: str
+    new_actor_ref: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateDone:
+    request_id: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwapModule:
+    """ActorSupervisor → ActorModule: serve `claims` from `cwasm_path` from now on (same key)."""
+
+    claims: ActorClaims
+    cwasm_path: Path
+    image_ref: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleSwapped:
+    instance_id: str
+    error: str = ""  # "" = swapped
+
+
+# --- registries (protocol.md §2.4 registries.put) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutRegistryCredentials:
+    """To NativeWorker: merge these OCI credentials (registry host → credentials)."""
+
+    credentials: dict[str, Any]

@@ -28,6 +28,7 @@ from hostcore.actors.messages import (
     InstanceInfo,
     InstanceStarted,
     Inventory,
+    ModuleSwapped,
     PrepareActor,
     PrepareFailed,
     PublishEvent,
@@ -36,7 +37,10 @@ from hostcore.actors.messages import (
     ScaleActor,
     StartActor,
     StartInstance,
+    SwapModule,
     TerminateActor,
+    UpdateActor,
+    UpdateDone,
 )
 from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError, OtherRefRunning, ScaleWithoutRef
@@ -76,6 +80,16 @@ class _PendingStart:
 
 
 @dataclass(slots=True, kw_only=True)
+class _Update:
+    """A live update: waiting for the NativeWorker (claims None), then for every instance."""
+
+    request: UpdateActor
+    reply_to: Any
+    claims: ActorClaims | None = None
+    pending: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, kw_only=True)
 class _Waiter:
     request_id: str
     reply_to: Any
@@ -108,6 +122,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.deferred: dict[str, list[ScaleActor]] = collections.defaultdict(list)
         self.restarts: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.waiters: list[_Waiter] = []
+        self.updates: dict[str, _Update] = {}  # by NativeWorker request id
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -167,6 +182,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.send(self.native, PrepareActor(actor_ref=start.actor_ref, request_id=request_id))
 
     def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
+        if msg.request_id in self.updates:
+            return self._update_failed(self.updates.pop(msg.request_id), msg.error)
         start = self.pending.pop(msg.request_id, None)
         log.error("actor start failed", extra={"actor_ref": msg.actor_ref, "error": msg.error})
         self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": msg.error})
@@ -174,6 +191,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             self._release(start.expect_key)
 
     def receiveMsg_ActorPrepared(self, msg: ActorPrepared, sender: Any) -> None:
+        if msg.request_id in self.updates:
+            return self._swap_modules(msg.request_id, msg)
         start = self.pending.pop(msg.request_id, None)
         if start is None:
             return
@@ -274,6 +293,65 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         else:
             self.waiters.append(_Waiter(request_id=request_id, reply_to=reply_to, pending=pending))
 
+    # --- live update (protocol.md §2.3 upd, §11.6) -----------------------------------------------
+
+    def receiveMsg_UpdateActor(self, msg: UpdateActor, sender: Any) -> None:
+        update = _Update(request=msg, reply_to=sender)
+        if not self._live(msg.actor_id):
+            return self._update_failed(update, f"Actor {msg.actor_id} is not running on this host")
+        request_id = str(uuid.uuid4())
+        self.updates[request_id] = update
+        self.send(self.native, PrepareActor(actor_ref=msg.new_actor_ref, request_id=request_id))
+
+    def _update_failed(self, update: _Update, error: str) -> None:
+        log.error("live update refused", extra={"actor_key": update.request.actor_id, "error": error})
+        self.send(update.reply_to, UpdateDone(request_id=update.request.request_id,
+                                              error=f"Unable to perform live update: {error}"))
+
+    def _swap_modules(self, request_id: str, prepared: ActorPrepared) -> None:
+        update = self.updates[request_id]
+        key, claims, live = update.request.actor_id, prepared.claims, self._live(update.request.actor_id)
+        running = max((i.claims.revision for i in live), default=0)
+        error = ""
+        if claims.public_key != key:
+            error = f"{prepared.actor_ref} holds actor {claims.public_key}, not {key}"
+        elif claims.revision <= running:
+            error = f"new revision {claims.revision} is not greater than the running revision {running}"
+        elif not live:
+            error = f"Actor {key} is not running on this host"
+        if error:
+            del self.updates[request_id]
+            return self._update_failed(update, error)
+        update.claims, update.pending = claims, {i.instance_id for i in live}
+        for inst in live:
+            self.send(inst.address, SwapModule(claims=claims, cwasm_path=prepared.cwasm_path,
+                                               image_ref=prepared.actor_ref))
+            # Restarts from now on use the new module, whether or not this instance swaps in time.
+            inst.claims, inst.cwasm_path, inst.image_ref = claims, prepared.cwasm_path, prepared.actor_ref
+        self._event("refmap_set", {"oci_url": prepared.actor_ref, "public_key": key})
+
+    def receiveMsg_ModuleSwapped(self, msg: ModuleSwapped, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        for request_id, update in list(self.updates.items()):
+            if msg.instance_id not in update.pending or update.claims is None:
+                continue
+            data = {"public_key": update.claims.public_key, "revision": update.claims.revision,
+                    "instance_id": msg.instance_id}
+            if msg.error:
+                self._event("actor_update_failed", {**data, "reason": msg.error})
+            else:
+                self._event("actor_updated", data)
+            self._update_progress(request_id, msg.instance_id)
+        if inst is not None and msg.error:
+            log.warning("instance kept its old module", extra={"instance_id": msg.instance_id, "error": msg.error})
+
+    def _update_progress(self, request_id: str, instance_id: str) -> None:
+        update = self.updates[request_id]
+        update.pending.discard(instance_id)
+        if not update.pending:
+            del self.updates[request_id]
+            self.send(update.reply_to, UpdateDone(request_id=update.request.request_id))
+
     # --- exits and restarts --------------------------------------------------------------------
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
@@ -288,6 +366,9 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             log.warning("actor instance died, restarting", extra={"actor_key": inst.public_key,
                                                                   "instance_id": inst.instance_id})
             self._restart(inst)
+        for request_id, update in list(self.updates.items()):
+            if inst.instance_id in update.pending:
+                self._update_progress(request_id, inst.instance_id)
         for waiter in list(self.waiters):
             waiter.pending.discard(inst.instance_id)
             if not waiter.pending:

@@ -16,7 +16,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from hostcore.control import topics
-from hostcore.control.requests import Ack, LaunchActorRequest, ScaleRequest, StopActorRequest, StopHostRequest
+from hostcore.control.requests import (
+    Ack,
+    LaunchActorRequest,
+    ScaleRequest,
+    StopActorRequest,
+    StopHostRequest,
+    UpdateActorRequest,
+)
 from hostcore.errors import HostcoreError
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
@@ -87,6 +94,12 @@ class ControlClient:
         req = StopActorRequest(actor_ref=actor_id, count=count, annotations=annotations or {}, host_id=host_id)
         return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "sa"), req.to_wire(),
                                                  timeout_s=max(self.timeout_s, 10.0)))
+
+    async def update_actor(self, host_id: str, actor_id: str, new_actor_ref: str) -> Ack:
+        """Live update (answered once every instance swapped or refused; fetches may take a while)."""
+        req = UpdateActorRequest(actor_id=actor_id, new_actor_ref=new_actor_ref, host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "upd"), req.to_wire(),
+                                                 timeout_s=max(self.timeout_s, 30.0)))
 
     async def stop_host(self, host_id: str) -> Ack:
         req = StopHostRequest(host_id=host_id)

@@ -153,3 +153,23 @@ class Ack:
     def from_wire(cls, data: bytes) -> Ack:
         obj = json.loads(data)
         return cls(accepted=bool(obj.get("accepted")), error=str(obj.get("error") or ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateActorRequest:
+    actor_id: str
+    new_actor_ref: str
+    host_id: str = ""
+    ERROR = "Invalid JSON request to update actor"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> UpdateActorRequest:
+        # QUIRK (protocol.md §2.3): v0.59 crashed on bad JSON and never replied; we answer.
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "new_actor_ref", "actor_id")
+        return cls(actor_id=_str(obj, "actor_id", cls.ERROR), new_actor_ref=_str(obj, "new_actor_ref", cls.ERROR),
+                   host_id=_str(obj, "host_id", cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps({"actor_id": self.actor_id, "new_actor_ref": self.new_actor_ref, "host_id": self.host_id,
+                      "annotations": {}})

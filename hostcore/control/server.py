@@ -31,6 +31,8 @@ from hostcore.actors.messages import (
     StartActor,
     StopHost,
     TerminateActor,
+    UpdateActor,
+    UpdateDone,
 )
 from hostcore.config import HostConfig
 from hostcore.control import topics
@@ -40,6 +42,7 @@ from hostcore.control.requests import (
     ScaleRequest,
     StopActorRequest,
     StopHostRequest,
+    UpdateActorRequest,
     dumps,
     failure_ack,
     success_ack,
@@ -160,6 +163,10 @@ class ControlServer(NatsBridgeActor):
                     raise WrongHostStop()
                 self._reply(req.reply, success_ack())
                 self.send(self.host_supervisor, StopHost(reason="stop requested over the control interface"))
+            case ("cmd", "upd"):
+                update = UpdateActorRequest.from_wire(req.data)
+                self.send(self.actor_supervisor, UpdateActor(actor_id=update.actor_id, new_actor_ref=update.new_actor_ref,
+                                                             request_id=self._await("upd", req.reply)))
             case ("get", "inv") | ("get", "claims"):
                 self.send(self.actor_supervisor, GetInventory(request_id=self._await(topic.op, req.reply)))
             case ("cmd", op):
@@ -175,6 +182,10 @@ class ControlServer(NatsBridgeActor):
     def receiveMsg_Done(self, msg: Done, sender: Any) -> None:
         _, reply = self.waiting.pop(msg.request_id, ("", ""))
         self._reply(reply, success_ack())
+
+    def receiveMsg_UpdateDone(self, msg: UpdateDone, sender: Any) -> None:
+        _, reply = self.waiting.pop(msg.request_id, ("", ""))
+        self._reply(reply, failure_ack(msg.error) if msg.error else success_ack())
 
     def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
         kind, reply = self.waiting.pop(msg.request_id, ("", ""))

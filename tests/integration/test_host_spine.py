@@ -226,3 +226,37 @@ async def test_killed_launcher_leaves_no_orphans(
     host.proc.wait(5)
     assert wait_for(lambda: not any(pid_alive(p) for p in before), 10), \
         f"left behind: {[p for p in before if pid_alive(p)]}"
+
+
+async def test_live_update_swaps_every_instance_and_refuses_older_revisions(
+        host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient, tmp_path: Path) -> None:
+    from conftest import CONSTANT_WAT, LOOPING_WAT, signed_wat_actor
+
+    module_key = KeyPair.generate(KeyKind.MODULE)
+    paths = {}
+    for rev, wat in ((1, LOOPING_WAT), (2, CONSTANT_WAT)):
+        module, key = signed_wat_actor(wat, "updatable", module_key=module_key, rev=rev)
+        paths[rev] = tmp_path / f"rev{rev}.wasm"
+        paths[rev].write_bytes(module)
+    host = await started_host(host_factory, events)
+    await client.scale_actor(host.host_id, key, file_ref(paths[1]), 2)
+    await events.wait_for("actor_started", count=2)
+    assert (await client.call_actor(host.cluster_key, key, "Echo", b"one")).msg == b"one"
+    pids = instance_pids(host.mark)
+
+    ack = await client.update_actor(host.host_id, key, file_ref(paths[2]))
+    assert ack == Ack(accepted=True, error="")
+    updated = await events.wait_for("actor_updated", count=2)
+    assert {e["data"]["revision"] for e in updated} == {2}
+    for _ in range(6):
+        assert (await client.call_actor(host.cluster_key, key, "Echo", b"one")).msg == b"v2"
+    assert sorted(instance_pids(host.mark)) == sorted(pids)  # swapped in place, same processes
+    inv = await client.get_inventory(host.host_id)
+    assert inv["actors"][0]["image_ref"] == file_ref(paths[2])
+    assert {i["revision"] for i in inv["actors"][0]["instances"]} == {2}
+
+    ack = await client.update_actor(host.host_id, key, file_ref(paths[1]))
+    assert ack == Ack(accepted=False, error="Unable to perform live update: new revision 1 is not greater "
+                                            "than the running revision 2")
+    ack = await client.update_actor(host.host_id, ECHO_KEY, file_ref(fixture_actor("echo.wasm")))
+    assert not ack.accepted and "not running on this host" in ack.error
