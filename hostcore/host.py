@@ -2,6 +2,7 @@
 
     HostSupervisor        thread-free; builds the tree, holds the host's lifecycle
      ├─ LatticeEvents     NATS-bridged: CloudEvents and heartbeats on wasmbus.evt.{lattice}
+     ├─ LatticeCache      NATS-bridged: claims, links, refmaps, call aliases (JetStream KV)
      ├─ NativeWorker      claims checks and wasm compiles into the .cwasm cache
      ├─ ActorSupervisor   scale / start / terminate; forks one ActorModule process per instance
      └─ ControlServer     NATS-bridged: wasmbus.ctl.{lattice}.… → messages
@@ -29,6 +30,7 @@ from hostcore.actors.messages import (
     InitControl,
     InitEvents,
     InitFailed,
+    InitLattice,
     InitNative,
     PublishEvent,
     Purge,
@@ -39,6 +41,7 @@ from hostcore.actors.messages import (
 from hostcore.actors.supervisor import ActorSupervisor
 from hostcore.config import HostConfig
 from hostcore.control.events import LatticeEvents
+from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.native.worker import NativeWorker
 from hostcore.procutil import descendants, pid_alive, set_pdeathsig
@@ -46,7 +49,7 @@ from hostcore.procutil import descendants, pid_alive, set_pdeathsig
 log = logging.getLogger(__name__)
 
 _WATCHDOG_S = 0.5
-_ROLES = frozenset({"events", "native", "actor_supervisor", "control"})
+_ROLES = frozenset({"events", "lattice", "native", "actor_supervisor", "control"})
 
 
 class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
@@ -64,14 +67,18 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.config: HostConfig = msg.config
         self.launcher, self.launcher_pid = sender, msg.launcher_pid
         self.events = self.createActor(LatticeEvents)
+        self.lattice = self.createActor(LatticeCache)
         self.native = self.createActor(NativeWorker)
         self.actors = self.createActor(ActorSupervisor)
         self.control = self.createActor(ControlServer)
-        self.send(self.actors, InitActorSupervisor(config=msg.config, events=self.events, native=self.native))
+        self.send(self.actors, InitActorSupervisor(config=msg.config, events=self.events, native=self.native,
+                                                   lattice=self.lattice))
         self.send(self.native, InitNative(config=msg.config))
         self.send(self.events, InitEvents(config=msg.config, actor_supervisor=self.actors))
+        self.send(self.lattice, InitLattice(config=msg.config, actor_supervisor=self.actors))
         self.send(self.control, InitControl(config=msg.config, host_supervisor=self.myAddress,
-                                            actor_supervisor=self.actors, events=self.events))
+                                            actor_supervisor=self.actors, events=self.events,
+                                            lattice=self.lattice, native=self.native))
         self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
 
     def receiveMsg_Ready(self, msg: Ready, sender: Any) -> None:

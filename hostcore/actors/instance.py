@@ -20,10 +20,19 @@ from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
 from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import InstanceFailed, InstanceStarted, ModuleSwapped, StartInstance, SwapModule
+from hostcore.actors.messages import (
+    InstanceFailed,
+    InstanceStarted,
+    LatticeSnapshot,
+    ModuleSwapped,
+    StartInstance,
+    SwapModule,
+)
+from hostcore.actors.outbound import HostCallRouter, OutboundConnection
 from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
 from hostcore.native.claims import ActorClaims
-from hostcore.native.invocation import InvocationValidator
+from hostcore.control.events import cloud_event, invocation_event_data
+from hostcore.native.invocation import InvocationValidator, WasmCloudEntity
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 
@@ -44,19 +53,23 @@ class ActorModule(NatsBridgeActor):
 
     runtime: ActorRuntime | None = None
     ticker: EpochTicker | None = None
+    snapshot = LatticeSnapshot()
 
     def receiveMsg_StartInstance(self, msg: StartInstance, sender: Any) -> None:
         set_pdeathsig()  # the supervisor's death ends us (no orphans)
         cfg, claims = msg.config, msg.claims
         self.config, self.instance_id = cfg, msg.instance_id
+        self.rpcevt_subject = f"wasmbus.rpcevt.{cfg.lattice_prefix}"
+        self.outbound = OutboundConnection(cfg.nats_url, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}")
         try:
             self.engine = new_engine()
             self.ticker = EpochTicker(self.engine)
             self.ticker.start()
             self.runtime = self._runtime(claims, msg.cwasm_path)
+            self.router.update(msg.snapshot)
             self.handler = InvocationHandler(
-                claims=claims, runtime=self.runtime,
-                validator=InvocationValidator(cfg.cluster_issuers), instance_id=msg.instance_id,
+                claims=claims, runtime=self.runtime, validator=InvocationValidator(cfg.cluster_issuers),
+                instance_id=msg.instance_id, on_result=self._rpc_event,
             )
             subject = rpc_subject(cfg.lattice_prefix, claims.public_key)
 
@@ -74,12 +87,31 @@ class ActorModule(NatsBridgeActor):
     def _runtime(self, claims: ActorClaims, cwasm_path: Path) -> ActorRuntime:
         cfg = self.config
         guest_log = logging.getLogger("hostcore.guest")
+        router = HostCallRouter(claims=claims, lattice_prefix=cfg.lattice_prefix, signer=cfg.cluster_key,
+                                rpc_timeout_s=cfg.rpc_timeout_s, connection=self.outbound,
+                                on_result=self._rpc_event)
+        if getattr(self, "router", None) is not None:
+            router.update(self.snapshot)
+        self.router = router
         return ActorRuntime(
             self.engine, load_module(self.engine, cwasm_path),
-            host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix),
+            host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix, forward=router),
             console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
-            call_timeout_s=cfg.rpc_timeout_s, max_memory_bytes=cfg.max_memory_bytes,
+            # The limit covers host calls made during the guest call (one RPC timeout each), so it
+            # is wider than the RPC timeout; a guest that spins is still cut.
+            call_timeout_s=cfg.rpc_timeout_s * 1.5, max_memory_bytes=cfg.max_memory_bytes,
         )
+
+    def _rpc_event(self, ok: bool, source: WasmCloudEntity, dest: WasmCloudEntity, operation: str, size: int) -> None:
+        """protocol.md §3.5 invocation_succeeded / invocation_failed; runs on the loop thread."""
+        data = invocation_event_data(source, dest, operation, size)
+        event = cloud_event("invocation_succeeded" if ok else "invocation_failed", data, self.config.host_id)
+        self.loop.create_task(self.nc.publish(self.rpcevt_subject, event))
+
+    def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
+        self.snapshot = msg
+        if getattr(self, "router", None) is not None:
+            self.router.update(msg)
 
     def receiveMsg_SwapModule(self, msg: SwapModule, sender: Any) -> None:
         """Live update: build the new runtime here, switch to it between two calls on the loop
@@ -106,5 +138,7 @@ class ActorModule(NatsBridgeActor):
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         self.nats_stop()
+        if getattr(self, "outbound", None) is not None:
+            self.outbound.close()
         if self.ticker is not None:
             self.ticker.close()

@@ -68,6 +68,7 @@ class InitActorSupervisor:
     config: HostConfig
     events: Any
     native: Any
+    lattice: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +77,8 @@ class InitControl:
     host_supervisor: Any
     actor_supervisor: Any
     events: Any
+    lattice: Any
+    native: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,6 +214,7 @@ class StartInstance:
     image_ref: str
     instance_id: str
     annotations: dict[str, str]
+    snapshot: LatticeSnapshot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,3 +272,62 @@ class PutRegistryCredentials:
     """To NativeWorker: merge these OCI credentials (registry host → credentials)."""
 
     credentials: dict[str, Any]
+
+
+# --- lattice cache (protocol.md §12) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitLattice:
+    config: HostConfig
+    actor_supervisor: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutClaims:
+    """To LatticeCache: publish an actor's claims record (§5.7) lattice-wide."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutRefmap:
+    actor_ref: str
+    public_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutLink:
+    link: Any  # LinkDefinition
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DelLink:
+    actor_id: str
+    contract_id: str
+    link_name: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetLatticeData:
+    """To LatticeCache: `kind` is "links" or "claims"; replied with LatticeData."""
+
+    kind: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatticeData:
+    request_id: str
+    items: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatticeSnapshot:
+    """LatticeCache → ActorSupervisor → every ActorModule: what outbound host calls resolve
+    against (protocol.md §4.10): link definitions and the call-alias table."""
+
+    links: tuple[Any, ...] = ()  # LinkDefinition
+    aliases: dict[str, str] = field(default_factory=dict)

@@ -16,13 +16,16 @@ import msgpack
 
 from hostcore.errors import GuestError, HostCallError, HostcoreError, InvocationError, MissingCapability
 from hostcore.native.claims import ActorClaims
-from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator
+from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
 
 log = logging.getLogger(__name__)
 
 LOGGING = "wasmcloud:builtin:logging"
 NUMBERGEN = "wasmcloud:builtin:numbergen"
 _U32_MAX = 4294967295
+
+
+ResultSink = Callable[[bool, WasmCloudEntity, WasmCloudEntity, str, int], None]
 
 
 class GuestRuntime(Protocol):
@@ -34,31 +37,35 @@ class InvocationHandler:
     failure becomes the response's `error` (a dropped request would hang the caller)."""
 
     def __init__(self, *, claims: ActorClaims, runtime: GuestRuntime, validator: InvocationValidator,
-                 instance_id: str) -> None:
+                 instance_id: str, on_result: ResultSink | None = None) -> None:
         self.claims = claims
         self.runtime = runtime
         self.validator = validator
         self.instance_id = instance_id
+        self.on_result = on_result
 
     def handle(self, data: bytes) -> bytes:
-        invocation_id = ""
+        inv: Invocation | None = None
+        error = "Internal host error"
         try:
             inv = Invocation.from_wire(data)
-            invocation_id = inv.id
             self.validator.validate(inv)
             self._check_capability(inv)
             msg = self.runtime.call(inv.operation, inv.msg)
+            if self.on_result is not None:
+                self.on_result(True, inv.origin, inv.target, inv.operation, len(inv.msg))
+            return InvocationResponse.success(inv.id, msg, self.instance_id).to_wire()
         except (InvocationError, GuestError) as err:
             log.debug("invocation failed", extra={"actor_key": self.claims.public_key, "error": err.wire})
-            return InvocationResponse.failure(invocation_id, err.wire, self.instance_id).to_wire()
+            error = err.wire
         except HostcoreError as err:
             log.warning("invocation failed", extra={"actor_key": self.claims.public_key, "error": err.wire})
-            return InvocationResponse.failure(invocation_id, err.wire, self.instance_id).to_wire()
+            error = err.wire
         except Exception:  # role boundary: the caller gets a generic error, we keep serving
             log.exception("invocation crashed", extra={"actor_key": self.claims.public_key})
-            return InvocationResponse.failure(invocation_id, "Internal host error", self.instance_id).to_wire()
-        return InvocationResponse(msg=msg, invocation_id=invocation_id, error=None,
-                                  content_length=len(msg), instance_id=self.instance_id).to_wire()
+        if inv is not None and self.on_result is not None:
+            self.on_result(False, inv.origin, inv.target, inv.operation, len(inv.msg))
+        return InvocationResponse.failure(inv.id if inv else "", error, self.instance_id).to_wire()
 
     def _check_capability(self, inv: Invocation) -> None:
         # protocol.md §4.7 step 5: actor-to-actor calls carry no contract/link and are allowed;

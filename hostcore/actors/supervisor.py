@@ -28,11 +28,14 @@ from hostcore.actors.messages import (
     InstanceInfo,
     InstanceStarted,
     Inventory,
+    LatticeSnapshot,
     ModuleSwapped,
     PrepareActor,
     PrepareFailed,
     PublishEvent,
     Purge,
+    PutClaims,
+    PutRefmap,
     Ready,
     ScaleActor,
     StartActor,
@@ -123,12 +126,13 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.restarts: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.waiters: list[_Waiter] = []
         self.updates: dict[str, _Update] = {}  # by NativeWorker request id
+        self.snapshot = LatticeSnapshot()
 
     # --- wiring --------------------------------------------------------------------------------
 
     def receiveMsg_InitActorSupervisor(self, msg: InitActorSupervisor, sender: Any) -> None:
         set_pdeathsig()
-        self.config, self.events, self.native = msg.config, msg.events, msg.native
+        self.config, self.events, self.native, self.lattice = msg.config, msg.events, msg.native, msg.lattice
         self.send(sender, Ready(role="actor_supervisor"))
 
     def _event(self, event_type: str, data: dict[str, Any]) -> None:
@@ -223,7 +227,9 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if any(i.image_ref != start.actor_ref for i in self._live(pk)):
             raise OtherRefRunning(pk, start.actor_ref)
         self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
+        self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
         if start.actor_ref:
+            self.send(self.lattice, PutRefmap(actor_ref=start.actor_ref, public_key=pk))
             self._event("refmap_set", {"oci_url": start.actor_ref, "public_key": pk})
 
     def _start_instances(self, claims: ActorClaims, cwasm_path: Path, ref: str, count: int,
@@ -235,7 +241,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             self.instances[inst.instance_id] = inst
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
-                instance_id=inst.instance_id, annotations=annotations))
+                instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
 
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
@@ -328,6 +334,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                                                image_ref=prepared.actor_ref))
             # Restarts from now on use the new module, whether or not this instance swaps in time.
             inst.claims, inst.cwasm_path, inst.image_ref = claims, prepared.cwasm_path, prepared.actor_ref
+        self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
+        self.send(self.lattice, PutRefmap(actor_ref=prepared.actor_ref, public_key=key))
         self._event("refmap_set", {"oci_url": prepared.actor_ref, "public_key": key})
 
     def receiveMsg_ModuleSwapped(self, msg: ModuleSwapped, sender: Any) -> None:
@@ -389,6 +397,13 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             return
         window.append(now)
         self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+
+    def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
+        """New links / call aliases: every instance gets them (they resolve host calls locally)."""
+        self.snapshot = msg
+        for inst in self.instances.values():
+            if inst.live:
+                self.send(inst.address, msg)
 
     # --- inventory -----------------------------------------------------------------------------
 

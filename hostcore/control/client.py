@@ -24,6 +24,7 @@ from hostcore.control.requests import (
     StopHostRequest,
     UpdateActorRequest,
 )
+from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.errors import HostcoreError
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
@@ -79,6 +80,16 @@ class ControlClient:
 
     async def get_claims(self) -> list[dict[str, Any]]:
         return list((await self._json(topics.get_claims(self.prefix)))["claims"])
+
+    async def get_links(self) -> list[dict[str, Any]]:
+        return list((await self._json(topics.get_links(self.prefix)))["links"])
+
+    async def put_link(self, link: LinkDefinition) -> Ack:
+        return Ack.from_wire(await self._request(f"{self.prefix}.linkdefs.put", link.to_json()))
+
+    async def del_link(self, actor_id: str, contract_id: str, link_name: str = "default") -> Ack:
+        req = LinkDeleteRequest(actor_id=actor_id, contract_id=contract_id, link_name=link_name)
+        return Ack.from_wire(await self._request(f"{self.prefix}.linkdefs.del", req.to_json()))
 
     async def scale_actor(self, host_id: str, actor_id: str, actor_ref: str, count: int) -> Ack:
         req = ScaleRequest(actor_id=actor_id, actor_ref=actor_ref, count=count, host_id=host_id)

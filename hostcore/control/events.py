@@ -56,6 +56,13 @@ def cloud_event(event_type: str, data: dict[str, Any], source: str, *, now: dt.d
     ).encode()
 
 
+def invocation_event_data(source: Any, dest: Any, operation: str, size: int) -> dict[str, Any]:
+    """protocol.md §3.5 data; an actor entity's empty contract and link are sent as null."""
+    def entity(e: Any) -> dict[str, Any]:
+        return {"public_key": e.public_key, "contract_id": e.contract_id or None, "link_name": e.link_name or None}
+    return {"source": entity(source), "dest": entity(dest), "operation": operation, "bytes": size}
+
+
 def humanize_seconds(seconds: int) -> str:
     """Timex-style duration text, e.g. `1 hour, 2 minutes, 3 seconds` (protocol.md §2.4)."""
     parts = []

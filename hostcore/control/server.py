@@ -20,11 +20,15 @@ from thespian.actors import ActorExitRequest
 from hostcore import COMPAT_VERSION
 from hostcore.actors.bridge import NatsBridgeActor
 from hostcore.actors.messages import (
+    DelLink,
     Done,
     GetInventory,
+    GetLatticeData,
     InitControl,
     InitFailed,
     Inventory,
+    LatticeData,
+    PutLink,
     Ready,
     ScaleActor,
     SendHeartbeat,
@@ -37,6 +41,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control import topics
 from hostcore.control.events import humanize_seconds
+from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.control.requests import (
     LaunchActorRequest,
     ScaleRequest,
@@ -82,11 +87,6 @@ def inventory_reply(config: HostConfig, inventory: Inventory) -> dict[str, Any]:
             "friendly_name": config.friendly_name, "actors": list(actors.values()), "providers": []}
 
 
-def claims_reply(inventory: Inventory) -> dict[str, Any]:
-    records = {inst.public_key: inst.claims_record for inst in inventory.instances}
-    return {"claims": list(records.values())}
-
-
 class ControlServer(NatsBridgeActor):
     """Subscribes to this host's control subjects and dispatches them."""
 
@@ -94,6 +94,7 @@ class ControlServer(NatsBridgeActor):
         set_pdeathsig()
         self.config = cfg = msg.config
         self.host_supervisor, self.actor_supervisor, self.events = msg.host_supervisor, msg.actor_supervisor, msg.events
+        self.lattice, self.native = msg.lattice, msg.native
         self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
         self.started_at = time.time()
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
@@ -104,6 +105,7 @@ class ControlServer(NatsBridgeActor):
             await nc.subscribe(topics.inventory(p, h), cb=self._on_request)
             await nc.subscribe(topics.ping_hosts(p), cb=self._on_ping)
             await nc.subscribe(f"{p}.get.*", queue=queue, cb=self._on_request)
+            await nc.subscribe(f"{p}.linkdefs.*", queue=queue, cb=self._on_request)
 
         try:
             self.nats_start(cfg.nats_url, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
@@ -167,8 +169,18 @@ class ControlServer(NatsBridgeActor):
                 update = UpdateActorRequest.from_wire(req.data)
                 self.send(self.actor_supervisor, UpdateActor(actor_id=update.actor_id, new_actor_ref=update.new_actor_ref,
                                                              request_id=self._await("upd", req.reply)))
-            case ("get", "inv") | ("get", "claims"):
-                self.send(self.actor_supervisor, GetInventory(request_id=self._await(topic.op, req.reply)))
+            case ("get", "inv"):
+                self.send(self.actor_supervisor, GetInventory(request_id=self._await("inv", req.reply)))
+            case ("get", "claims") | ("get", "links"):
+                self.send(self.lattice, GetLatticeData(kind=topic.op, request_id=self._await(topic.op, req.reply)))
+            case ("linkdefs", "put"):
+                link = LinkDefinition.from_json(req.data)
+                self.send(self.lattice, PutLink(link=link, request_id=self._await("linkdefs", req.reply)))
+            case ("linkdefs", "del"):
+                gone = LinkDeleteRequest.from_json(req.data)
+                self.send(self.lattice, DelLink(actor_id=gone.actor_id, contract_id=gone.contract_id,
+                                                link_name=gone.link_name,
+                                                request_id=self._await("linkdefs", req.reply)))
             case ("cmd", op):
                 raise ControlRequestError(f"Command {op} is not supported by this host")
             case _:
@@ -188,9 +200,12 @@ class ControlServer(NatsBridgeActor):
         self._reply(reply, failure_ack(msg.error) if msg.error else success_ack())
 
     def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
+        _, reply = self.waiting.pop(msg.request_id, ("", ""))
+        self._reply(reply, dumps(inventory_reply(self.config, msg)))
+
+    def receiveMsg_LatticeData(self, msg: LatticeData, sender: Any) -> None:
         kind, reply = self.waiting.pop(msg.request_id, ("", ""))
-        body = claims_reply(msg) if kind == "claims" else inventory_reply(self.config, msg)
-        self._reply(reply, dumps(body))
+        self._reply(reply, dumps({kind: list(msg.items)}))
 
     def _reply(self, reply: str, data: bytes) -> None:
         if reply:

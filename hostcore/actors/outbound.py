@@ -1,0 +1,153 @@
+"""An instance's outbound host calls over the lattice (protocol.md §4.10 steps 2–5): link
+definitions to providers, actor keys and call aliases to actors.
+
+The guest runs on the instance's NATS loop thread and waits for the host call's answer, so the
+request goes out on a second connection with its own loop thread, opened on the first outbound
+call (most actors never make one). Routing data arrives as LatticeSnapshots; reads are lock-free
+(each snapshot replaces the tables in one assignment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from hostcore.actors.messages import LatticeSnapshot
+from hostcore.errors import HostCallError, InvocationError, RpcTimeout
+from hostcore.native.claims import ActorClaims
+from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
+from hostcore.native.nkeys import KeyPair
+
+log = logging.getLogger(__name__)
+
+_CLOSE_TIMEOUT_S = 2.0
+# protocol.md §4.9: large payloads get a longer deadline.
+_LARGE_PAYLOAD = 921_600
+_LARGE_TIMEOUT_S = 15.0
+
+RpcEventSink = Callable[[bool, WasmCloudEntity, WasmCloudEntity, str, int], None]
+
+
+class OutboundConnection:
+    """A NATS connection on its own loop thread for blocking requests from another thread.
+
+    Owned by the ActorModule that created it; `close()` ends connection and thread (idempotent).
+    """
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url, self.name = url, name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._nc: NatsClient | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self, timeout_s: float) -> tuple[asyncio.AbstractEventLoop, NatsClient]:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, daemon=True, name="nats-out").start()
+                connect = nats.connect(self.url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+                self._nc = asyncio.run_coroutine_threadsafe(connect, loop).result(timeout_s)
+                self._loop = loop
+            assert self._nc is not None
+            return self._loop, self._nc
+
+    def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
+        """Send a request and block for the reply. Raises RpcTimeout on timeout / no responders."""
+        try:
+            loop, nc = self._ensure(timeout_s)
+            msg = asyncio.run_coroutine_threadsafe(nc.request(subject, data, timeout=timeout_s), loop).result(
+                timeout_s + 1)
+        except (NatsTimeout, NoRespondersError, TimeoutError, asyncio.TimeoutError, OSError):
+            raise RpcTimeout() from None
+        return bytes(msg.data)
+
+    def publish(self, subject: str, data: bytes) -> None:
+        if self._loop is not None and self._nc is not None:
+            nc = self._nc
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(nc.publish(subject, data)))  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        with self._lock:
+            loop, nc, self._loop, self._nc = self._loop, self._nc, None, None
+        if loop is None or nc is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(nc.drain(), loop).result(_CLOSE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 -- shutting down; a stuck drain must not hang us
+            log.debug("outbound connection did not drain in time")
+        loop.call_soon_threadsafe(loop.stop)
+
+
+class HostCallRouter:
+    """Resolves and performs one actor's outbound calls (the `forward` of BuiltinHostCalls)."""
+
+    def __init__(self, *, claims: ActorClaims, lattice_prefix: str, signer: KeyPair, rpc_timeout_s: float,
+                 connection: OutboundConnection, on_result: RpcEventSink | None = None) -> None:
+        self.claims = claims
+        self.lattice_prefix = lattice_prefix
+        self.signer = signer
+        self.rpc_timeout_s = rpc_timeout_s
+        self.connection = connection
+        self.on_result = on_result
+        self._links: dict[tuple[str, str], WasmCloudEntity] = {}
+        self._aliases: dict[str, str] = {}
+
+    def update(self, snapshot: LatticeSnapshot) -> None:
+        """Take new routing tables (thread-safe: each table is replaced in one assignment)."""
+        me = self.claims.public_key
+        self._links = {(ld.contract_id, ld.link_name): WasmCloudEntity(ld.provider_id, ld.contract_id, ld.link_name)
+                       for ld in snapshot.links if ld.actor_id == me}
+        self._aliases = dict(snapshot.aliases)
+
+    def resolve(self, binding: str, namespace: str) -> WasmCloudEntity:
+        """The call's target (protocol.md §4.10), or HostCallError with the documented text.
+
+        Namespaces with a ':' are contracts (wasmcloud:keyvalue); others are actor keys or call
+        aliases. So a contract call without a link reports the missing link (or the missing claim
+        when the actor lacks it), and an unknown alias reports the alias.
+        """
+        provider = self._links.get((namespace, binding or "default"))
+        if provider is not None:
+            if not self.claims.has_cap(namespace):
+                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
+            return provider
+        if len(namespace) == 56 and namespace.startswith("M"):
+            return WasmCloudEntity(namespace)
+        if namespace in self._aliases:
+            return WasmCloudEntity(self._aliases[namespace])
+        if ":" in namespace:
+            if not self.claims.has_cap(namespace):
+                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
+            raise HostCallError(f"Invocation not authorized: missing link definition for {namespace} on "
+                                f"{self.lattice_prefix}")
+        raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
+
+    def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
+        target = self.resolve(binding, namespace)
+        origin = WasmCloudEntity(self.claims.public_key)
+        inv = new_invocation(self.signer, origin, target, operation, payload)
+        subject = f"wasmbus.rpc.{self.lattice_prefix}.{target.public_key}"
+        if not target.is_actor:
+            subject += f".{target.link_name}"
+        timeout = _LARGE_TIMEOUT_S if len(payload) > _LARGE_PAYLOAD else self.rpc_timeout_s
+        ok = False
+        try:
+            raw = self.connection.request(subject, inv.to_wire(), timeout)
+            try:
+                resp = InvocationResponse.from_wire(raw)
+            except InvocationError:
+                raise HostCallError("Failed to deserialize invocation response") from None
+            if resp.error is not None:
+                raise HostCallError(resp.error)
+            ok = True
+            return resp.msg
+        finally:
+            if self.on_result is not None:
+                self.on_result(ok, origin, target, operation, len(payload))

@@ -1,0 +1,203 @@
+"""LatticeCache: lattice-wide metadata in the JetStream KV bucket `LATTICEDATA_{lattice}`
+(protocol.md §12.2): claims, link definitions, refmaps, and the call-alias table derived from claims.
+
+Every host watches the bucket, so every host sees the same data; this actor keeps the in-memory
+view, answers get.links / get.claims, and pushes a LatticeSnapshot to the ActorSupervisor when
+links or aliases change, so instances resolve host calls without asking anyone (issue 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from thespian.actors import ActorExitRequest
+
+from hostcore.actors.bridge import NatsBridgeActor
+from hostcore.actors.messages import (
+    DelLink,
+    Done,
+    GetLatticeData,
+    InitFailed,
+    InitLattice,
+    LatticeData,
+    LatticeSnapshot,
+    PutClaims,
+    PutLink,
+    PutRefmap,
+    Ready,
+)
+from hostcore.config import HostConfig
+from hostcore.control.events import cloud_event, event_subject
+from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.procutil import set_pdeathsig
+
+log = logging.getLogger(__name__)
+
+_PURGE_OPS = frozenset({"DEL", "PURGE"})
+
+
+def bucket_name(lattice_prefix: str) -> str:
+    return f"LATTICEDATA_{lattice_prefix}"
+
+
+def refmap_key(ref: str) -> str:
+    return "REFMAP_" + base64.urlsafe_b64encode(ref.encode()).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class _KvUpdate:
+    key: str
+    value: bytes
+    deleted: bool
+
+
+class LatticeView:
+    """The in-memory lattice data one host knows; pure, so it is unit-tested directly."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, dict[str, Any]] = {}
+        self.links: dict[str, LinkDefinition] = {}
+        self.refmaps: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}
+
+    def apply(self, key: str, value: bytes, deleted: bool) -> bool:
+        """Apply one KV entry; returns True when links or aliases changed (instances care)."""
+        kind, _, name = key.partition("_")
+        if kind == "LINKDEF":
+            if deleted:
+                return self.links.pop(name, None) is not None
+            try:
+                self.links[name] = LinkDefinition.from_map(json.loads(value))
+            except Exception:  # noqa: BLE001 -- another host's bad record must not stop our view
+                log.warning("ignoring a malformed link record", extra={"key": key})
+                return False
+            return True
+        if kind == "CLAIMS":
+            if deleted:
+                self.claims.pop(name, None)
+                return False
+            try:
+                record = json.loads(value)
+            except ValueError:
+                return False
+            self.claims[name] = record
+            alias = record.get("call_alias") or ""
+            # protocol.md §5.7: an alias longer than one character is registered, first writer wins.
+            if len(alias) > 1 and self.aliases.setdefault(alias, name) == name:
+                return True
+            return False
+        if kind == "REFMAP" and not deleted:
+            try:
+                entry = json.loads(value)
+                self.refmaps[entry["oci_url"]] = entry["public_key"]
+            except (ValueError, KeyError, TypeError):
+                pass
+        return False
+
+    def snapshot(self) -> LatticeSnapshot:
+        return LatticeSnapshot(links=tuple(self.links.values()), aliases=dict(self.aliases))
+
+
+class LatticeCache(NatsBridgeActor):
+    """Owns the lattice KV bucket for one host (creating it when missing) and its watch."""
+
+    def receiveMsg_InitLattice(self, msg: InitLattice, sender: Any) -> None:
+        set_pdeathsig()
+        self.config: HostConfig = msg.config
+        self.actor_supervisor = msg.actor_supervisor
+        self.view = LatticeView()
+        self.kv: KeyValue | None = None
+
+        async def setup(nc: NatsClient) -> None:
+            js = nc.jetstream(domain=self.config.js_domain)
+            name = bucket_name(self.config.lattice_prefix)
+            try:
+                self.kv = await js.key_value(name)
+            except BucketNotFoundError:
+                self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE))
+            watcher = await self.kv.watchall()
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch(watcher))
+
+        try:
+            self.nats_start(self.config.nats_url, setup, name=f"hostcore-lattice-{self.config.host_id[:8]}")
+        except Exception as err:  # noqa: BLE001 -- the supervisor reports and gives up
+            self.send(sender, InitFailed(role="lattice", error=f"lattice cache unavailable: {err}"))
+            return
+        self.send(sender, Ready(role="lattice"))
+
+    async def _watch(self, watcher: Any) -> None:
+        while True:
+            try:
+                entry = await watcher.updates(timeout=3600)
+            except asyncio.TimeoutError:
+                continue
+            if entry is None:  # end of the initial replay
+                continue
+            self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
+
+    def on_nats_item(self, item: Any) -> None:
+        if isinstance(item, _KvUpdate) and self.view.apply(item.key, item.value, item.deleted):
+            self.send(self.actor_supervisor, self.view.snapshot())
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def _kv(self, op: str, key: str, value: bytes = b"") -> None:
+        """Write to the bucket and wait for JetStream's ack (bounded), so a caller told "done"
+        can rely on the write; failures are logged, the cache keeps serving."""
+        assert self.kv is not None
+        coro = self.kv.put(key, value) if op == "put" else self.kv.purge(key)
+        try:
+            asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.config.rpc_timeout_s + 1)
+        except Exception as err:  # noqa: BLE001 -- lattice writes are best effort, as in OTP
+            log.error("lattice cache write failed", extra={"key": key, "error": str(err)})
+
+    def _kv_put(self, key: str, value: bytes) -> None:
+        self._kv("put", key, value)
+
+    def receiveMsg_PutClaims(self, msg: PutClaims, sender: Any) -> None:
+        self._kv_put(f"CLAIMS_{msg.record['sub']}", json.dumps(msg.record).encode())
+
+    def receiveMsg_PutRefmap(self, msg: PutRefmap, sender: Any) -> None:
+        self._kv_put(refmap_key(msg.actor_ref), json.dumps({"oci_url": msg.actor_ref, "public_key": msg.public_key}).encode())
+
+    def receiveMsg_PutLink(self, msg: PutLink, sender: Any) -> None:
+        link: LinkDefinition = msg.link
+        self._kv_put(f"LINKDEF_{link.id}", link.to_json())
+        self._announce_link(link, deleted=False)
+        self.send(sender, Done(request_id=msg.request_id))
+
+    def receiveMsg_DelLink(self, msg: DelLink, sender: Any) -> None:
+        link = self.view.links.get(link_id(msg.actor_id, msg.contract_id, msg.link_name))
+        if link is None:
+            log.warning("link to delete not found", extra={"actor_id": msg.actor_id, "contract_id": msg.contract_id})
+        else:
+            self._kv("purge", f"LINKDEF_{link.id}")
+            self._announce_link(link, deleted=True)
+        self.send(sender, Done(request_id=msg.request_id))
+
+    def _announce_link(self, link: LinkDefinition, *, deleted: bool) -> None:
+        """protocol.md §2.4: tell the provider (msgpack) and the lattice (event) about the change."""
+        op = "del" if deleted else "put"
+        self.publish(f"wasmbus.rpc.{self.config.lattice_prefix}.{link.provider_id}.{link.link_name}.linkdefs.{op}",
+                     link.to_msgpack(deleted=deleted))
+        self.publish(event_subject(self.config.lattice_prefix),
+                     cloud_event("linkdef_deleted" if deleted else "linkdef_set", link.to_map(), self.config.host_id))
+
+    def receiveMsg_GetLatticeData(self, msg: GetLatticeData, sender: Any) -> None:
+        if msg.kind == "links":
+            items = tuple(link.to_map() for link in self.view.links.values())
+        else:
+            items = tuple(self.view.claims.values())
+        self.send(sender, LatticeData(request_id=msg.request_id, items=items))
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.nats_stop()
