@@ -59,6 +59,8 @@ class HostConfig:
     allow_file_load: bool = False
     allow_latest: bool = False
     allowed_insecure: tuple[str, ...] = ()
+    oci_env_registry: tuple[str, str, str] | None = None  # OCI_REGISTRY, _USER, _PASSWORD (§8.2)
+    oci_timeout_s: float = 30.0
     js_domain: str | None = None
     policy_topic: str | None = None
     policy_changes_topic: str | None = None
@@ -248,6 +250,10 @@ def load_config(
         ),
         allow_latest=_bool("WASMCLOUD_OCI_ALLOW_LATEST", pick("WASMCLOUD_OCI_ALLOW_LATEST", "allow_latest", None, "false")),
         allowed_insecure=_csv(pick("WASMCLOUD_OCI_ALLOWED_INSECURE", "allowed_insecure")),
+        oci_env_registry=(env["OCI_REGISTRY"], env.get("OCI_REGISTRY_USER", ""), env.get("OCI_REGISTRY_PASSWORD", ""))
+        if env.get("OCI_REGISTRY") else None,
+        heartbeat_interval_s=float(_number("HOSTCORE_HEARTBEAT_INTERVAL_S",
+                                           pick("HOSTCORE_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s", None, "30"), float)),
         js_domain=pick("WASMCLOUD_JS_DOMAIN", "js_domain") or None,
         policy_topic=pick("WASMCLOUD_POLICY_TOPIC", "policy_topic") or None,
         policy_changes_topic=pick("WASMCLOUD_POLICY_CHANGES_TOPIC", "policy_changes_topic") or None,

@@ -383,3 +383,87 @@ class RegistryCredentialsInvalid(ControlRequestError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.wire}: {self.detail}"
+
+
+# --- provider archives (protocol.md §8.4; texts of wasmCloud provider-archive where it has one) ---
+
+
+class ParError(HostcoreError):
+    """A provider archive (PAR) cannot be used; `wire` says why."""
+
+    wire = "Invalid provider archive"
+
+
+class ParTooShort(ParError):
+    wire = "Not enough bytes to be a valid PAR file"
+
+
+class ParUnreadable(ParError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Invalid provider archive: {detail}")
+
+
+class ParIncomplete(ParError):
+    """No `claims.jwt`, or no binary at all."""
+
+    wire = "Not enough files found in provider archive. Is this a complete archive?"
+
+
+class ParClaimsInvalid(ParError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Invalid provider archive claims: {detail}")
+
+
+class ParHashMismatch(ParError):
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(f"File hash and verify hash do not match for '{target}'")
+
+
+class ParTargetMissing(ParError):
+    def __init__(self, target: str, available: tuple[str, ...]) -> None:
+        self.target = target
+        have = ", ".join(available) or "none"
+        super().__init__(f"Provider archive has no binary for target '{target}' (has: {have})")
+
+
+# --- capability providers, provider side (protocol.md §4.11, §11.7) ------------------------------
+
+
+class ProviderError(HostcoreError):
+    """A provider process could not do what the host or an actor asked; `wire` is the reply text."""
+
+
+class HostDataInvalid(ProviderError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"parsing host data: {detail}")
+
+
+class ProviderTargetMismatch(ProviderError):
+    def __init__(self, target: str, provider_key: str) -> None:
+        super().__init__(f"target key mismatch: {target} != {provider_key}")
+
+
+class UnlinkedActor(ProviderError):
+    def __init__(self, actor_id: str) -> None:
+        super().__init__(f"unlinked actor: '{actor_id}'")
+
+
+class MethodNotHandled(ProviderError):
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"method not handled {operation}")
+
+
+class ProviderDeserFailed(ProviderError):
+    """An operation's msgpack argument does not have the interface's shape."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"deser error: {detail}")
+
+
+class ProviderOperationFailed(ProviderError):
+    """The provider's backend (Redis, a listener) failed; `wire` carries the backend's words."""
+
+
+class ActorCallFailed(ProviderError):
+    """An actor answered a provider's invocation with an InvocationResponse `error` (its text)."""

@@ -27,11 +27,46 @@ log = logging.getLogger(__name__)
 _CLOSE_TIMEOUT_S = 2.0
 
 
-class NatsBridgeActor(ActorTypeDispatcher):  # type: ignore[misc]
-    """Base for actors that talk to NATS. Subclasses call `nats_start` once, in their own process,
-    and implement `on_nats_item(item)` for items the loop thread hands over with `to_actor`."""
+class InboxActor(ActorTypeDispatcher):  # type: ignore[misc]
+    """An actor that other threads of its process can hand items to (`to_actor`); they arrive in
+    `on_inbox_item` on the actor thread. Call `inbox_start` once, in the actor's own process."""
 
     _wake_r: int | None = None
+
+    def inbox_start(self) -> None:
+        self._inbox: collections.deque[Any] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def to_actor(self, item: Any) -> None:
+        """Any thread → actor thread. Thread-safe."""
+        self._inbox.append(item)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def on_inbox_item(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        if isinstance(msg, WatchMessage) and self._wake_r is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 65536)
+            while self._inbox:
+                item = self._inbox.popleft()
+                try:
+                    self.on_inbox_item(item)
+                except Exception:  # role boundary: log once, keep serving
+                    log.exception("failed to handle an inbox item", extra={"item": type(item).__name__})
+        else:
+            super().receiveMessage(msg, sender)
+        # Thespian watches only the fds returned by the *latest* receiveMessage: return it always.
+        return ThespianWatch([self._wake_r]) if self._wake_r is not None else None
+
+
+class NatsBridgeActor(InboxActor):
+    """Base for actors that talk to NATS. Subclasses call `nats_start` once, in their own process,
+    and implement `on_inbox_item(item)` for items the loop thread hands over with `to_actor`."""
 
     def nats_start(
         self,
@@ -46,10 +81,7 @@ class NatsBridgeActor(ActorTypeDispatcher):  # type: ignore[misc]
         Raises whatever the connection raises after `timeout_s`. Owns the loop thread and the
         connection from here on; `nats_stop` ends both.
         """
-        self._inbox: collections.deque[Any] = collections.deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self.inbox_start()
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="nats-io")
         self._loop_thread.start()
@@ -84,33 +116,9 @@ class NatsBridgeActor(ActorTypeDispatcher):  # type: ignore[misc]
         loop.call_soon_threadsafe(loop.stop)
         self._loop_thread.join(_CLOSE_TIMEOUT_S)
 
-    def to_actor(self, item: Any) -> None:
-        """Loop thread → actor thread. Thread-safe."""
-        self._inbox.append(item)
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"\0")
-
     def publish(self, subject: str, data: bytes) -> None:
         """Actor thread → NATS (fire and forget). Thread-safe."""
         self.loop.call_soon_threadsafe(self._publish_soon, subject, data)
 
     def _publish_soon(self, subject: str, data: bytes) -> None:
         self.loop.create_task(self.nc.publish(subject, data))
-
-    def on_nats_item(self, item: Any) -> None:
-        raise NotImplementedError
-
-    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
-        if isinstance(msg, WatchMessage) and self._wake_r is not None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 65536)
-            while self._inbox:
-                item = self._inbox.popleft()
-                try:
-                    self.on_nats_item(item)
-                except Exception:  # role boundary: log once, keep serving
-                    log.exception("failed to handle a NATS item", extra={"item": type(item).__name__})
-        else:
-            super().receiveMessage(msg, sender)
-        # Thespian watches only the fds returned by the *latest* receiveMessage: return it always.
-        return ThespianWatch([self._wake_r]) if self._wake_r is not None else None

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hostcore import __version__
-from hostcore.cli import claims, ctl
+from hostcore.cli import claims, ctl, registry
 from hostcore.config import build_parser, load_config
 from hostcore.errors import ConfigError
 
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_run_up)
     claims.register(sub)
     ctl.register(sub)
+    registry.register(sub)
     return parser
 
 

@@ -144,7 +144,7 @@ class LatticeCache(NatsBridgeActor):
                 continue
             self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
 
-    def on_nats_item(self, item: Any) -> None:
+    def on_inbox_item(self, item: Any) -> None:
         if isinstance(item, _KvUpdate) and self.view.apply(item.key, item.value, item.deleted):
             self.send(self.actor_supervisor, self.view.snapshot())
 

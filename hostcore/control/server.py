@@ -7,6 +7,7 @@ owns the ack envelope (`success_ack` / `failure_ack` from requests.py are built 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from hostcore.actors.messages import (
     Inventory,
     LatticeData,
     PutLink,
+    PutRegistryCredentials,
     Ready,
     ScaleActor,
     SendHeartbeat,
@@ -52,7 +54,8 @@ from hostcore.control.requests import (
     failure_ack,
     success_ack,
 )
-from hostcore.errors import ControlRequestError, WrongHost, WrongHostStop
+from hostcore.errors import ControlRequestError, HostcoreError, WrongHost, WrongHostStop
+from hostcore.native.oci import normalize_registry_credentials
 from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,15 @@ def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
         "js_domain": config.js_domain, "ctl_host": config.nats_url, "prov_rpc_host": config.nats_url,
         "rpc_host": config.nats_url, "lattice_prefix": config.lattice_prefix,
     }
+
+
+def registry_credentials(data: bytes) -> dict[str, Any]:
+    """protocol.md §2.4 registries.put → OCI credentials by registry host. QUIRK: an unknown
+    registryType crashed the OTP task (no reply); here it is a failure ack."""
+    try:
+        return normalize_registry_credentials(json.loads(data))
+    except (ValueError, HostcoreError) as err:
+        raise ControlRequestError("Failed to update registry credential map") from err
 
 
 def inventory_reply(config: HostConfig, inventory: Inventory) -> dict[str, Any]:
@@ -106,6 +118,7 @@ class ControlServer(NatsBridgeActor):
             await nc.subscribe(topics.ping_hosts(p), cb=self._on_ping)
             await nc.subscribe(f"{p}.get.*", queue=queue, cb=self._on_request)
             await nc.subscribe(f"{p}.linkdefs.*", queue=queue, cb=self._on_request)
+            await nc.subscribe(f"{p}.registries.put", cb=self._on_request)  # every host
 
         try:
             self.nats_start(cfg.nats_url, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
@@ -127,7 +140,7 @@ class ControlServer(NatsBridgeActor):
 
     # --- actor thread ----------------------------------------------------------------------------
 
-    def on_nats_item(self, item: Any) -> None:
+    def on_inbox_item(self, item: Any) -> None:
         if isinstance(item, SendHeartbeat):
             self.send(self.events, item)
             return
@@ -181,6 +194,10 @@ class ControlServer(NatsBridgeActor):
                 self.send(self.lattice, DelLink(actor_id=gone.actor_id, contract_id=gone.contract_id,
                                                 link_name=gone.link_name,
                                                 request_id=self._await("linkdefs", req.reply)))
+            case ("registries", "put"):
+                creds = registry_credentials(req.data)
+                self.send(self.native, PutRegistryCredentials(credentials=creds))
+                self._reply(req.reply, success_ack())
             case ("cmd", op):
                 raise ControlRequestError(f"Command {op} is not supported by this host")
             case _:

@@ -1,74 +1,119 @@
-"""NativeWorker: fetches actor modules, verifies their claims and compiles them once.
+"""NativeWorker: fetches actor modules (file or OCI), verifies their claims and compiles them once.
 
 The only process that compiles wasm (architecture.md "Compile once, deserialize everywhere"): it
-holds the wasmtime Engine and never creates children. It owns the `.cwasm` cache directory.
+holds the wasmtime Engine and never creates children, so it may use threads. Pulls and compiles
+run on a small pool, so one slow registry does not hold up other starts; results come back to the
+actor thread through the inbox. It owns the `.cwasm` cache and the OCI cache directories.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import logging
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorTypeDispatcher
+from thespian.actors import ActorExitRequest
 
-from hostcore.actors.messages import ActorPrepared, InitNative, PrepareActor, PrepareFailed, Ready
+from hostcore.actors.bridge import InboxActor
+from hostcore.actors.messages import (
+    ActorPrepared,
+    InitNative,
+    PrepareActor,
+    PrepareFailed,
+    PutRegistryCredentials,
+    Ready,
+)
 from hostcore.config import HostConfig
 from hostcore.errors import ActorFetchFailed, BindleUnsupported, FileLoadDisabled, HostcoreError
 from hostcore.native.claims import extract_claims
+from hostcore.native.oci import OciClient, OciSettings
 from hostcore.native.wasm import compile_to_cache, new_engine
 from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
 
+_POOL_SIZE = 4
 
-def fetch_actor_bytes(ref: str, config: HostConfig) -> bytes:
-    """The module bytes behind `ref` (protocol.md §8.1 dispatch).
+
+def read_file_ref(ref: str, config: HostConfig) -> bytes:
+    """The bytes behind a `file://` ref (protocol.md §8.1, v0.61+).
 
     Raises:
-        FileLoadDisabled: a `file://` ref while WASMCLOUD_ALLOW_FILE_LOAD is off.
-        BindleUnsupported: a `bindle://` ref (experimental in OTP, gone from later hosts).
-        ActorFetchFailed: the file cannot be read, or an OCI ref (not supported yet).
+        FileLoadDisabled: WASMCLOUD_ALLOW_FILE_LOAD is off.
+        ActorFetchFailed: the file cannot be read.
     """
-    if ref.startswith("bindle://"):
-        raise BindleUnsupported()
-    if ref.startswith("file://"):
-        if not config.allow_file_load:
-            raise FileLoadDisabled()
-        path = Path(urllib.parse.unquote(ref[len("file://"):]))
-        try:
-            return path.read_bytes()
-        except OSError as err:
-            raise ActorFetchFailed(f"Unable to read actor file {path}: {err.strerror or err}") from None
-    raise ActorFetchFailed(f"Unable to fetch {ref}: OCI references are not supported by this host yet")
+    if not config.allow_file_load:
+        raise FileLoadDisabled()
+    path = Path(urllib.parse.unquote(ref[len("file://"):]))
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ActorFetchFailed(f"Unable to read actor file {path}: {err.strerror or err}") from None
 
 
-class NativeWorker(ActorTypeDispatcher):  # type: ignore[misc]
-    """Answers PrepareActor with ActorPrepared (claims + .cwasm path) or PrepareFailed."""
+class NativeWorker(InboxActor):
+    """Answers PrepareActor with ActorPrepared (claims + .cwasm path) or PrepareFailed, and keeps
+    the registry credentials that `registries.put` supplies."""
 
     def receiveMsg_InitNative(self, msg: InitNative, sender: Any) -> None:
         set_pdeathsig()
-        self.config: HostConfig = msg.config
+        cfg = self.config = msg.config
         self.engine = new_engine()
-        self.cache_dir = msg.config.cache_dir / "cwasm"
+        self.cache_dir = cfg.cache_dir / "cwasm"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.oci_settings = OciSettings(cache_dir=cfg.cache_dir, allow_latest=cfg.allow_latest,
+                                        allowed_insecure=cfg.allowed_insecure, env_registry=cfg.oci_env_registry,
+                                        timeout_s=cfg.oci_timeout_s)
+        self.inbox_start()
+        self.pool = concurrent.futures.ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="native")
         self.send(sender, Ready(role="native"))
 
+    def receiveMsg_PutRegistryCredentials(self, msg: PutRegistryCredentials, sender: Any) -> None:
+        creds = {**self.oci_settings.credentials, **msg.credentials}
+        self.oci_settings = dataclasses.replace(self.oci_settings, credentials=creds)
+        log.info("registry credentials updated", extra={"registries": sorted(msg.credentials)})
+
     def receiveMsg_PrepareActor(self, msg: PrepareActor, sender: Any) -> None:
+        settings = self.oci_settings  # the credentials in force when the request arrived
+        future = self.pool.submit(self._prepare, msg, settings)
+        future.add_done_callback(lambda f: self.to_actor((sender, f.result())))
+
+    def on_inbox_item(self, item: tuple[Any, ActorPrepared | PrepareFailed]) -> None:
+        sender, reply = item
+        self.send(sender, reply)
+
+    def _prepare(self, msg: PrepareActor, settings: OciSettings) -> ActorPrepared | PrepareFailed:
+        """Runs on the pool: fetch, verify, compile. Never raises: failures become PrepareFailed."""
+        began = time.monotonic()
         try:
-            module = fetch_actor_bytes(msg.actor_ref, self.config)
+            module = self._fetch(msg.actor_ref, settings)
             claims = extract_claims(module)
             cwasm = compile_to_cache(self.engine, module, self.cache_dir)
         except HostcoreError as err:
-            self.send(sender, PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref, error=err.wire))
-            return
+            log.error("actor preparation failed", extra={"actor_ref": msg.actor_ref, "error": err.wire})
+            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref, error=err.wire)
         except Exception as err:  # role boundary: log with traceback, reply a generic error
             log.exception("preparing an actor failed", extra={"actor_ref": msg.actor_ref})
-            self.send(sender, PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref,
-                                            error=f"Failed to prepare actor: {err}"))
-            return
+            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref,
+                                 error=f"Failed to prepare actor: {err}")
         log.info("actor prepared", extra={"actor_ref": msg.actor_ref, "actor_key": claims.public_key,
-                                          "bytes": len(module)})
-        self.send(sender, ActorPrepared(request_id=msg.request_id, actor_ref=msg.actor_ref,
-                                        claims=claims, cwasm_path=cwasm))
+                                          "bytes": len(module), "ms": round((time.monotonic() - began) * 1000, 1)})
+        return ActorPrepared(request_id=msg.request_id, actor_ref=msg.actor_ref, claims=claims, cwasm_path=cwasm)
+
+    def _fetch(self, ref: str, settings: OciSettings) -> bytes:
+        """protocol.md §8.1 dispatch: bindle (refused), file, else OCI."""
+        if ref.startswith("bindle://"):
+            raise BindleUnsupported()
+        if ref.startswith("file://"):
+            return read_file_ref(ref, self.config)
+        with OciClient(settings) as client:
+            return client.pull(ref).content
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

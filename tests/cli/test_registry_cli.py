@@ -20,7 +20,6 @@ FIXTURES = Path(
     )
 )
 ECHO = FIXTURES / "echo.wasm"
-pytestmark = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="apt-get install docker-registry")
 
 
 def run(*argv: str | Path) -> int:

@@ -58,7 +58,6 @@ LATEST_WIRE = (
     "Fetching images tagged 'latest' is currently prohibited in this host. "
     "This option can be overridden with WASMCLOUD_OCI_ALLOW_LATEST"
 )
-needs_registry = pytest.mark.skipif(not REGISTRY_BIN.exists(), reason="apt-get install docker-registry")
 
 
 # --- pure: references and credentials --------------------------------------------------------------
@@ -187,7 +186,6 @@ def image(reg: DockerRegistry, repo: str, layers: list[tuple[str, bytes]],
             "layers": [{"mediaType": t, **put_blob(reg, repo, data)} for t, data in layers]}
 
 
-@needs_registry
 @pytest.mark.parametrize("actor", ACTORS, ids=[p.stem for p in ACTORS])
 def test_push_pull_round_trip(registry: DockerRegistry, tmp_path: Path, actor: Path) -> None:
     data = actor.read_bytes()
@@ -201,7 +199,6 @@ def test_push_pull_round_trip(registry: DockerRegistry, tmp_path: Path, actor: P
     assert pulled.layer_digest.removeprefix("sha256:") in cached(tmp_path)
 
 
-@needs_registry
 def test_plain_wasm_media_type_and_progress(registry: DockerRegistry, tmp_path: Path) -> None:
     data = ECHO.read_bytes()
     seen: list[tuple[int, int]] = []
@@ -214,7 +211,6 @@ def test_plain_wasm_media_type_and_progress(registry: DockerRegistry, tmp_path: 
     assert [a for a, _ in seen] == sorted(a for a, _ in seen)
 
 
-@needs_registry
 def test_docker_manifest_index_and_layer_concatenation(registry: DockerRegistry, tmp_path: Path) -> None:
     docker = image(registry, "multi", [(WASM_LAYER, b"\0asm-part-1"), (WASM_LAYER, b"-part-2")],
                    media_type="application/vnd.docker.distribution.manifest.v2+json")
@@ -234,7 +230,6 @@ def test_docker_manifest_index_and_layer_concatenation(registry: DockerRegistry,
 # --- cache ---------------------------------------------------------------------------------------------
 
 
-@needs_registry
 def test_cache_skips_known_blobs_and_notices_moved_tags(registry: DockerRegistry, tmp_path: Path) -> None:
     ref = f"{registry.address}/echo:0.1"
     first, second = ECHO.read_bytes(), (FIXTURES / "kvcounter.wasm").read_bytes()
@@ -258,7 +253,6 @@ def test_cache_skips_known_blobs_and_notices_moved_tags(registry: DockerRegistry
     assert pulled.content == second and pulled.digest == moved and len(rec2.blob_gets()) == 1
 
 
-@needs_registry
 def test_corrupt_cache_entry_is_fetched_again(registry: DockerRegistry, tmp_path: Path) -> None:
     ref = f"{registry.address}/echo:0.1"
     with OciClient(settings(tmp_path, registry)) as client:
@@ -281,7 +275,6 @@ def refused(client: OciClient, ref: str, error: type[Exception], tmp_path: Path)
     return info.value.wire  # type: ignore[attr-defined]
 
 
-@needs_registry
 def test_unknown_repository_and_tag(registry: DockerRegistry, tmp_path: Path) -> None:
     with OciClient(settings(tmp_path, registry)) as client:
         client.push(f"{registry.address}/echo:0.1", ECHO.read_bytes())
@@ -312,7 +305,6 @@ def test_registry_timeout(tmp_path: Path) -> None:
     assert wire == f"Unable to fetch {address}/echo:0.1: registry {address} did not answer within 0.3s"
 
 
-@needs_registry
 @pytest.mark.parametrize("tag", [":latest", ""])
 def test_latest_and_tagless_refused(registry: DockerRegistry, tmp_path: Path, tag: str) -> None:
     ref = f"{registry.address}/echo{tag}"
@@ -323,14 +315,12 @@ def test_latest_and_tagless_refused(registry: DockerRegistry, tmp_path: Path, ta
         assert client.pull(ref).content == ECHO.read_bytes()
 
 
-@needs_registry
 def test_plain_http_registry_not_listed_as_insecure(registry: DockerRegistry, tmp_path: Path) -> None:
     with OciClient(settings(tmp_path)) as client:
         wire = refused(client, f"{registry.address}/echo:0.1", OciTlsFailed, tmp_path)
     assert registry.address in wire and "add it to WASMCLOUD_OCI_ALLOWED_INSECURE" in wire
 
 
-@needs_registry
 def test_layer_digest_mismatch(registry: DockerRegistry, tmp_path: Path) -> None:
     data = ECHO.read_bytes()
     ref = f"{registry.address}/echo:0.1"
@@ -343,7 +333,6 @@ def test_layer_digest_mismatch(registry: DockerRegistry, tmp_path: Path) -> None
     assert wire.startswith(f"Unable to fetch {ref}: content digest mismatch: expected {layer}, got sha256:")
 
 
-@needs_registry
 def test_unsupported_layer_media_type_and_no_layers(registry: DockerRegistry, tmp_path: Path) -> None:
     ref = f"{registry.address}/echo:0.1"
     with OciClient(settings(tmp_path, registry)) as client:
@@ -357,7 +346,6 @@ def test_unsupported_layer_media_type_and_no_layers(registry: DockerRegistry, tm
 # --- auth ------------------------------------------------------------------------------------------------
 
 
-@needs_registry
 def test_basic_auth(tmp_path: Path) -> None:
     with DockerRegistry(tmp_path / "registry", htpasswd=("alice", "s3cret")) as reg:
         ref = f"{reg.address}/private/echo:0.1"
@@ -383,7 +371,6 @@ def test_basic_auth(tmp_path: Path) -> None:
     assert reg.pid is not None and not pid_alive(reg.pid)
 
 
-@needs_registry
 def test_bearer_token_flow(tmp_path: Path) -> None:
     with TokenServer(tmp_path / "tokens", users={"bob": "hunter2"}, anonymous_pull=True) as tokens, \
             DockerRegistry(tmp_path / "registry", token_auth=tokens.auth) as reg:
