@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hostcore.cli import registry
 from hostcore.errors import ClaimsHashMismatch, HostcoreError, NkeyError, NotWasm
 from hostcore.native.claims import ActorClaims, extract_claims, sign_actor
 from hostcore.native.nkeys import KeyKind, KeyPair
@@ -108,11 +109,14 @@ def _render_table(claims: ActorClaims) -> str:
 
 
 def run_claims_inspect(args: argparse.Namespace) -> int:
-    """Print the verified claims of `args.file` as a table, JSON, or the raw JWT."""
+    """Print the verified claims of `args.file` (a file, or else an OCI reference) as a table,
+    JSON, or the raw JWT."""
     try:
-        module = Path(args.file).read_bytes()
+        module = _read_module(args)
     except OSError as e:
         return _fail(f"cannot read {args.file}: {e.strerror}")
+    except HostcoreError as e:
+        return _fail(e.wire)
     try:
         claims = extract_claims(module)
     except HostcoreError as e:
@@ -124,6 +128,14 @@ def run_claims_inspect(args: argparse.Namespace) -> int:
     else:
         print(_render_table(claims))
     return 0
+
+
+def _read_module(args: argparse.Namespace) -> bytes:
+    path = Path(args.file)
+    if path.exists() or "/" not in args.file or args.file.startswith((".", "/")):
+        return path.read_bytes()
+    args.ref = args.file  # an OCI reference: pull it
+    return registry.pull_module(args)
 
 
 def _key_or_generate(seed: str | None, kind: KeyKind, role: str) -> KeyPair:
@@ -190,7 +202,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     claims_sub = claims.add_subparsers(dest="claims_command", required=True)
 
     inspect = claims_sub.add_parser("inspect", help="show the verified claims of a signed module")
-    inspect.add_argument("file", help="signed .wasm module")
+    inspect.add_argument("file", help="signed .wasm module, or an OCI reference")
+    registry.add_registry_flags(inspect)
+    inspect.add_argument("--allow-latest", action="store_true")
     inspect.add_argument("-o", "--output", choices=("text", "json"), default="text")
     inspect.add_argument("--jwt-only", action="store_true", help="print only the raw JWT")
     inspect.set_defaults(func=run_claims_inspect)

@@ -14,6 +14,7 @@ import nats
 
 from hostcore.config import ClientConfig, load_client_config
 from hostcore.control.client import ControlClient
+from hostcore.control.linkdefs import LinkDefinition
 from hostcore.errors import HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
 
@@ -40,6 +41,33 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = get.add_parser("claims", help="claims of the actors in the lattice")
     _common(p)
     p.set_defaults(func=lambda a: _run(a, _get_claims))
+    p = get.add_parser("links", help="link definitions in the lattice")
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, _get_links))
+
+    link = ctl.add_parser("link", help="define or delete links").add_subparsers(dest="what")
+    p = link.add_parser("put", help="link an actor to a provider")
+    p.add_argument("actor_id")
+    p.add_argument("provider_id")
+    p.add_argument("contract_id")
+    p.add_argument("values", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("-l", "--link-name", default="default")
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, _link_put))
+    p = link.add_parser("del", help="delete a link")
+    p.add_argument("actor_id")
+    p.add_argument("contract_id")
+    p.add_argument("-l", "--link-name", default="default")
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, _link_del))
+
+    update = ctl.add_parser("update", help="live-update an actor").add_subparsers(dest="what")
+    p = update.add_parser("actor")
+    p.add_argument("host_id")
+    p.add_argument("actor_id")
+    p.add_argument("new_actor_ref")
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, _update_actor))
 
     scale = ctl.add_parser("scale", help="scale an actor on a host").add_subparsers(dest="what")
     p = scale.add_parser("actor")
@@ -53,7 +81,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     start = ctl.add_parser("start", help="launch an actor on a host").add_subparsers(dest="what")
     p = start.add_parser("actor")
     p.add_argument("actor_ref")
-    p.add_argument("--host-id", required=True)
+    p.add_argument("--host-id", help="host to start on (default: the first bidder of an auction)")
+    p.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE",
+                   help="label the auction's host must have (repeat)")
     p.add_argument("-c", "--count", type=int, default=1)
     _common(p)
     p.set_defaults(func=lambda a: _run(a, _start_actor))
@@ -130,8 +160,42 @@ async def _get_claims(c: ControlClient, cfg: ClientConfig, args: argparse.Namesp
     return 0
 
 
+async def _get_links(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
+    links = await c.get_links()
+    lines = [f"{'Actor ID':<58} {'Provider ID':<58} {'Contract':<24} Link"]
+    lines += [f"{x['actor_id']:<58} {x['provider_id']:<58} {x['contract_id']:<24} {x['link_name']}" for x in links]
+    _emit(args, {"links": links}, "\n".join(lines))
+    return 0
+
+
+async def _link_put(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
+    values = {}
+    for item in args.values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: expected KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        values[key] = value
+    link = LinkDefinition(actor_id=args.actor_id, provider_id=args.provider_id, link_name=args.link_name,
+                          contract_id=args.contract_id, values=values)
+    return _ack(args, await c.put_link(link), f"Published link ({args.actor_id}) <-> ({args.provider_id})")
+
+
+async def _link_del(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
+    ack = await c.del_link(args.actor_id, args.contract_id, args.link_name)
+    return _ack(args, ack, f"Deleted link for {args.actor_id} on {args.contract_id} ({args.link_name})")
+
+
+async def _update_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
+    ack = await c.update_actor(args.host_id, args.actor_id, args.new_actor_ref)
+    return _ack(args, ack, f"Actor {args.actor_id} updated to {args.new_actor_ref}")
+
+
 def _ack(args: argparse.Namespace, ack: Any, ok_text: str) -> int:
-    _emit(args, {"accepted": ack.accepted, "error": ack.error}, ok_text if ack.accepted else f"error: {ack.error}")
+    if not ack.accepted and args.output == "text":
+        print(f"error: {ack.error}", file=sys.stderr)
+        return 1
+    _emit(args, {"accepted": ack.accepted, "error": ack.error}, ok_text)
     return 0 if ack.accepted else 1
 
 
@@ -141,8 +205,16 @@ async def _scale_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Names
 
 
 async def _start_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
-    ack = await c.launch_actor(args.host_id, args.actor_ref, args.count)
-    return _ack(args, ack, f"Actor {args.actor_ref} being scheduled on host {args.host_id}")
+    host_id = args.host_id
+    if not host_id:  # like wash: auction first, take the first bidder
+        constraints = dict(item.partition("=")[::2] for item in args.constraint)
+        bids = await c.auction_actor(args.actor_ref, constraints, wait_s=cfg.timeout_s)
+        if not bids:
+            print("error: no host satisfied the auction's constraints", file=sys.stderr)
+            return 1
+        host_id = bids[0]["host_id"]
+    ack = await c.launch_actor(host_id, args.actor_ref, args.count)
+    return _ack(args, ack, f"Actor {args.actor_ref} being scheduled on host {host_id}")
 
 
 async def _stop_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:

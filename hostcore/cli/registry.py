@@ -33,7 +33,8 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_registry_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every command that talks to a registry takes (reg push/pull, claims inspect)."""
     p.add_argument("--insecure", action="store_true", help="talk plain HTTP to the reference's registry")
     p.add_argument("-u", "--user", help="registry user name (HTTP Basic, also sent to token services)")
     p.add_argument("-p", "--password", help="registry password")
@@ -48,13 +49,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("ref")
     p.add_argument("file", type=Path)
     p.add_argument("--media-type", default=WASM_LAYER, help=f"layer media type (default {WASM_LAYER})")
-    _common(p)
+    add_registry_flags(p)
     p.set_defaults(func=run_reg_push)
     p = cmds.add_parser("pull", help="pull the module REF names into a file")
     p.add_argument("ref")
     p.add_argument("-o", "--output", type=Path, required=True, help="file to write the module to")
     p.add_argument("--allow-latest", action="store_true", help="allow ':latest' and tag-less references")
-    _common(p)
+    add_registry_flags(p)
     p.set_defaults(func=run_reg_pull)
 
 
@@ -94,6 +95,14 @@ def run_reg_push(args: argparse.Namespace) -> int:
         return _fail(err.wire)
     print(f"Pushed {args.ref}: {digest}")
     return 0
+
+
+def pull_module(args: argparse.Namespace) -> bytes:
+    """The module at `args.ref` (flags as for `reg pull`), through a throw-away cache.
+    Raises HostcoreError subclasses with a user-facing `wire` text."""
+    with tempfile.TemporaryDirectory(prefix="hostcore-reg-") as tmp, \
+            OciClient(_settings(args, Path(tmp), allow_latest=getattr(args, "allow_latest", False))) as client:
+        return client.pull(args.ref).content
 
 
 def run_reg_pull(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from hostcore.control import topics
 from hostcore.control.requests import (
     Ack,
+    AuctionActorRequest,
     LaunchActorRequest,
     ScaleRequest,
     StopActorRequest,
@@ -58,11 +59,20 @@ class ControlClient:
 
     async def ping_hosts(self, wait_s: float = 1.0) -> list[dict[str, Any]]:
         """Every host's ping reply, collected for `wait_s` (scatter/gather, like wash)."""
+        return await self._gather(topics.ping_hosts(self.prefix), b"", wait_s)
+
+    async def auction_actor(self, actor_ref: str, constraints: dict[str, str] | None = None,
+                            wait_s: float = 1.0) -> list[dict[str, Any]]:
+        """Bids of the hosts whose labels satisfy `constraints` (protocol.md §2.4)."""
+        req = AuctionActorRequest(actor_ref=actor_ref, constraints=constraints or {})
+        return await self._gather(f"{self.prefix}.auction.actor", req.to_wire(), wait_s)
+
+    async def _gather(self, subject: str, payload: bytes, wait_s: float) -> list[dict[str, Any]]:
         inbox = self.nc.new_inbox()
         replies: list[dict[str, Any]] = []
         sub = await self.nc.subscribe(inbox)
         try:
-            await self.nc.publish(topics.ping_hosts(self.prefix), b"", reply=inbox)
+            await self.nc.publish(subject, payload, reply=inbox)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
             while (left := deadline - loop.time()) > 0:

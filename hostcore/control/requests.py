@@ -173,3 +173,58 @@ class UpdateActorRequest:
     def to_wire(self) -> bytes:
         return dumps({"actor_id": self.actor_id, "new_actor_ref": self.new_actor_ref, "host_id": self.host_id,
                       "annotations": {}})
+
+
+def _constraints(obj: dict[str, Any], error: str) -> dict[str, str]:
+    value = obj.get("constraints") or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ControlRequestError(error)
+    return dict(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuctionActorRequest:
+    actor_ref: str
+    constraints: dict[str, str] = field(default_factory=dict)
+    ERROR = "Invalid JSON request for actor auction"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> AuctionActorRequest:
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "actor_ref")
+        return cls(actor_ref=_str(obj, "actor_ref", cls.ERROR), constraints=_constraints(obj, cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps({"actor_ref": self.actor_ref, "constraints": self.constraints})
+
+    def reply(self, host_id: str) -> bytes:
+        return dumps({"actor_ref": self.actor_ref, "constraints": self.constraints, "host_id": host_id})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuctionProviderRequest:
+    provider_ref: str
+    link_name: str = "default"
+    constraints: dict[str, str] = field(default_factory=dict)
+    ERROR = "Invalid JSON request to auction provider"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> AuctionProviderRequest:
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "provider_ref")
+        return cls(provider_ref=_str(obj, "provider_ref", cls.ERROR),
+                   link_name=_str(obj, "link_name", cls.ERROR, "default") or "default",
+                   constraints=_constraints(obj, cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps({"provider_ref": self.provider_ref, "link_name": self.link_name,
+                      "constraints": self.constraints})
+
+    def reply(self, host_id: str) -> bytes:
+        return dumps({"provider_ref": self.provider_ref, "link_name": self.link_name,
+                      "constraints": self.constraints, "host_id": host_id})
+
+
+def labels_match(constraints: dict[str, str], labels: dict[str, str]) -> bool:
+    """protocol.md §2.4 auctions: every constraint key present with an equal value."""
+    return all(labels.get(k) == v for k, v in constraints.items())

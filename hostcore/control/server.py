@@ -45,6 +45,8 @@ from hostcore.control import topics
 from hostcore.control.events import humanize_seconds
 from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.control.requests import (
+    AuctionActorRequest,
+    AuctionProviderRequest,
     LaunchActorRequest,
     ScaleRequest,
     StopActorRequest,
@@ -52,6 +54,7 @@ from hostcore.control.requests import (
     UpdateActorRequest,
     dumps,
     failure_ack,
+    labels_match,
     success_ack,
 )
 from hostcore.errors import ControlRequestError, HostcoreError, WrongHost, WrongHostStop
@@ -119,6 +122,7 @@ class ControlServer(NatsBridgeActor):
             await nc.subscribe(f"{p}.get.*", queue=queue, cb=self._on_request)
             await nc.subscribe(f"{p}.linkdefs.*", queue=queue, cb=self._on_request)
             await nc.subscribe(f"{p}.registries.put", cb=self._on_request)  # every host
+            await nc.subscribe(f"{p}.auction.>", cb=self._on_request)  # every host; matching ones bid
 
         try:
             self.nats_start(cfg.nats_url, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
@@ -198,6 +202,14 @@ class ControlServer(NatsBridgeActor):
                 creds = registry_credentials(req.data)
                 self.send(self.native, PutRegistryCredentials(credentials=creds))
                 self._reply(req.reply, success_ack())
+            case ("auction", "actor"):
+                auction = AuctionActorRequest.from_wire(req.data)
+                if labels_match(auction.constraints, self.config.labels):  # others stay silent
+                    self._reply(req.reply, auction.reply(self.config.host_id))
+            case ("auction", "provider"):
+                bid = AuctionProviderRequest.from_wire(req.data)
+                if labels_match(bid.constraints, self.config.labels):
+                    self._reply(req.reply, bid.reply(self.config.host_id))
             case ("cmd", op):
                 raise ControlRequestError(f"Command {op} is not supported by this host")
             case _:

@@ -62,3 +62,36 @@ def test_json_payloads_convert_like_wash_call() -> None:
     packed = json_to_msgpack('{"a": [1, "x"], "b": null}')
     assert msgpack_to_json(packed) == {"a": [1, "x"], "b": None}
     assert msgpack_to_json(b"\xc4\x02hi") == "hi"
+
+
+async def test_links_auction_start_and_update_from_the_command_line(
+        host_factory: Callable[..., HostProcess], events: EventWatcher, tmp_path: Any) -> None:
+    from conftest import CONSTANT_WAT, LOOPING_WAT, signed_wat_actor
+
+    from hostcore.native.nkeys import KeyKind, KeyPair
+
+    host = await started_host(host_factory, events, env={"HOST_ZONE": "blue"})
+    out = await hostcore(host, "ctl", "link", "put", ECHO_KEY, "VPROVIDER", "wasmcloud:keyvalue", "URL=redis://x")
+    assert out.returncode == 0, out.stderr
+    out = await hostcore(host, "ctl", "get", "links", "-o", "json")
+    [link] = json.loads(out.stdout)["links"]
+    assert (link["actor_id"], link["provider_id"], link["values"]) == (ECHO_KEY, "VPROVIDER", {"URL": "redis://x"})
+    out = await hostcore(host, "ctl", "link", "del", ECHO_KEY, "wasmcloud:keyvalue")
+    assert out.returncode == 0 and json.loads((await hostcore(host, "ctl", "get", "links", "-o", "json")).stdout) == {"links": []}
+
+    module_key = KeyPair.generate(KeyKind.MODULE)
+    paths = []
+    for rev, wat in ((1, LOOPING_WAT), (2, CONSTANT_WAT)):
+        module, key = signed_wat_actor(wat, "cli-updatable", module_key=module_key, rev=rev)
+        paths.append(tmp_path / f"r{rev}.wasm")
+        paths[-1].write_bytes(module)
+    out = await hostcore(host, "ctl", "start", "actor", f"file://{paths[0]}", "--constraint", "zone=red")
+    assert out.returncode == 1 and "no host satisfied" in out.stderr
+    out = await hostcore(host, "ctl", "start", "actor", f"file://{paths[0]}", "--constraint", "zone=blue")
+    assert out.returncode == 0 and host.host_id in out.stdout, out.stderr
+    await events.wait_for("actor_started")
+    out = await hostcore(host, "ctl", "update", "actor", host.host_id, key, f"file://{paths[1]}")
+    assert out.returncode == 0, out.stderr
+    await events.wait_for("actor_updated")
+    out = await hostcore(host, "ctl", "update", "actor", host.host_id, key, f"file://{paths[0]}")
+    assert out.returncode == 1 and "not greater than the running revision" in out.stderr
