@@ -467,3 +467,88 @@ class ProviderOperationFailed(ProviderError):
 
 class ActorCallFailed(ProviderError):
     """An actor answered a provider's invocation with an InvocationResponse `error` (its text)."""
+
+
+# --- policy (protocol.md §9) ---------------------------------------------------------------------
+# The failure defaults (§9.4) and argument checks (§9.2) are denial *messages*: PolicyEvaluator puts
+# their `wire` into a Decision instead of raising them. The PolicyDenied family is what callers raise
+# for a denial (§9.6).
+
+
+class PolicyDecodeFailed(HostcoreError, ValueError):
+    wire = "Policy response failed to decode"
+
+
+class PolicyTimedOut(HostcoreError, TimeoutError):
+    wire = "Policy request timed out"
+
+
+class PolicyNoResponders(HostcoreError):
+    wire = "No responders to policy request (policy server not listening?)"
+
+
+class PolicySourceInvalid(HostcoreError, ValueError):
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"Invalid source argument, missing required fields: {missing}")
+
+
+class PolicyTargetInvalid(HostcoreError, ValueError):
+    def __init__(self, missing: str) -> None:
+        super().__init__(f"Invalid target argument, missing required fields: {missing}")
+
+
+class PolicyDenied(HostcoreError, PermissionError):
+    """A policy decision refused an action; `message` is the decision's (defaulted) reason."""
+
+    unspecified = "reason not specified"
+
+    def __init__(self, wire: str, message: str) -> None:
+        self.message = message
+        super().__init__(wire)
+
+
+class PolicyDeniedStartActor(PolicyDenied):
+    def __init__(self, public_key: str, message: str = "") -> None:
+        reason = message or self.unspecified
+        super().__init__(f"Starting actor {public_key} denied: {reason}", reason)
+
+
+class PolicyDeniedStartProvider(PolicyDenied):
+    def __init__(self, public_key: str, message: str = "") -> None:
+        reason = message or self.unspecified
+        super().__init__(f"Starting provider {public_key} denied: {reason}", reason)
+
+
+class PolicyDeniedInvocation(PolicyDenied):
+    # §9.6: a denial without a message (e.g. claims not cached) reads "reason not specified".
+    def __init__(self, message: str = "") -> None:
+        reason = message or self.unspecified
+        super().__init__(f"Policy denied invocation: {reason}", reason)
+
+
+# --- chunking object store (protocol.md §4.9, §12.4) ---------------------------------------------
+
+
+class ChunkError(HostcoreError):
+    """A chunked payload could not be stored in or read from the lattice's object store."""
+
+    def __init__(self, wire: str, name: str) -> None:
+        self.name = name
+        super().__init__(wire)
+
+
+class ChunkMissing(ChunkError, LookupError):
+    def __init__(self, name: str, bucket: str) -> None:
+        super().__init__(f"Chunked payload '{name}' not found in object store '{bucket}'", name)
+
+
+class ChunkTimeout(ChunkError, TimeoutError):
+    def __init__(self, name: str, bucket: str, timeout_s: float) -> None:
+        super().__init__(
+            f"Object store '{bucket}' did not store or return '{name}' within {timeout_s:g}s", name
+        )
+
+
+class ChunkStoreFailed(ChunkError):
+    def __init__(self, name: str, bucket: str, detail: str) -> None:
+        super().__init__(f"Object store '{bucket}' failed on '{name}': {detail}", name)

@@ -5,6 +5,7 @@
      ├─ LatticeCache      NATS-bridged: claims, links, refmaps, call aliases (JetStream KV)
      ├─ NativeWorker      claims checks and wasm compiles into the .cwasm cache
      ├─ ActorSupervisor   scale / start / terminate; forks one ActorModule process per instance
+     ├─ ProviderSupervisor  lp / sp; one ProviderModule per (provider, link), owning its process
      └─ ControlServer     NATS-bridged: wasmbus.ctl.{lattice}.… → messages
 
 It also watches the launcher: if the launcher dies without stopping us (kill -9), it ends the
@@ -32,6 +33,7 @@ from hostcore.actors.messages import (
     InitFailed,
     InitLattice,
     InitNative,
+    InitProviderSupervisor,
     PublishEvent,
     Purge,
     Ready,
@@ -45,11 +47,12 @@ from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.native.worker import NativeWorker
 from hostcore.procutil import descendants, pid_alive, set_pdeathsig
+from hostcore.providers.supervisor import ProviderSupervisor
 
 log = logging.getLogger(__name__)
 
 _WATCHDOG_S = 0.5
-_ROLES = frozenset({"events", "lattice", "native", "actor_supervisor", "control"})
+_ROLES = frozenset({"events", "lattice", "native", "actor_supervisor", "provider_supervisor", "control"})
 
 
 class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
@@ -61,6 +64,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.launcher: Any = None
         self.ready: set[str] = set()
         self.stopping = False
+        self.purging: set[str] = set()  # supervisors still halting their children
 
     def receiveMsg_StartHost(self, msg: StartHost, sender: Any) -> None:
         set_pdeathsig()
@@ -70,15 +74,20 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.lattice = self.createActor(LatticeCache)
         self.native = self.createActor(NativeWorker)
         self.actors = self.createActor(ActorSupervisor)
+        self.providers = self.createActor(ProviderSupervisor)
         self.control = self.createActor(ControlServer)
         self.send(self.actors, InitActorSupervisor(config=msg.config, events=self.events, native=self.native,
                                                    lattice=self.lattice))
+        self.send(self.providers, InitProviderSupervisor(config=msg.config, events=self.events, native=self.native,
+                                                         lattice=self.lattice))
         self.send(self.native, InitNative(config=msg.config))
-        self.send(self.events, InitEvents(config=msg.config, actor_supervisor=self.actors))
-        self.send(self.lattice, InitLattice(config=msg.config, actor_supervisor=self.actors))
+        self.send(self.events, InitEvents(config=msg.config, actor_supervisor=self.actors,
+                                          provider_supervisor=self.providers))
+        self.send(self.lattice, InitLattice(config=msg.config, actor_supervisor=self.actors,
+                                            provider_supervisor=self.providers))
         self.send(self.control, InitControl(config=msg.config, host_supervisor=self.myAddress,
-                                            actor_supervisor=self.actors, events=self.events,
-                                            lattice=self.lattice, native=self.native))
+                                            actor_supervisor=self.actors, provider_supervisor=self.providers,
+                                            events=self.events, lattice=self.lattice, native=self.native))
         self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
 
     def receiveMsg_Ready(self, msg: Ready, sender: Any) -> None:
@@ -103,10 +112,15 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.stopping = True
         log.info("host stopping", extra={"host_id": self.config.host_id, "reason": msg.reason})
         self.send(self.control, ActorExitRequest())  # no new work while we purge
-        self.send(self.actors, Purge(request_id="host-stop"))
+        self.purging = {"actors", "providers"}
+        self.send(self.actors, Purge(request_id="actors"))
+        self.send(self.providers, Purge(request_id="providers"))
 
     def receiveMsg_Done(self, msg: Done, sender: Any) -> None:
-        if msg.request_id == "host-stop":
+        if msg.request_id not in self.purging:
+            return
+        self.purging.discard(msg.request_id)
+        if not self.purging:  # every actor and provider is gone
             self.send(self.events, PublishEvent(event_type="host_stopped", data={"labels": self.config.labels}))
             # Stopping LatticeEvents drains its connection, so host_stopped is out before we answer.
             self.send(self.events, ActorExitRequest())

@@ -77,6 +77,38 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, no persistence; stopped after the session."""
+    import redis
+    import shutil
+
+    from hostcore.procutil import free_port, set_pdeathsig, stop_process
+
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+    port, workdir = free_port(), tmp_path_factory.mktemp("redis")
+    with open(workdir / "redis.log", "ab") as out:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(workdir)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=set_pdeathsig)
+    client = redis.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return proc.poll() is not None
+
+    try:
+        if not wait_for(answers, 10.0) or proc.poll() is not None:
+            pytest.fail(f"redis-server did not answer PING: {(workdir / 'redis.log').read_text()[-2000:]}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        stop_process(proc, name="redis-server")
+
+
 @pytest.fixture
 async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[nats.aio.client.Client]:
     client = await nats.connect(nats_server.url)

@@ -56,6 +56,7 @@ class InitEvents:
 
     config: HostConfig
     actor_supervisor: Any
+    provider_supervisor: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +77,7 @@ class InitControl:
     config: HostConfig
     host_supervisor: Any
     actor_supervisor: Any
+    provider_supervisor: Any
     events: Any
     lattice: Any
     native: Any
@@ -281,6 +283,7 @@ class PutRegistryCredentials:
 class InitLattice:
     config: HostConfig
     actor_supervisor: Any
+    provider_supervisor: Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -331,3 +334,101 @@ class LatticeSnapshot:
 
     links: tuple[Any, ...] = ()  # LinkDefinition
     aliases: dict[str, str] = field(default_factory=dict)
+
+
+# --- providers (protocol.md §2.3 lp/sp, §11.7) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitProviderSupervisor:
+    config: HostConfig
+    events: Any
+    native: Any
+    lattice: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartProvider:
+    """Control `lp`; replied at once with StartProviderAck (duplicates refused there)."""
+
+    provider_ref: str
+    link_name: str
+    configuration: str
+    annotations: dict[str, str]
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartProviderAck:
+    request_id: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopProvider:
+    """Control `sp`: shutdown request, grace, kill; replied with Done once the process is gone."""
+
+    provider_id: str
+    link_name: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareProvider:
+    """To NativeWorker: fetch and verify the PAR at `provider_ref`, extract this host's binary."""
+
+    provider_ref: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderPrepared:
+    request_id: str
+    provider_ref: str
+    claims: Any  # hostcore.providers.par.ProviderClaims
+    binary: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartProviderProcess:
+    """ProviderSupervisor → ProviderModule: spawn the executable with this host data."""
+
+    config: HostConfig
+    claims: Any
+    binary: Path
+    link_name: str
+    instance_id: str
+    image_ref: str
+    annotations: dict[str, str]
+    config_json: str
+    links: tuple[Any, ...]  # LinkDefinition, known at spawn
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderStarted:
+    instance_id: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderFailed:
+    instance_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderInfo:
+    public_key: str
+    link_name: str
+    contract_id: str
+    instance_id: str
+    image_ref: str
+    name: str
+    revision: int
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderInventory:
+    request_id: str
+    providers: tuple[ProviderInfo, ...]

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from hostcore import __version__
-from hostcore.cli import claims, ctl, registry
+from hostcore.cli import claims, ctl, par, registry
 from hostcore.config import build_parser, load_config
 from hostcore.errors import ConfigError
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     claims.register(sub)
     ctl.register(sub)
     registry.register(sub)
+    par.register(sub)
     return parser
 
 

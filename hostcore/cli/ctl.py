@@ -88,7 +88,23 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _common(p)
     p.set_defaults(func=lambda a: _run(a, _start_actor))
 
-    stop = ctl.add_parser("stop", help="stop an actor or a host").add_subparsers(dest="what")
+    p = start.add_parser("provider")
+    p.add_argument("provider_ref", help="OCI ref, file:// PAR, or builtin:httpserver / builtin:keyvalue")
+    p.add_argument("-l", "--link-name", default="default")
+    p.add_argument("--host-id", help="host to start on (default: the first bidder of an auction)")
+    p.add_argument("--config-json", help="file whose JSON is passed to the provider as config_json")
+    p.add_argument("--constraint", action="append", default=[], metavar="KEY=VALUE")
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, _start_provider))
+
+    stop = ctl.add_parser("stop", help="stop an actor, a provider or a host").add_subparsers(dest="what")
+    p = stop.add_parser("provider")
+    p.add_argument("host_id")
+    p.add_argument("provider_id")
+    p.add_argument("link_name")
+    p.add_argument("contract_id")
+    _common(p)
+    p.set_defaults(func=lambda a: _run(a, _stop_provider))
     p = stop.add_parser("actor")
     p.add_argument("host_id")
     p.add_argument("actor_id")
@@ -215,6 +231,31 @@ async def _start_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Names
         host_id = bids[0]["host_id"]
     ack = await c.launch_actor(host_id, args.actor_ref, args.count)
     return _ack(args, ack, f"Actor {args.actor_ref} being scheduled on host {host_id}")
+
+
+async def _start_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
+    config = ""
+    if args.config_json:
+        try:
+            config = json.dumps(json.loads(open(args.config_json, encoding="utf-8").read()))
+        except (OSError, ValueError) as err:
+            print(f"error: cannot use {args.config_json}: {err}", file=sys.stderr)
+            return 2
+    host_id = args.host_id
+    if not host_id:
+        constraints = dict(item.partition("=")[::2] for item in args.constraint)
+        bids = await c.auction_provider(args.provider_ref, args.link_name, constraints, wait_s=cfg.timeout_s)
+        if not bids:
+            print("error: no host satisfied the auction (constraints, or already running there)", file=sys.stderr)
+            return 1
+        host_id = bids[0]["host_id"]
+    ack = await c.launch_provider(host_id, args.provider_ref, args.link_name, config)
+    return _ack(args, ack, f"Provider {args.provider_ref} ({args.link_name}) being started on host {host_id}")
+
+
+async def _stop_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
+    ack = await c.stop_provider(args.host_id, args.provider_id, args.link_name, args.contract_id)
+    return _ack(args, ack, f"Stopped provider {args.provider_id} ({args.link_name})")
 
 
 async def _stop_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:

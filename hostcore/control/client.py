@@ -19,6 +19,9 @@ from hostcore.control import topics
 from hostcore.control.requests import (
     Ack,
     AuctionActorRequest,
+    AuctionProviderRequest,
+    LaunchProviderRequest,
+    StopProviderRequest,
     LaunchActorRequest,
     ScaleRequest,
     StopActorRequest,
@@ -121,6 +124,24 @@ class ControlClient:
         req = UpdateActorRequest(actor_id=actor_id, new_actor_ref=new_actor_ref, host_id=host_id)
         return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "upd"), req.to_wire(),
                                                  timeout_s=max(self.timeout_s, 30.0)))
+
+    async def launch_provider(self, host_id: str, provider_ref: str, link_name: str = "default",
+                              configuration: str = "", annotations: dict[str, str] | None = None) -> Ack:
+        req = LaunchProviderRequest(provider_ref=provider_ref, link_name=link_name, configuration=configuration,
+                                    annotations=annotations or {}, host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "lp"), req.to_wire()))
+
+    async def stop_provider(self, host_id: str, provider_id: str, link_name: str = "default",
+                            contract_id: str = "") -> Ack:
+        req = StopProviderRequest(provider_ref=provider_id, link_name=link_name, contract_id=contract_id,
+                                  host_id=host_id)
+        return Ack.from_wire(await self._request(topics.host_command(self.prefix, host_id, "sp"), req.to_wire(),
+                                                 timeout_s=max(self.timeout_s, 10.0)))
+
+    async def auction_provider(self, provider_ref: str, link_name: str = "default",
+                               constraints: dict[str, str] | None = None, wait_s: float = 1.0) -> list[dict[str, Any]]:
+        req = AuctionProviderRequest(provider_ref=provider_ref, link_name=link_name, constraints=constraints or {})
+        return await self._gather(f"{self.prefix}.auction.provider", req.to_wire(), wait_s)
 
     async def stop_host(self, host_id: str) -> Ack:
         req = StopHostRequest(host_id=host_id)

@@ -23,11 +23,13 @@ from hostcore.actors.messages import (
     InitEvents,
     InitFailed,
     Inventory,
+    ProviderInventory,
     PublishEvent,
     Ready,
     SendHeartbeat,
 )
 from hostcore.config import HostConfig
+from hostcore.control.inventory import HostInventory, InventoryJoin
 from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
@@ -73,16 +75,17 @@ def humanize_seconds(seconds: int) -> str:
     return ", ".join(parts) or "0 seconds"
 
 
-def heartbeat_data(config: HostConfig, inventory: Inventory, started_at: float) -> dict[str, Any]:
+def heartbeat_data(config: HostConfig, inventory: HostInventory, started_at: float) -> dict[str, Any]:
     """host_heartbeat data. We emit the v0.60+ shape (`actors`: key → instance count) so the
     event stays small at 10,000 instances (protocol.md §3.4; later tooling reads this form)."""
     counts: dict[str, int] = {}
-    for inst in inventory.instances:
+    for inst in inventory.actors.instances:
         counts[inst.public_key] = counts.get(inst.public_key, 0) + 1
     uptime = int(time.time() - started_at)
     return {
         "actors": counts,
-        "providers": [],
+        "providers": [{"public_key": p.public_key, "link_name": p.link_name, "contract_id": p.contract_id}
+                      for p in inventory.providers.providers],
         "labels": config.labels,
         "friendly_name": config.friendly_name,
         "version": COMPAT_VERSION,
@@ -100,7 +103,9 @@ class LatticeEvents(NatsBridgeActor):
     def receiveMsg_InitEvents(self, msg: InitEvents, sender: Any) -> None:
         set_pdeathsig()
         self.config = msg.config
-        self.actor_supervisor = msg.actor_supervisor
+        self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
+        self.inventories = InventoryJoin()
+        self.heartbeats = 0
         self.started_at = time.time()
         self.subject = event_subject(msg.config.lattice_prefix)
 
@@ -113,22 +118,35 @@ class LatticeEvents(NatsBridgeActor):
             self.send(sender, InitFailed(role="events", error=f"NATS connection failed: {err}"))
             return
         self.wakeupAfter(dt.timedelta(seconds=msg.config.heartbeat_interval_s))
-        self.send(self.actor_supervisor, GetInventory(request_id="heartbeat"))  # v0.59: one at start
+        self._heartbeat()  # v0.59: one at start
         self.send(sender, Ready(role="events"))
+
+    def _heartbeat(self) -> None:
+        self.heartbeats += 1
+        for supervisor in self.supervisors:
+            self.send(supervisor, GetInventory(request_id=f"heartbeat-{self.heartbeats}"))
 
     def receiveMsg_PublishEvent(self, msg: PublishEvent, sender: Any) -> None:
         self.publish(self.subject, cloud_event(msg.event_type, msg.data, self.config.host_id))
 
     def receiveMsg_SendHeartbeat(self, msg: SendHeartbeat, sender: Any) -> None:
-        self.send(self.actor_supervisor, GetInventory(request_id="heartbeat"))
+        self._heartbeat()
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        self.send(self.actor_supervisor, GetInventory(request_id="heartbeat"))
+        self._heartbeat()
         self.wakeupAfter(dt.timedelta(seconds=self.config.heartbeat_interval_s))
 
     def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
-        data = heartbeat_data(self.config, msg, self.started_at)
-        self.publish(self.subject, cloud_event("host_heartbeat", data, self.config.host_id))
+        self._inventory_part(msg)
+
+    def receiveMsg_ProviderInventory(self, msg: ProviderInventory, sender: Any) -> None:
+        self._inventory_part(msg)
+
+    def _inventory_part(self, msg: Inventory | ProviderInventory) -> None:
+        inv = self.inventories.add(msg)
+        if inv is not None:
+            data = heartbeat_data(self.config, inv, self.started_at)
+            self.publish(self.subject, cloud_event("host_heartbeat", data, self.config.host_id))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         self.nats_stop()

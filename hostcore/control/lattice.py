@@ -113,7 +113,7 @@ class LatticeCache(NatsBridgeActor):
     def receiveMsg_InitLattice(self, msg: InitLattice, sender: Any) -> None:
         set_pdeathsig()
         self.config: HostConfig = msg.config
-        self.actor_supervisor = msg.actor_supervisor
+        self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
         self.view = LatticeView()
         self.kv: KeyValue | None = None
 
@@ -146,7 +146,9 @@ class LatticeCache(NatsBridgeActor):
 
     def on_inbox_item(self, item: Any) -> None:
         if isinstance(item, _KvUpdate) and self.view.apply(item.key, item.value, item.deleted):
-            self.send(self.actor_supervisor, self.view.snapshot())
+            snapshot = self.view.snapshot()
+            for supervisor in self.supervisors:
+                self.send(supervisor, snapshot)
 
     # --- writes --------------------------------------------------------------------------------
 

@@ -228,3 +228,43 @@ class AuctionProviderRequest:
 def labels_match(constraints: dict[str, str], labels: dict[str, str]) -> bool:
     """protocol.md §2.4 auctions: every constraint key present with an equal value."""
     return all(labels.get(k) == v for k, v in constraints.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchProviderRequest:
+    provider_ref: str
+    link_name: str
+    configuration: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    host_id: str = ""
+    ERROR = "Improperly formed start provider command JSON"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> LaunchProviderRequest:
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "provider_ref", "link_name")
+        return cls(provider_ref=_str(obj, "provider_ref", cls.ERROR), link_name=_str(obj, "link_name", cls.ERROR),
+                   configuration=_str(obj, "configuration", cls.ERROR), annotations=_annotations(obj, cls.ERROR),
+                   host_id=_str(obj, "host_id", cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps(asdict(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopProviderRequest:
+    provider_ref: str  # the provider's public key
+    link_name: str
+    contract_id: str = ""
+    host_id: str = ""
+    ERROR = "Invalid JSON request for stop provider"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> StopProviderRequest:
+        obj = _object(data, cls.ERROR)
+        _required(obj, cls.ERROR, "provider_ref", "link_name")
+        return cls(provider_ref=_str(obj, "provider_ref", cls.ERROR), link_name=_str(obj, "link_name", cls.ERROR),
+                   contract_id=_str(obj, "contract_id", cls.ERROR), host_id=_str(obj, "host_id", cls.ERROR))
+
+    def to_wire(self) -> bytes:
+        return dumps(asdict(self))

@@ -29,13 +29,17 @@ from hostcore.actors.messages import (
     InitFailed,
     Inventory,
     LatticeData,
+    ProviderInventory,
     PutLink,
     PutRegistryCredentials,
     Ready,
     ScaleActor,
     SendHeartbeat,
     StartActor,
+    StartProvider,
+    StartProviderAck,
     StopHost,
+    StopProvider,
     TerminateActor,
     UpdateActor,
     UpdateDone,
@@ -43,6 +47,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control import topics
 from hostcore.control.events import humanize_seconds
+from hostcore.control.inventory import InventoryJoin, inventory_reply
 from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.control.requests import (
     AuctionActorRequest,
@@ -50,7 +55,9 @@ from hostcore.control.requests import (
     LaunchActorRequest,
     ScaleRequest,
     StopActorRequest,
+    LaunchProviderRequest,
     StopHostRequest,
+    StopProviderRequest,
     UpdateActorRequest,
     dumps,
     failure_ack,
@@ -91,17 +98,6 @@ def registry_credentials(data: bytes) -> dict[str, Any]:
         raise ControlRequestError("Failed to update registry credential map") from err
 
 
-def inventory_reply(config: HostConfig, inventory: Inventory) -> dict[str, Any]:
-    actors: dict[str, dict[str, Any]] = {}
-    for inst in inventory.instances:
-        entry = actors.setdefault(inst.public_key, {"id": inst.public_key, "image_ref": inst.image_ref,
-                                                    "name": inst.name, "instances": []})
-        entry["instances"].append({"annotations": inst.annotations, "instance_id": inst.instance_id,
-                                   "revision": inst.revision})
-    return {"host_id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
-            "friendly_name": config.friendly_name, "actors": list(actors.values()), "providers": []}
-
-
 class ControlServer(NatsBridgeActor):
     """Subscribes to this host's control subjects and dispatches them."""
 
@@ -110,9 +106,12 @@ class ControlServer(NatsBridgeActor):
         self.config = cfg = msg.config
         self.host_supervisor, self.actor_supervisor, self.events = msg.host_supervisor, msg.actor_supervisor, msg.events
         self.lattice, self.native = msg.lattice, msg.native
+        self.provider_supervisor = msg.provider_supervisor
+        self.inventories = InventoryJoin()
         self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
         self.started_at = time.time()
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
+        self.auctions: dict[str, AuctionProviderRequest] = {}
 
         async def setup(nc: NatsClient) -> None:
             p, h, queue = self.prefix, cfg.host_id, self.prefix
@@ -186,8 +185,19 @@ class ControlServer(NatsBridgeActor):
                 update = UpdateActorRequest.from_wire(req.data)
                 self.send(self.actor_supervisor, UpdateActor(actor_id=update.actor_id, new_actor_ref=update.new_actor_ref,
                                                              request_id=self._await("upd", req.reply)))
+            case ("cmd", "lp"):
+                launch_p = LaunchProviderRequest.from_wire(req.data)
+                self.send(self.provider_supervisor, StartProvider(
+                    provider_ref=launch_p.provider_ref, link_name=launch_p.link_name,
+                    configuration=launch_p.configuration, annotations=launch_p.annotations,
+                    request_id=self._await("lp", req.reply)))
+            case ("cmd", "sp"):
+                stop_p = StopProviderRequest.from_wire(req.data)
+                self.send(self.provider_supervisor, StopProvider(
+                    provider_id=stop_p.provider_ref, link_name=stop_p.link_name,
+                    request_id=self._await("sp", req.reply)))
             case ("get", "inv"):
-                self.send(self.actor_supervisor, GetInventory(request_id=self._await("inv", req.reply)))
+                self._ask_inventory(self._await("inv", req.reply))
             case ("get", "claims") | ("get", "links"):
                 self.send(self.lattice, GetLatticeData(kind=topic.op, request_id=self._await(topic.op, req.reply)))
             case ("linkdefs", "put"):
@@ -207,13 +217,20 @@ class ControlServer(NatsBridgeActor):
                 if labels_match(auction.constraints, self.config.labels):  # others stay silent
                     self._reply(req.reply, auction.reply(self.config.host_id))
             case ("auction", "provider"):
+                # Bids only if labels match and the provider isn't running here: needs the inventory.
                 bid = AuctionProviderRequest.from_wire(req.data)
                 if labels_match(bid.constraints, self.config.labels):
-                    self._reply(req.reply, bid.reply(self.config.host_id))
+                    request_id = self._await("auction", req.reply)
+                    self.auctions[request_id] = bid
+                    self._ask_inventory(request_id)
             case ("cmd", op):
                 raise ControlRequestError(f"Command {op} is not supported by this host")
             case _:
                 raise ControlRequestError(f"Unknown control request {topic.kind}.{topic.op}")
+
+    def _ask_inventory(self, request_id: str) -> None:
+        self.send(self.actor_supervisor, GetInventory(request_id=request_id))
+        self.send(self.provider_supervisor, GetInventory(request_id=request_id))
 
     def _await(self, kind: str, reply: str) -> str:
         request_id = str(uuid.uuid4())
@@ -228,9 +245,29 @@ class ControlServer(NatsBridgeActor):
         _, reply = self.waiting.pop(msg.request_id, ("", ""))
         self._reply(reply, failure_ack(msg.error) if msg.error else success_ack())
 
-    def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
+    def receiveMsg_StartProviderAck(self, msg: StartProviderAck, sender: Any) -> None:
         _, reply = self.waiting.pop(msg.request_id, ("", ""))
-        self._reply(reply, dumps(inventory_reply(self.config, msg)))
+        self._reply(reply, failure_ack(msg.error) if msg.error else success_ack())
+
+    def receiveMsg_Inventory(self, msg: Inventory, sender: Any) -> None:
+        self._inventory_part(msg)
+
+    def receiveMsg_ProviderInventory(self, msg: ProviderInventory, sender: Any) -> None:
+        self._inventory_part(msg)
+
+    def _inventory_part(self, msg: Inventory | ProviderInventory) -> None:
+        inv = self.inventories.add(msg)
+        if inv is None:
+            return
+        kind, reply = self.waiting.pop(msg.request_id, ("", ""))
+        if kind == "auction":
+            bid = self.auctions.pop(msg.request_id)
+            running = any(p.link_name == bid.link_name and bid.provider_ref in (p.public_key, p.image_ref)
+                          for p in inv.providers.providers)
+            if not running:
+                self._reply(reply, bid.reply(self.config.host_id))
+        else:
+            self._reply(reply, dumps(inventory_reply(self.config, inv)))
 
     def receiveMsg_LatticeData(self, msg: LatticeData, sender: Any) -> None:
         kind, reply = self.waiting.pop(msg.request_id, ("", ""))

@@ -24,6 +24,8 @@ from hostcore.actors.messages import (
     InitNative,
     PrepareActor,
     PrepareFailed,
+    PrepareProvider,
+    ProviderPrepared,
     PutRegistryCredentials,
     Ready,
 )
@@ -33,10 +35,13 @@ from hostcore.native.claims import extract_claims
 from hostcore.native.oci import OciClient, OciSettings
 from hostcore.native.wasm import compile_to_cache, new_engine
 from hostcore.procutil import set_pdeathsig
+from hostcore.providers.par import builtin_par, extract_binary, native_target, read_par
 
 log = logging.getLogger(__name__)
 
 _POOL_SIZE = 4
+# `builtin:httpserver` / `builtin:keyvalue`: the providers shipped with hostcore (quick start).
+BUILTIN_SCHEME = "builtin:"
 
 
 def read_file_ref(ref: str, config: HostConfig) -> bytes:
@@ -82,7 +87,36 @@ class NativeWorker(InboxActor):
         future = self.pool.submit(self._prepare, msg, settings)
         future.add_done_callback(lambda f: self.to_actor((sender, f.result())))
 
-    def on_inbox_item(self, item: tuple[Any, ActorPrepared | PrepareFailed]) -> None:
+    def receiveMsg_PrepareProvider(self, msg: PrepareProvider, sender: Any) -> None:
+        settings = self.oci_settings
+        future = self.pool.submit(self._prepare_provider, msg, settings)
+        future.add_done_callback(lambda f: self.to_actor((sender, f.result())))
+
+    def _prepare_provider(self, msg: PrepareProvider, settings: OciSettings) -> ProviderPrepared | PrepareFailed:
+        """Runs on the pool: fetch the PAR, verify it, unpack this host's executable."""
+        try:
+            ref = msg.provider_ref
+            if ref.startswith(BUILTIN_SCHEME):
+                data = builtin_par(ref[len(BUILTIN_SCHEME):], self.config.cache_dir / "builtin-pars")
+            else:
+                data = self._fetch(ref, settings)
+            target = native_target()
+            par = read_par(data, target=target)
+            claims = par.claims
+            binary = extract_binary(par, target, self.config.cache_dir / "providers" / claims.public_key / str(claims.revision))
+        except KeyError:
+            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.provider_ref,
+                                 error=f"Unknown built-in provider {msg.provider_ref}")
+        except HostcoreError as err:
+            log.error("provider preparation failed", extra={"provider_ref": msg.provider_ref, "error": err.wire})
+            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.provider_ref, error=err.wire)
+        except Exception as err:  # role boundary
+            log.exception("preparing a provider failed", extra={"provider_ref": msg.provider_ref})
+            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.provider_ref,
+                                 error=f"Failed to prepare provider: {err}")
+        return ProviderPrepared(request_id=msg.request_id, provider_ref=msg.provider_ref, claims=claims, binary=binary)
+
+    def on_inbox_item(self, item: tuple[Any, Any]) -> None:
         sender, reply = item
         self.send(sender, reply)
 
@@ -110,6 +144,8 @@ class NativeWorker(InboxActor):
             raise BindleUnsupported()
         if ref.startswith("file://"):
             return read_file_ref(ref, self.config)
+        if ref.startswith(BUILTIN_SCHEME):
+            raise ActorFetchFailed(f"{ref} is a built-in provider, not an actor")
         with OciClient(settings) as client:
             return client.pull(ref).content
 

@@ -1,9 +1,10 @@
 import datetime as dt
 import json
 
-from hostcore.actors.messages import InstanceInfo, Inventory
+from hostcore.actors.messages import InstanceInfo, Inventory, ProviderInfo, ProviderInventory
 from hostcore.config import load_config
 from hostcore.control.events import cloud_event, heartbeat_data, humanize_seconds
+from hostcore.control.inventory import InventoryJoin
 
 
 def test_cloud_event_envelope() -> None:
@@ -24,6 +25,13 @@ def test_heartbeat_counts_instances_per_actor() -> None:
     cfg = load_config([], {"WASMCLOUD_FRIENDLY_NAME": "x"}, config_file=None)
     inst = [InstanceInfo(public_key=k, instance_id=str(i), image_ref="", name="", revision=0, annotations={},
                          claims_record={}) for i, k in enumerate(["MA", "MA", "MB"])]
-    data = heartbeat_data(cfg, Inventory(request_id="", instances=tuple(inst)), started_at=0)
+    prov = ProviderInfo(public_key="VP", link_name="default", contract_id="wasmcloud:keyvalue", instance_id="i",
+                        image_ref="r", name="p", revision=1, annotations={})
+    join = InventoryJoin()
+    assert join.add(Inventory(request_id="1", instances=tuple(inst))) is None
+    whole = join.add(ProviderInventory(request_id="1", providers=(prov,)))
+    assert whole is not None and join.parts == {}
+    data = heartbeat_data(cfg, whole, started_at=0)
     assert data["actors"] == {"MA": 2, "MB": 1} and data["friendly_name"] == "x"
+    assert data["providers"] == [{"public_key": "VP", "link_name": "default", "contract_id": "wasmcloud:keyvalue"}]
     assert data["uptime_seconds"] > 0 and data["version"]

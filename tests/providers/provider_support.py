@@ -37,7 +37,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server on a free loopback port, no persistence; stopped after the session."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     log_path = workdir / "redis.log"
@@ -68,8 +68,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 class ProviderEnv:
     """One provider's identity and lattice: the keys a host would give it, and a client side."""
 
-    def __init__(self, nc: nats.aio.client.Client, nats_url: str, contract_id: str,
-                 provider_key: KeyPair | None = None) -> None:
+    def __init__(self, nc: nats.aio.client.Client, nats_url: str, contract_id: str) -> None:
         self.nc = nc
         self.nats_url = nats_url
         self.contract_id = contract_id
@@ -77,24 +76,24 @@ class ProviderEnv:
         self.link_name = "default"
         self.cluster = KeyPair.generate(KeyKind.CLUSTER)
         self.host = KeyPair.generate(KeyKind.SERVER)
-        self.provider = provider_key or KeyPair.generate(KeyKind.SERVICE)
+        self.provider_key = KeyPair.generate(KeyKind.SERVICE).public_key
         self.actor = KeyPair.generate(KeyKind.MODULE).public_key
 
     @property
     def topic(self) -> str:
-        return f"wasmbus.rpc.{self.lattice}.{self.provider.public_key}.{self.link_name}"
+        return f"wasmbus.rpc.{self.lattice}.{self.provider_key}.{self.link_name}"
 
     def host_data(self, *, links: tuple[LinkDefinition, ...] = (), **overrides: Any) -> HostData:
         fields: dict[str, Any] = dict(
             host_id=self.host.public_key, lattice_rpc_prefix=self.lattice, link_name=self.link_name,
-            lattice_rpc_url=self.nats_url.removeprefix("nats://"), provider_key=self.provider.public_key,
+            lattice_rpc_url=self.nats_url.removeprefix("nats://"), provider_key=self.provider_key,
             instance_id=str(uuid.uuid4()), link_definitions=links, cluster_issuers=(self.cluster.public_key,),
             invocation_seed=self.cluster.seed, default_rpc_timeout_ms=2000)
         fields.update(overrides)
         return HostData(**fields)
 
     def link(self, actor: str | None = None, **values: str) -> LinkDefinition:
-        return LinkDefinition(actor_id=actor or self.actor, provider_id=self.provider.public_key,
+        return LinkDefinition(actor_id=actor or self.actor, provider_id=self.provider_key,
                               link_name=self.link_name, contract_id=self.contract_id, values=values,
                               id=str(uuid.uuid4()))
 
@@ -109,7 +108,7 @@ class ProviderEnv:
     def invocation(self, operation: str, arg: Any, *, actor: str | None = None, signer: KeyPair | None = None,
                    target_key: str | None = None) -> Invocation:
         payload = arg if isinstance(arg, bytes) else msgpack.packb(arg, use_bin_type=True)
-        target = WasmCloudEntity(target_key or self.provider.public_key, self.contract_id, self.link_name)
+        target = WasmCloudEntity(target_key or self.provider_key, self.contract_id, self.link_name)
         return new_invocation(signer or self.cluster, WasmCloudEntity(actor or self.actor), target, operation, payload)
 
     async def invoke(self, operation: str, arg: Any, *, timeout: float = 5.0, **kw: Any) -> InvocationResponse:
@@ -125,11 +124,18 @@ class ProviderEnv:
         assert resp.error is None, resp.error
         return msgpack.unpackb(resp.msg, raw=False) if resp.msg else None
 
-    async def wait_healthy(self, proc: ProviderProc) -> dict[str, Any]:
-        """Poll `.health` until the provider answers (it subscribes to it last)."""
-        async with asyncio.timeout(HEALTH_DEADLINE_S):
+    async def wait_healthy(self, proc: ProviderProc | None = None) -> dict[str, Any]:
+        """Poll `.health` until the provider answers (it subscribes to it last); fail the test
+        if `proc` exits first or nothing answers within 15 s."""
+        try:
+            async with asyncio.timeout(HEALTH_DEADLINE_S):
+                return await self._poll_health(proc)
+        except TimeoutError:
+            pytest.fail(f"provider did not answer health checks in {HEALTH_DEADLINE_S}s:\n{proc.log() if proc else ''}")
+
+    async def _poll_health(self, proc: ProviderProc | None) -> dict[str, Any]:
             while True:
-                if proc.proc.poll() is not None:
+                if proc is not None and proc.proc.poll() is not None:
                     pytest.fail(f"provider exited with {proc.proc.returncode}:\n{proc.log()}")
                 try:
                     reply = await self.nc.request(f"{self.topic}.health", msgpack.packb({"placeholder": True}),
@@ -137,6 +143,15 @@ class ProviderEnv:
                     return dict(msgpack.unpackb(reply.data, raw=False))
                 except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
                     await asyncio.sleep(0.05)
+
+    async def wait_unlinked(self, operation: str = "KeyValue.Contains", arg: Any = "probe") -> InvocationResponse:
+        """Retry a probe invocation until the provider says "unlinked actor" (after a link delete)."""
+        async with asyncio.timeout(10):
+            while True:
+                resp = await self.invoke(operation, arg)
+                if resp.error is not None and "unlinked actor" in resp.error:
+                    return resp
+                await asyncio.sleep(0.05)
 
     async def wait_linked(self, probe: Callable[[], Awaitable[InvocationResponse]]) -> InvocationResponse:
         """Retry `probe` until its reply is not "unlinked actor" (link puts emit no event)."""

@@ -1,0 +1,179 @@
+"""ProviderModule: one capability provider (key, link name) on this host (protocol.md §11.7).
+
+It spawns the provider executable with the host data on stdin, logs its output, health-checks it
+over NATS (first quickly until it answers, then every 30 s; events on change), re-sends the links
+once the provider answers (the OTP host lost links put while a provider started, its issue #361),
+and stops it with a shutdown request, a grace period and a kill. It owns the child process: the
+child gets SIGKILL from the kernel if this process dies (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from typing import Any
+
+import msgpack
+from nats.aio.client import Client as NatsClient
+from thespian.actors import ActorExitRequest
+
+from hostcore.actors.bridge import NatsBridgeActor
+from hostcore.actors.messages import LatticeSnapshot, ProviderFailed, ProviderStarted, StartProviderProcess
+from hostcore.config import HostConfig
+from hostcore.control.events import cloud_event, event_subject
+from hostcore.control.linkdefs import LinkDefinition
+from hostcore.procutil import set_pdeathsig
+
+log = logging.getLogger(__name__)
+
+_FIRST_PROBE_S = 0.1
+_READY_DEADLINE_S = 30.0
+_HEALTH_INTERVAL_S = 30.0
+_SHUTDOWN_TIMEOUT_S = 2.0
+# protocol.md §11.7: the provider's environment is cut down to the OTEL variables; we also pass
+# PATH and hostcore's own HOSTCORE_* variables (the launcher's interpreter, leak-check markers).
+_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH")
+
+
+def provider_env(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_"))}
+
+
+def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
+    """The §11.7 host data map (v0.59 field names)."""
+    url = cfg.nats_url.split("://", 1)[-1]
+    return {
+        "host_id": cfg.host_id, "lattice_rpc_prefix": cfg.lattice_prefix, "link_name": msg.link_name,
+        "lattice_rpc_user_jwt": "", "lattice_rpc_user_seed": "", "lattice_rpc_url": url, "lattice_rpc_tls": False,
+        "env_values": {}, "instance_id": msg.instance_id, "provider_key": msg.claims.public_key,
+        "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
+        "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),
+        "invocation_seed": cfg.cluster_key.seed, "js_domain": cfg.js_domain,
+        "enable_structured_logging": cfg.structured_logging,
+    }
+
+
+class ProviderModule(NatsBridgeActor):
+    """Supervised by ProviderSupervisor; an ActorExitRequest stops the provider and this process."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def receiveMsg_StartProviderProcess(self, msg: StartProviderProcess, sender: Any) -> None:
+        set_pdeathsig()
+        self.config, self.start = msg.config, msg
+        self.links = {ld.id: ld for ld in msg.links}
+        pk = msg.claims.public_key
+        self.topic = f"wasmbus.rpc.{msg.config.lattice_prefix}.{pk}.{msg.link_name}"
+        self.healthy: bool | None = None
+        try:
+            async def setup(nc: NatsClient) -> None:
+                return None
+
+            self.proc = self._spawn(msg)  # before nats_start: fork while this process has one thread
+            self.nats_start(msg.config.nats_url, setup, name=f"hostcore-provider-{pk[:8]}-{msg.link_name}")
+        except Exception as err:  # noqa: BLE001 -- reported as provider_start_failed
+            log.exception("provider failed to start", extra={"provider_key": pk})
+            self.send(sender, ProviderFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
+            return
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._health_loop()))
+        threading.Thread(target=self._reap, daemon=True, name="provider-wait").start()
+        self.send(sender, ProviderStarted(instance_id=msg.instance_id, pid=self.proc.pid))
+
+    def _spawn(self, msg: StartProviderProcess) -> subprocess.Popen[bytes]:
+        env = provider_env(dict(os.environ))
+        data = base64.b64encode(json.dumps(host_data(msg.config, msg)).encode()) + b"\n"
+        proc = subprocess.Popen([str(msg.binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=set_pdeathsig)
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.close()
+        threading.Thread(target=self._pump_output, args=(proc,), daemon=True, name="provider-log").start()
+        log.info("provider process started", extra={"provider_key": msg.claims.public_key, "pid": proc.pid,
+                                                   "link_name": msg.link_name})
+        return proc
+
+    def _pump_output(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        plog = logging.getLogger("hostcore.provider")
+        for line in proc.stdout:
+            plog.info("[%s] %s", self.start.claims.public_key[:12], line.decode(errors="replace").rstrip(),
+                      extra={"provider_key": self.start.claims.public_key, "link_name": self.start.link_name})
+
+    def _reap(self) -> None:
+        assert self.proc is not None
+        code = self.proc.wait()
+        self.to_actor(("exited", code))
+
+    def on_inbox_item(self, item: Any) -> None:
+        if item[0] == "exited" and not getattr(self, "stopping", False):
+            # The provider died on its own: this module ends too; the supervisor reports it.
+            log.warning("provider process exited", extra={"provider_key": self.start.claims.public_key,
+                                                          "code": item[1]})
+            self.send(self.myAddress, ActorExitRequest())
+
+    # --- health and links ----------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _READY_DEADLINE_S
+        interval = _FIRST_PROBE_S
+        while True:
+            ok = await self._health_check(min(interval, 1.0) if self.healthy is None else self.config.rpc_timeout_s)
+            if ok and self.healthy is None:
+                await self._resend_links()
+            if self.healthy is None and not ok and loop.time() < deadline:
+                await asyncio.sleep(_FIRST_PROBE_S)
+                continue
+            if ok != self.healthy:
+                self._health_event(ok)
+            self.healthy = ok
+            await asyncio.sleep(_HEALTH_INTERVAL_S)
+
+    async def _health_check(self, timeout_s: float) -> bool:
+        try:
+            await self.nc.request(f"{self.topic}.health", msgpack.packb({"placeholder": True}), timeout=timeout_s)
+        except Exception:  # noqa: BLE001 -- any failure is "unhealthy" (§4.11: any reply is healthy)
+            return False
+        return True
+
+    def _health_event(self, ok: bool) -> None:
+        data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name}
+        event = cloud_event("health_check_passed" if ok else "health_check_failed", data, self.config.host_id)
+        self.loop.create_task(self.nc.publish(event_subject(self.config.lattice_prefix), event))
+
+    async def _resend_links(self) -> None:
+        for ld in list(self.links.values()):
+            await self.nc.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
+
+    def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
+        mine: dict[str, LinkDefinition] = {ld.id: ld for ld in msg.links
+                                           if ld.provider_id == self.start.claims.public_key
+                                           and ld.link_name == self.start.link_name}
+        self.links = mine
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.stopping = True
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            request = json.dumps({"host_id": self.config.host_id}).encode()
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    self.nc.request(f"{self.topic}.shutdown", request, timeout=_SHUTDOWN_TIMEOUT_S),
+                    self.loop).result(_SHUTDOWN_TIMEOUT_S + 0.5)
+            except Exception:  # noqa: BLE001 -- it may not answer; the kill below still happens
+                log.info("provider did not answer the shutdown request",
+                         extra={"provider_key": self.start.claims.public_key})
+            try:
+                proc.wait(self.config.provider_shutdown_delay_s)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(5)
+        self.nats_stop()

@@ -1,0 +1,233 @@
+"""ProviderSupervisor: capability providers on this host (protocol.md §2.3 lp/sp, §11.7).
+
+One supervised ProviderModule per (provider key, link name). Thread-free: it forks the modules.
+PARs are fetched, verified and unpacked by the NativeWorker; events go through LatticeEvents.
+A provider that dies is reported (provider_stopped) and not restarted, as in the OTP host.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+
+from hostcore.actors.messages import (
+    Done,
+    GetInventory,
+    InitProviderSupervisor,
+    LatticeSnapshot,
+    PrepareFailed,
+    PrepareProvider,
+    ProviderFailed,
+    ProviderInfo,
+    ProviderInventory,
+    ProviderPrepared,
+    ProviderStarted,
+    PublishEvent,
+    Purge,
+    PutClaims,
+    PutRefmap,
+    Ready,
+    StartProvider,
+    StartProviderAck,
+    StartProviderProcess,
+    StopProvider,
+)
+from hostcore.config import HostConfig
+from hostcore.procutil import set_pdeathsig
+from hostcore.providers.module import ProviderModule
+
+log = logging.getLogger(__name__)
+
+ALREADY_RUNNING = "Provider with that link name is already running on this host"
+
+
+@dataclass(slots=True, kw_only=True)
+class _Provider:
+    instance_id: str
+    address: Any
+    claims: Any
+    image_ref: str
+    link_name: str
+    annotations: dict[str, str]
+    state: str = "starting"  # starting → running → stopping; or failed
+    waiters: list[tuple[Any, str]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.claims.public_key, self.link_name)
+
+
+@dataclass(slots=True, kw_only=True)
+class _PendingProvider:
+    request: StartProvider
+
+
+def provider_claims_record(claims: Any) -> dict[str, Any]:
+    """protocol.md §5.7 record for a provider (v0.63 adds contract_id)."""
+    return {"call_alias": "", "iss": claims.issuer, "name": claims.name or "", "caps": claims.capid,
+            "rev": str(claims.revision), "tags": "", "version": claims.ver, "sub": claims.public_key,
+            "contract_id": claims.capid}
+
+
+class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: HostConfig | None = None
+        self.providers: dict[str, _Provider] = {}
+        self.pending: dict[str, _PendingProvider] = {}
+        self.snapshot = LatticeSnapshot()
+
+    def receiveMsg_InitProviderSupervisor(self, msg: InitProviderSupervisor, sender: Any) -> None:
+        set_pdeathsig()
+        self.config, self.events, self.native, self.lattice = msg.config, msg.events, msg.native, msg.lattice
+        self.send(sender, Ready(role="provider_supervisor"))
+
+    def _event(self, event_type: str, data: dict[str, Any]) -> None:
+        self.send(self.events, PublishEvent(event_type=event_type, data=data))
+
+    def _running(self, ref_or_key: str, link_name: str) -> _Provider | None:
+        return next((p for p in self.providers.values() if p.state in ("starting", "running")
+                     and p.link_name == link_name and ref_or_key in (p.claims.public_key, p.image_ref)), None)
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def receiveMsg_StartProvider(self, msg: StartProvider, sender: Any) -> None:
+        if self._running(msg.provider_ref, msg.link_name) is not None:
+            self._already_running(msg)
+            self.send(sender, StartProviderAck(request_id=msg.request_id, error=ALREADY_RUNNING))
+            return
+        self.send(sender, StartProviderAck(request_id=msg.request_id))  # ack first, work after
+        request_id = str(uuid.uuid4())
+        self.pending[request_id] = _PendingProvider(request=msg)
+        self.send(self.native, PrepareProvider(provider_ref=msg.provider_ref, request_id=request_id))
+
+    def _already_running(self, msg: StartProvider) -> None:
+        self._event("provider_start_failed", {
+            "provider_ref": msg.provider_ref, "link_name": msg.link_name,
+            "error": f"Ignoring request to start provider, {msg.provider_ref} ({msg.link_name}) is already running"})
+
+    def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
+        pending = self.pending.pop(msg.request_id, None)
+        if pending is not None:
+            self._start_failed(pending.request, msg.error)
+
+    def _start_failed(self, req: StartProvider, error: str) -> None:
+        log.error("provider start failed", extra={"provider_ref": req.provider_ref, "error": error})
+        self._event("provider_start_failed", {"provider_ref": req.provider_ref, "link_name": req.link_name,
+                                              "error": error})
+
+    def receiveMsg_ProviderPrepared(self, msg: ProviderPrepared, sender: Any) -> None:
+        pending = self.pending.pop(msg.request_id, None)
+        if pending is None:
+            return
+        req, claims = pending.request, msg.claims
+        if self._running(claims.public_key, req.link_name) is not None:  # the ref named a running key
+            self._already_running(req)
+            return
+        self.start_provider(req, claims, msg.binary)
+
+    def start_provider(self, req: StartProvider, claims: Any, binary: Path) -> None:
+        """Spawn a ProviderModule for a verified provider; progress arrives as events."""
+        assert self.config is not None
+        links = tuple(ld for ld in self.snapshot.links
+                      if ld.provider_id == claims.public_key and ld.link_name == req.link_name)
+        prov = _Provider(instance_id=str(uuid.uuid4()), address=self.createActor(ProviderModule), claims=claims,
+                         image_ref=req.provider_ref, link_name=req.link_name, annotations=dict(req.annotations))
+        self.providers[prov.instance_id] = prov
+        self.send(prov.address, StartProviderProcess(
+            config=self.config, claims=claims, binary=binary, link_name=req.link_name,
+            instance_id=prov.instance_id, image_ref=req.provider_ref, annotations=prov.annotations,
+            config_json=req.configuration, links=links))
+
+    def receiveMsg_ProviderStarted(self, msg: ProviderStarted, sender: Any) -> None:
+        prov = self.providers.get(msg.instance_id)
+        if prov is None or prov.state != "starting":
+            return
+        prov.state = "running"
+        claims = prov.claims
+        log.info("provider started", extra={"provider_key": claims.public_key, "link_name": prov.link_name,
+                                            "pid": msg.pid})
+        self._event("provider_started", {
+            "public_key": claims.public_key, "image_ref": prov.image_ref, "link_name": prov.link_name,
+            "contract_id": claims.capid, "instance_id": prov.instance_id, "annotations": prov.annotations,
+            "claims": {"issuer": claims.issuer, "tags": None, "name": claims.name, "version": claims.ver,
+                       "not_before_human": "immediately", "expires_human": "never"}})
+        self.send(self.lattice, PutClaims(record=provider_claims_record(claims)))
+        if prov.image_ref and prov.image_ref != claims.public_key:
+            self.send(self.lattice, PutRefmap(actor_ref=prov.image_ref, public_key=claims.public_key))
+
+    def receiveMsg_ProviderFailed(self, msg: ProviderFailed, sender: Any) -> None:
+        prov = self.providers.get(msg.instance_id)
+        if prov is None:
+            return
+        prov.state = "failed"
+        self._event("provider_start_failed", {"provider_ref": prov.image_ref, "link_name": prov.link_name,
+                                              "error": msg.error})
+        self.send(prov.address, ActorExitRequest())
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def receiveMsg_StopProvider(self, msg: StopProvider, sender: Any) -> None:
+        prov = self._running(msg.provider_id, msg.link_name)
+        if prov is None:
+            # protocol.md §2.3 sp: unknown provider → warning, and still a success ack.
+            log.warning("no such provider to stop", extra={"provider_key": msg.provider_id, "link_name": msg.link_name})
+            self.send(sender, Done(request_id=msg.request_id))
+            return
+        self._stop(prov, sender, msg.request_id)
+
+    def _stop(self, prov: _Provider, reply_to: Any, request_id: str) -> None:
+        prov.waiters.append((reply_to, request_id))
+        if prov.state != "stopping":
+            prov.state = "stopping"
+            self.send(prov.address, ActorExitRequest())
+
+    def receiveMsg_Purge(self, msg: Purge, sender: Any) -> None:
+        live = [p for p in self.providers.values() if p.state != "failed"]
+        if not live:
+            self.send(sender, Done(request_id=msg.request_id))
+            return
+        self.purge_waiting = (sender, msg.request_id, {p.instance_id for p in live})
+        for prov in live:
+            if prov.state != "stopping":
+                prov.state = "stopping"
+                self.send(prov.address, ActorExitRequest())
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        prov = next((p for p in self.providers.values() if p.address == msg.childAddress), None)
+        if prov is None:
+            return
+        del self.providers[prov.instance_id]
+        if prov.state != "failed":
+            reason = "normal" if prov.state == "stopping" else "provider process exited"
+            self._event("provider_stopped", {"public_key": prov.claims.public_key, "link_name": prov.link_name,
+                                             "contract_id": prov.claims.capid, "instance_id": prov.instance_id,
+                                             "reason": reason})
+        for reply_to, request_id in prov.waiters:
+            self.send(reply_to, Done(request_id=request_id))
+        purge = getattr(self, "purge_waiting", None)
+        if purge is not None:
+            purge[2].discard(prov.instance_id)
+            if not purge[2]:
+                self.purge_waiting = None
+                self.send(purge[0], Done(request_id=purge[1]))
+
+    # --- lattice data and inventory ------------------------------------------------------------
+
+    def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
+        self.snapshot = msg
+        for prov in self.providers.values():
+            if prov.state in ("starting", "running"):
+                self.send(prov.address, msg)
+
+    def receiveMsg_GetInventory(self, msg: GetInventory, sender: Any) -> None:
+        self.send(sender, ProviderInventory(request_id=msg.request_id, providers=tuple(
+            ProviderInfo(public_key=p.claims.public_key, link_name=p.link_name, contract_id=p.claims.capid,
+                         instance_id=p.instance_id, image_ref=p.image_ref, name=p.claims.name or "N/A",
+                         revision=p.claims.revision, annotations=p.annotations)
+            for p in self.providers.values() if p.state == "running")))
