@@ -32,7 +32,16 @@ from hostcore.actors.outbound import HostCallRouter, OutboundConnection
 from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
 from hostcore.native.claims import ActorClaims
 from hostcore.control.events import cloud_event, invocation_event_data
-from hostcore.native.invocation import InvocationValidator, WasmCloudEntity
+from hostcore.control.policy import PolicyEvaluator, PolicyHost, invocation_source, invocation_target
+from hostcore.errors import HostcoreError, PolicyDeniedInvocation
+from hostcore.native.chunking import (
+    RESPONSE_CHUNK_THRESHOLD,
+    ChunkStore,
+    chunk_response,
+    dechunk_invocation,
+    needs_dechunk,
+)
+from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 
@@ -74,6 +83,12 @@ class ActorModule(NatsBridgeActor):
             subject = rpc_subject(cfg.lattice_prefix, claims.public_key)
 
             async def setup(nc: NatsClient) -> None:
+                self.chunks = ChunkStore(nc.jetstream(domain=cfg.js_domain), cfg.lattice_prefix)
+                self.policy = PolicyEvaluator(nc, topic=cfg.policy_topic, timeout_s=cfg.policy_timeout_s,
+                                              host=PolicyHost.from_config(cfg))
+                if cfg.policy_topic and cfg.policy_changes_topic:
+                    await self.policy.subscribe_changes(cfg.policy_changes_topic)
+                self.plain = not self.policy.enabled
                 await nc.subscribe(subject, queue=subject, cb=self._on_rpc, pending_msgs_limit=65536)
 
             self.nats_start(cfg.nats_url, setup, name=f"hostcore-actor-{claims.public_key[:8]}-{msg.instance_id[:8]}")
@@ -132,9 +147,43 @@ class ActorModule(NatsBridgeActor):
         self.send(sender, ModuleSwapped(instance_id=self.instance_id))
 
     async def _on_rpc(self, msg: Msg) -> None:
-        reply = self.handler.handle(msg.data)
+        checked = self.handler.check(msg.data)
+        if isinstance(checked, bytes):
+            reply = checked
+        elif self.plain and not needs_dechunk(checked.content_length, checked.msg):
+            reply = self.handler.execute(checked)  # the fast path: no policy, nothing to fetch
+            if len(reply) > RESPONSE_CHUNK_THRESHOLD:
+                reply = await self._chunk_reply(checked, reply)
+        else:
+            reply = await self._slow_path(checked)
         if msg.reply:
             await self.nc.publish(msg.reply, reply)
+
+    async def _slow_path(self, inv: Invocation) -> bytes:
+        """protocol.md §4.7 steps 6–7 (policy, de-chunk) then the call, and §4.9 response chunking."""
+        try:
+            if self.policy.enabled:
+                claims = self.snapshot.claims
+                own = self.handler.claims
+                origin_record = claims.get(inv.origin.public_key)
+                target_record = claims.get(inv.target.public_key) or (own.to_cache_record() if
+                                                                     inv.target.public_key == own.public_key else None)
+                decision = await self.policy.evaluate_invocation(invocation_source(inv.origin, origin_record),
+                                                                 invocation_target(inv.target, target_record))
+                if not decision.permitted:
+                    raise PolicyDeniedInvocation(decision.message)
+            inv = await dechunk_invocation(self.chunks, inv)
+        except Exception as err:  # noqa: BLE001 -- an answer, never a dropped request
+            return self.handler.failure(inv, err)
+        reply = self.handler.execute(inv)
+        return await self._chunk_reply(inv, reply) if len(reply) > RESPONSE_CHUNK_THRESHOLD else reply
+
+    async def _chunk_reply(self, inv: Invocation, reply: bytes) -> bytes:
+        resp = InvocationResponse.from_wire(reply)
+        try:
+            return (await chunk_response(self.chunks, resp, inv.id)).to_wire()
+        except HostcoreError as err:
+            return self.handler.failure(inv, err)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         self.nats_stop()

@@ -334,6 +334,7 @@ class LatticeSnapshot:
 
     links: tuple[Any, ...] = ()  # LinkDefinition
     aliases: dict[str, str] = field(default_factory=dict)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # only when policy is on
 
 
 # --- providers (protocol.md §2.3 lp/sp, §11.7) ---------------------------------------------------
@@ -432,3 +433,23 @@ class ProviderInfo:
 class ProviderInventory:
     request_id: str
     providers: tuple[ProviderInfo, ...]
+
+
+# --- policy (protocol.md §9) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluateStart:
+    """To LatticeCache: may this host start it? `claims` is ActorClaims (actor) or
+    ProviderClaims (provider, with `link_name`). Replied with PolicyVerdict."""
+
+    claims: Any
+    request_id: str
+    link_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyVerdict:
+    request_id: str
+    permitted: bool
+    message: str

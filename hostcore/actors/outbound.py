@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -20,7 +21,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from hostcore.actors.messages import LatticeSnapshot
-from hostcore.errors import HostCallError, InvocationError, RpcTimeout
+from hostcore.errors import ChunkError, HostCallError, InvocationError, RpcTimeout
+from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocation, dechunk_response, needs_dechunk
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
@@ -32,6 +34,7 @@ _CLOSE_TIMEOUT_S = 2.0
 _LARGE_PAYLOAD = 921_600
 _LARGE_TIMEOUT_S = 15.0
 
+T = TypeVar("T")
 RpcEventSink = Callable[[bool, WasmCloudEntity, WasmCloudEntity, str, int], None]
 
 
@@ -45,6 +48,7 @@ class OutboundConnection:
         self.url, self.name = url, name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: NatsClient | None = None
+        self._chunks: ChunkStore | None = None
         self._lock = threading.Lock()
 
     def _ensure(self, timeout_s: float) -> tuple[asyncio.AbstractEventLoop, NatsClient]:
@@ -57,6 +61,18 @@ class OutboundConnection:
                 self._loop = loop
             assert self._nc is not None
             return self._loop, self._nc
+
+    def run(self, make: Callable[[NatsClient], Awaitable[T]], timeout_s: float) -> T:
+        """Run `make(nc)` on the connection's loop and wait for its result (bounded)."""
+        loop, nc = self._ensure(timeout_s)
+        return asyncio.run_coroutine_threadsafe(make(nc), loop).result(timeout_s + 1)  # type: ignore[arg-type]
+
+    def chunk_store(self, lattice_prefix: str) -> ChunkStore:
+        """The object store for chunked payloads on this connection (opened once)."""
+        if self._chunks is None:
+            _, nc = self._ensure(_LARGE_TIMEOUT_S)
+            self._chunks = ChunkStore(nc.jetstream(), lattice_prefix)
+        return self._chunks
 
     def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
         """Send a request and block for the reply. Raises RpcTimeout on timeout / no responders."""
@@ -132,22 +148,31 @@ class HostCallRouter:
     def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
         target = self.resolve(binding, namespace)
         origin = WasmCloudEntity(self.claims.public_key)
-        inv = new_invocation(self.signer, origin, target, operation, payload)
+        inv = new_invocation(self.signer, origin, target, operation, payload)  # signed over the full payload
         subject = f"wasmbus.rpc.{self.lattice_prefix}.{target.public_key}"
         if not target.is_actor:
             subject += f".{target.link_name}"
         timeout = _LARGE_TIMEOUT_S if len(payload) > _LARGE_PAYLOAD else self.rpc_timeout_s
         ok = False
         try:
-            raw = self.connection.request(subject, inv.to_wire(), timeout)
+            sent = inv
+            if len(payload) > CHUNK_THRESHOLD:  # protocol.md §4.9
+                store = self.connection.chunk_store(self.lattice_prefix)
+                sent = self.connection.run(lambda nc: chunk_invocation(store, inv), timeout)
+            raw = self.connection.request(subject, sent.to_wire(), timeout)
             try:
                 resp = InvocationResponse.from_wire(raw)
             except InvocationError:
                 raise HostCallError("Failed to deserialize invocation response") from None
             if resp.error is not None:
                 raise HostCallError(resp.error)
+            if needs_dechunk(resp.content_length, resp.msg):
+                store = self.connection.chunk_store(self.lattice_prefix)
+                resp = self.connection.run(lambda nc: dechunk_response(store, resp, inv.id), timeout)
             ok = True
             return resp.msg
+        except ChunkError as err:
+            raise HostCallError(err.wire) from None
         finally:
             if self.on_result is not None:
                 self.on_result(ok, origin, target, operation, len(payload))

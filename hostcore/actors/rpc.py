@@ -45,24 +45,43 @@ class InvocationHandler:
         self.on_result = on_result
 
     def handle(self, data: bytes) -> bytes:
+        """Decode, check and run one invocation (no chunking, no policy): the fast path."""
+        checked = self.check(data)
+        return checked if isinstance(checked, bytes) else self.execute(checked)
+
+    def check(self, data: bytes) -> Invocation | bytes:
+        """protocol.md §4.7 steps 3–5: the invocation, or the failure response bytes."""
         inv: Invocation | None = None
-        error = "Internal host error"
         try:
             inv = Invocation.from_wire(data)
             self.validator.validate(inv)
             self._check_capability(inv)
+            return inv
+        except Exception as err:  # noqa: BLE001 -- every failure is an answer (§4.7)
+            return self.failure(inv, err)
+
+    def execute(self, inv: Invocation) -> bytes:
+        """protocol.md §4.7 steps 8–9 on a checked (and de-chunked) invocation."""
+        try:
             msg = self.runtime.call(inv.operation, inv.msg)
-            if self.on_result is not None:
-                self.on_result(True, inv.origin, inv.target, inv.operation, len(inv.msg))
-            return InvocationResponse.success(inv.id, msg, self.instance_id).to_wire()
-        except (InvocationError, GuestError) as err:
+        except Exception as err:  # noqa: BLE001
+            return self.failure(inv, err)
+        if self.on_result is not None:
+            self.on_result(True, inv.origin, inv.target, inv.operation, len(inv.msg))
+        return InvocationResponse.success(inv.id, msg, self.instance_id).to_wire()
+
+    def failure(self, inv: Invocation | None, err: BaseException) -> bytes:
+        """The failure response for `err`: documented errors carry their wire text; anything
+        else is logged with its traceback and the caller gets a generic error."""
+        if isinstance(err, (InvocationError, GuestError)):
             log.debug("invocation failed", extra={"actor_key": self.claims.public_key, "error": err.wire})
             error = err.wire
-        except HostcoreError as err:
+        elif isinstance(err, HostcoreError):
             log.warning("invocation failed", extra={"actor_key": self.claims.public_key, "error": err.wire})
             error = err.wire
-        except Exception:  # role boundary: the caller gets a generic error, we keep serving
-            log.exception("invocation crashed", extra={"actor_key": self.claims.public_key})
+        else:
+            log.error("invocation crashed", exc_info=err, extra={"actor_key": self.claims.public_key})
+            error = "Internal host error"
         if inv is not None and self.on_result is not None:
             self.on_result(False, inv.origin, inv.target, inv.operation, len(inv.msg))
         return InvocationResponse.failure(inv.id if inv else "", error, self.instance_id).to_wire()

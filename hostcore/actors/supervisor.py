@@ -22,6 +22,7 @@ from hostcore.actors.instance import ActorModule
 from hostcore.actors.messages import (
     ActorPrepared,
     Done,
+    EvaluateStart,
     GetInventory,
     InitActorSupervisor,
     InstanceFailed,
@@ -31,6 +32,7 @@ from hostcore.actors.messages import (
     LatticeSnapshot,
     ModuleSwapped,
     PrepareActor,
+    PolicyVerdict,
     PrepareFailed,
     PublishEvent,
     Purge,
@@ -46,7 +48,7 @@ from hostcore.actors.messages import (
     UpdateDone,
 )
 from hostcore.config import HostConfig
-from hostcore.errors import HostcoreError, OtherRefRunning, ScaleWithoutRef
+from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, ScaleWithoutRef
 from hostcore.native.claims import ActorClaims
 from hostcore.procutil import set_pdeathsig
 
@@ -127,6 +129,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.waiters: list[_Waiter] = []
         self.updates: dict[str, _Update] = {}  # by NativeWorker request id
         self.snapshot = LatticeSnapshot()
+        self.policy_pending: dict[str, tuple[ActorPrepared, _PendingStart]] = {}
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -200,6 +203,26 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         start = self.pending.pop(msg.request_id, None)
         if start is None:
             return
+        assert self.config is not None
+        if self.config.policy_topic:  # protocol.md §9: ask before start_actor
+            self.policy_pending[msg.request_id] = (msg, start)
+            self.send(self.lattice, EvaluateStart(claims=msg.claims, request_id=msg.request_id))
+            return
+        self._start_prepared(msg, start)
+
+    def receiveMsg_PolicyVerdict(self, msg: PolicyVerdict, sender: Any) -> None:
+        prepared, start = self.policy_pending.pop(msg.request_id, (None, None))
+        if prepared is None or start is None:
+            return
+        if msg.permitted:
+            return self._start_prepared(prepared, start)
+        error = PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire
+        log.error("actor start denied by policy", extra={"actor_ref": prepared.actor_ref, "error": error})
+        self._event("actor_start_failed", {"actor_ref": prepared.actor_ref, "error": error})
+        if start.expect_key:
+            self._release(start.expect_key)
+
+    def _start_prepared(self, msg: ActorPrepared, start: _PendingStart) -> None:
         try:
             self.start_actor(msg.claims, msg.cwasm_path, start)
         except HostcoreError as err:

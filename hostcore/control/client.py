@@ -30,6 +30,7 @@ from hostcore.control.requests import (
 )
 from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.errors import HostcoreError
+from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocation, dechunk_response
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
 
@@ -157,4 +158,9 @@ class ControlClient:
         inv = new_invocation(signer, origin or WasmCloudEntity(public_key=signer.public_key),
                              WasmCloudEntity(public_key=actor_id), operation, payload)
         subject = f"wasmbus.rpc.{self.lattice_prefix}.{actor_id}"
-        return InvocationResponse.from_wire(await self._request(subject, inv.to_wire(), timeout_s))
+        store = ChunkStore(self.nc.jetstream(), self.lattice_prefix)  # protocol.md §4.9, both ways
+        sent = await chunk_invocation(store, inv)
+        if len(payload) > CHUNK_THRESHOLD:
+            timeout_s = max(timeout_s or self.timeout_s, 15.0)
+        resp = InvocationResponse.from_wire(await self._request(subject, sent.to_wire(), timeout_s))
+        return await dechunk_response(store, resp, inv.id)

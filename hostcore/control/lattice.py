@@ -25,11 +25,13 @@ from hostcore.actors.bridge import NatsBridgeActor
 from hostcore.actors.messages import (
     DelLink,
     Done,
+    EvaluateStart,
     GetLatticeData,
     InitFailed,
     InitLattice,
     LatticeData,
     LatticeSnapshot,
+    PolicyVerdict,
     PutClaims,
     PutLink,
     PutRefmap,
@@ -38,6 +40,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
 from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class _KvUpdate:
 class LatticeView:
     """The in-memory lattice data one host knows; pure, so it is unit-tested directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, claims_matter: bool = False) -> None:
+        self.claims_matter = claims_matter  # policy on: instances need every claims record
         self.claims: dict[str, dict[str, Any]] = {}
         self.links: dict[str, LinkDefinition] = {}
         self.refmaps: dict[str, str] = {}
@@ -92,9 +96,10 @@ class LatticeView:
             self.claims[name] = record
             alias = record.get("call_alias") or ""
             # protocol.md §5.7: an alias longer than one character is registered, first writer wins.
-            if len(alias) > 1 and self.aliases.setdefault(alias, name) == name:
-                return True
-            return False
+            new_alias = len(alias) > 1 and alias not in self.aliases
+            if new_alias:
+                self.aliases[alias] = name
+            return new_alias or self.claims_matter
         if kind == "REFMAP" and not deleted:
             try:
                 entry = json.loads(value)
@@ -104,7 +109,9 @@ class LatticeView:
         return False
 
     def snapshot(self) -> LatticeSnapshot:
-        return LatticeSnapshot(links=tuple(self.links.values()), aliases=dict(self.aliases))
+        """With claims only when policy needs them in the instances (they can be many)."""
+        return LatticeSnapshot(links=tuple(self.links.values()), aliases=dict(self.aliases),
+                               claims=dict(self.claims) if self.claims_matter else {})
 
 
 class LatticeCache(NatsBridgeActor):
@@ -114,7 +121,7 @@ class LatticeCache(NatsBridgeActor):
         set_pdeathsig()
         self.config: HostConfig = msg.config
         self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
-        self.view = LatticeView()
+        self.view = LatticeView(claims_matter=bool(msg.config.policy_topic))
         self.kv: KeyValue | None = None
 
         async def setup(nc: NatsClient) -> None:
@@ -126,6 +133,10 @@ class LatticeCache(NatsBridgeActor):
                 self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE))
             watcher = await self.kv.watchall()
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(watcher))
+            self.policy = PolicyEvaluator(nc, topic=self.config.policy_topic, timeout_s=self.config.policy_timeout_s,
+                                          host=PolicyHost.from_config(self.config))
+            if self.config.policy_topic and self.config.policy_changes_topic:
+                await self.policy.subscribe_changes(self.config.policy_changes_topic)
 
         try:
             self.nats_start(self.config.nats_url, setup, name=f"hostcore-lattice-{self.config.host_id[:8]}")
@@ -145,10 +156,35 @@ class LatticeCache(NatsBridgeActor):
             self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
 
     def on_inbox_item(self, item: Any) -> None:
-        if isinstance(item, _KvUpdate) and self.view.apply(item.key, item.value, item.deleted):
-            snapshot = self.view.snapshot()
-            for supervisor in self.supervisors:
-                self.send(supervisor, snapshot)
+        if isinstance(item, _KvUpdate):
+            if self.view.apply(item.key, item.value, item.deleted):
+                snapshot = self.view.snapshot()
+                for supervisor in self.supervisors:
+                    self.send(supervisor, snapshot)
+        else:
+            reply_to, verdict = item
+            self.send(reply_to, verdict)
+
+    # --- policy for starts (protocol.md §9; invocations are checked in the instances) -------------
+
+    def receiveMsg_EvaluateStart(self, msg: EvaluateStart, sender: Any) -> None:
+        claims = msg.claims
+        if hasattr(claims, "capid"):  # a provider
+            coro = self.policy.evaluate_start_provider(claims.public_key, claims.issuer, msg.link_name, claims.capid)
+        else:
+            coro = self.policy.evaluate_start_actor(claims)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+        def done(f: Any) -> None:
+            try:
+                decision: Decision = f.result()
+                verdict = PolicyVerdict(request_id=msg.request_id, permitted=decision.permitted,
+                                        message=decision.message)
+            except Exception as err:  # noqa: BLE001 -- fail closed
+                verdict = PolicyVerdict(request_id=msg.request_id, permitted=False, message=str(err))
+            self.to_actor((sender, verdict))
+
+        future.add_done_callback(done)
 
     # --- writes --------------------------------------------------------------------------------
 

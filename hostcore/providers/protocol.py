@@ -14,7 +14,8 @@ under `wasmbus.rpc.{lattice}.{provider_key}.{link_name}`:
 
 Invocations are checked as wasmbus-rpc providers check them: anti-forgery (§4.6) against the
 host's `cluster_issuers`, target key == our key, origin actor linked to us. Payloads and replies
-over 900 KiB go through the lattice's chunking object store (§4.9, §12.4).
+too large for a NATS message go through the lattice's chunking object store (§4.9, §12.4,
+hostcore.native.chunking).
 
 Write a provider by subclassing `ProviderBase` and calling `run_provider(MyProvider)` from its
 `__main__`. Logs go to stderr, which the host captures.
@@ -40,7 +41,6 @@ from typing import IO, Any, ClassVar, Self
 import msgpack
 import nats
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -56,6 +56,13 @@ from hostcore.errors import (
     UnlinkedActor,
 )
 from hostcore.logs import log_defs
+from hostcore.native.chunking import (
+    ChunkStore,
+    chunk_invocation,
+    chunk_response,
+    dechunk_invocation,
+    dechunk_response,
+)
 from hostcore.native.invocation import (
     Invocation,
     InvocationResponse,
@@ -67,7 +74,6 @@ from hostcore.native.nkeys import KeyPair
 from hostcore.procutil import set_pdeathsig
 
 __all__ = [
-    "CHUNK_THRESHOLD",
     "HealthCheckResponse",
     "HostBridge",
     "HostData",
@@ -80,7 +86,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_RPC_TIMEOUT_MS = 2000
-CHUNK_THRESHOLD = 900 * 1024  # §4.9: wasmbus-rpc chunks payloads above 900 KiB
 _CHUNKED_EXTRA_TIMEOUT_S = 13.0  # §4.9: and gives such calls 13 s more
 _RPC_QUEUE_GROUP = "rpc"  # wasmbus-rpc's queue group for provider RPC subscriptions
 _SHUTDOWN_ACK = b"shutting down"  # what wasmbus-rpc providers answer a shutdown request with
@@ -334,33 +339,6 @@ class ProviderBase:
 # --- the bridge: NATS subscriptions and the invocation pipeline ----------------------------------------
 
 
-class _ChunkStore:
-    """The lattice's chunking object store (§12.4), opened on first use."""
-
-    def __init__(self, nc: NatsClient, bucket: str, domain: str | None) -> None:
-        self._nc, self._bucket, self._domain = nc, bucket, domain
-        self._store: Any = None
-
-    async def _open(self) -> Any:
-        if self._store is None:
-            js = self._nc.jetstream(domain=self._domain)
-            try:
-                self._store = await js.object_store(self._bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self._store = await js.create_object_store(self._bucket)
-        return self._store
-
-    async def put(self, name: str, data: bytes) -> None:
-        await (await self._open()).put(name, data)
-
-    async def take(self, name: str) -> bytes:
-        """Read object `name`, then delete it (readers delete, §12.4)."""
-        store = await self._open()
-        result = await store.get(name)
-        await store.delete(name)
-        return bytes(result.data or b"")
-
-
 class HostBridge:
     """Owns a provider's NATS connection, its subscriptions, its link table and its in-flight
     invocations. `run` returns after a shutdown request or `stop` being set, having unsubscribed,
@@ -374,7 +352,7 @@ class HostBridge:
         self._validator = InvocationValidator(self._hd.cluster_issuers)
         self._signer = KeyPair.from_seed(self._hd.invocation_seed) if self._hd.invocation_seed else None
         self._nc: NatsClient | None = None
-        self._chunks: _ChunkStore | None = None
+        self._chunks: ChunkStore | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -397,7 +375,7 @@ class HostBridge:
         # Reconnect forever, as wasmbus-rpc does: a NATS restart must not take providers down.
         self._nc = await nats.connect(servers=[hd.nats_url], name=f"provider {hd.provider_key}/{hd.link_name}",
                                       max_reconnect_attempts=-1, closed_cb=closed, **self._auth_options())
-        self._chunks = _ChunkStore(self._nc, hd.lattice_rpc_prefix, hd.js_domain)
+        self._chunks = ChunkStore(self._nc.jetstream(domain=hd.js_domain), hd.lattice_rpc_prefix)
         self._provider._bridge = self
         try:
             for ld in hd.link_definitions:  # before serving: invocations may rely on them (§11.7)
@@ -558,14 +536,15 @@ class HostBridge:
             log.error("undecodable invocation", extra={"error": e.wire})
             return InvocationResponse.failure("", e.wire, instance_id)
         try:
-            if inv.content_length is not None and inv.content_length > len(inv.msg):
-                inv = dataclasses.replace(inv, msg=await self._take_chunk(inv.id))
+            assert self._chunks is not None
+            inv = await dechunk_invocation(self._chunks, inv)  # before validation: the hash covers it all
             self._validator.validate(inv)
             if inv.target.public_key != self._hd.provider_key:
                 raise ProviderTargetMismatch(inv.target.public_key, self._hd.provider_key)
             if inv.origin.public_key not in self._links:
                 raise UnlinkedActor(inv.origin.public_key)
             body = await self._provider.handle(inv)
+            return await chunk_response(self._chunks, InvocationResponse.success(inv.id, body, instance_id), inv.id)
         except HostcoreError as e:
             log.warning("invocation failed", extra={"operation": inv.operation, "origin": inv.origin.public_key,
                                                     "invocation_id": inv.id, "error": e.wire})
@@ -573,24 +552,6 @@ class HostBridge:
         except Exception:
             log.exception("invocation failed", extra={"operation": inv.operation, "invocation_id": inv.id})
             return InvocationResponse.failure(inv.id, f"provider failed to handle {inv.operation}", instance_id)
-        if len(body) > CHUNK_THRESHOLD:
-            await self._put_chunk(f"{inv.id}-r", body)
-            return InvocationResponse.success(inv.id, b"", instance_id, content_length=len(body))
-        return InvocationResponse.success(inv.id, body, instance_id)
-
-    async def _take_chunk(self, name: str) -> bytes:
-        assert self._chunks is not None
-        try:
-            return await self._chunks.take(name)
-        except nats.errors.Error as e:
-            raise ActorCallFailed(f"failed to read chunked payload {name}: {e}") from e
-
-    async def _put_chunk(self, name: str, data: bytes) -> None:
-        assert self._chunks is not None
-        try:
-            await self._chunks.put(name, data)
-        except nats.errors.Error as e:
-            raise ActorCallFailed(f"failed to store chunked payload {name}: {e}") from e
 
     async def call_actor(self, actor_id: str, operation: str, payload: bytes, *,
                          timeout_s: float | None = None) -> bytes:
@@ -602,21 +563,19 @@ class HostBridge:
         origin = WasmCloudEntity(hd.provider_key, ld.contract_id if ld else self._provider.contract_id, hd.link_name)
         inv = new_invocation(self._signer, origin, WasmCloudEntity(actor_id), operation, payload)
         timeout = timeout_s if timeout_s is not None else hd.default_rpc_timeout_ms / 1000
-        if len(payload) > CHUNK_THRESHOLD:
-            await self._put_chunk(inv.id, payload)
-            inv = dataclasses.replace(inv, msg=b"")
+        assert self._chunks is not None
+        sent = await chunk_invocation(self._chunks, inv)  # signed over the full payload first (§4.4)
+        if sent is not inv:
             timeout += _CHUNKED_EXTRA_TIMEOUT_S
         subject = f"wasmbus.rpc.{hd.lattice_rpc_prefix}.{actor_id}"
         try:
-            reply = await self._nc.request(subject, inv.to_wire(), timeout=timeout)
+            reply = await self._nc.request(subject, sent.to_wire(), timeout=timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
             raise RpcTimeout() from e
         resp = InvocationResponse.from_wire(reply.data)
         if resp.error is not None:
             raise ActorCallFailed(resp.error)
-        if resp.content_length is not None and resp.content_length > len(resp.msg):
-            return await self._take_chunk(f"{inv.id}-r")
-        return resp.msg
+        return (await dechunk_response(self._chunks, resp, inv.id)).msg
 
 
 # --- process entry -----------------------------------------------------------------------------------

@@ -17,9 +17,11 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 
 from hostcore.actors.messages import (
     Done,
+    EvaluateStart,
     GetInventory,
     InitProviderSupervisor,
     LatticeSnapshot,
+    PolicyVerdict,
     PrepareFailed,
     PrepareProvider,
     ProviderFailed,
@@ -38,6 +40,7 @@ from hostcore.actors.messages import (
     StopProvider,
 )
 from hostcore.config import HostConfig
+from hostcore.errors import PolicyDeniedStartProvider
 from hostcore.procutil import set_pdeathsig
 from hostcore.providers.module import ProviderModule
 
@@ -81,6 +84,7 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.providers: dict[str, _Provider] = {}
         self.pending: dict[str, _PendingProvider] = {}
         self.snapshot = LatticeSnapshot()
+        self.policy_pending: dict[str, tuple[StartProvider, ProviderPrepared]] = {}
 
     def receiveMsg_InitProviderSupervisor(self, msg: InitProviderSupervisor, sender: Any) -> None:
         set_pdeathsig()
@@ -129,7 +133,21 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if self._running(claims.public_key, req.link_name) is not None:  # the ref named a running key
             self._already_running(req)
             return
+        assert self.config is not None
+        if self.config.policy_topic:  # protocol.md §9: ask before start_provider
+            self.policy_pending[msg.request_id] = (req, msg)
+            self.send(self.lattice, EvaluateStart(claims=claims, link_name=req.link_name, request_id=msg.request_id))
+            return
         self.start_provider(req, claims, msg.binary)
+
+    def receiveMsg_PolicyVerdict(self, msg: PolicyVerdict, sender: Any) -> None:
+        req, prepared = self.policy_pending.pop(msg.request_id, (None, None))
+        if req is None or prepared is None:
+            return
+        if msg.permitted:
+            self.start_provider(req, prepared.claims, prepared.binary)
+        else:
+            self._start_failed(req, PolicyDeniedStartProvider(prepared.claims.public_key, msg.message).wire)
 
     def start_provider(self, req: StartProvider, claims: Any, binary: Path) -> None:
         """Spawn a ProviderModule for a verified provider; progress arrives as events."""

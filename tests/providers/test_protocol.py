@@ -19,8 +19,8 @@ import pytest
 from hostcore.errors import ActorCallFailed, HostDataInvalid, ProviderOperationFailed, RpcTimeout
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyKind, KeyPair
+from hostcore.native.chunking import CHUNK_THRESHOLD, RESPONSE_CHUNK_THRESHOLD
 from hostcore.providers.protocol import (
-    CHUNK_THRESHOLD,
     HealthCheckResponse,
     HostData,
     LinkDefinition,
@@ -170,7 +170,7 @@ async def test_link_put_and_delete_keep_their_order(running: tuple[ProviderEnv, 
 
 async def test_chunked_invocation_and_response(running: tuple[ProviderEnv, RecordingProvider]) -> None:
     env, _ = running
-    big = bytes(range(256)) * (CHUNK_THRESHOLD // 256 + 100)
+    big = bytes(range(256)) * (RESPONSE_CHUNK_THRESHOLD // 256 + 100)
     inv = env.invocation("Test.Echo", big)
     store = await _object_store(env)
     await store.put(inv.id, big)
