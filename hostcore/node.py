@@ -11,7 +11,10 @@ import logging
 import logging.config
 import os
 import signal
+import socket
 import threading
+import time
+import urllib.parse
 from types import FrameType
 
 from thespian.actors import ActorSystem
@@ -44,6 +47,9 @@ def run_node(config: HostConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # OTP issue #22: a host started before its NATS server waits for it instead of failing.
+    if not wait_for_nats(config.nats_url, stop):
+        return 0
     # Thespian's own diagnostics go to a file of ours, not to /tmp shared with other hosts.
     os.environ.setdefault("THESPLOG_FILE", str(config.data_dir / "thespian.log"))
     # Thespian names each process after its actor (via setproctitle); SPT_NOENV keeps the title
@@ -83,6 +89,25 @@ def run_node(config: HostConfig) -> int:
         if nats is not None:
             nats.close()
         log.info("host exited", extra={"host_id": config.host_id})
+
+
+def wait_for_nats(url: str, stop: threading.Event, log_every_s: float = 5.0) -> bool:
+    """Block (no threads: Thespian forks later) until `url` accepts TCP connections. Returns
+    False if a stop signal came first."""
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+    next_log = 0.0
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return True
+        except OSError as err:
+            now = time.monotonic()
+            if now >= next_log:
+                log.warning("waiting for NATS", extra={"nats_url": url, "error": str(err)})
+                next_log = now + log_every_s
+        stop.wait(0.25)
+    return False
 
 
 def _reap_admin(admin_pid: int) -> None:

@@ -27,6 +27,23 @@ log = logging.getLogger(__name__)
 _CLOSE_TIMEOUT_S = 2.0
 
 
+async def _on_error(err: Exception) -> None:
+    # nats-py reports every failed reconnect attempt; one line each, no traceback.
+    log.debug("nats error", extra={"error": str(err) or type(err).__name__})
+
+
+def _on_disconnect(name: str) -> Callable[[], Awaitable[None]]:
+    async def cb() -> None:
+        log.warning("NATS connection lost; reconnecting", extra={"connection": name})
+    return cb
+
+
+def _on_reconnect(name: str) -> Callable[[], Awaitable[None]]:
+    async def cb() -> None:
+        log.warning("NATS connection restored", extra={"connection": name})
+    return cb
+
+
 class InboxActor(ActorTypeDispatcher):  # type: ignore[misc]
     """An actor that other threads of its process can hand items to (`to_actor`); they arrive in
     `on_inbox_item` on the actor thread. Call `inbox_start` once, in the actor's own process."""
@@ -90,6 +107,7 @@ class NatsBridgeActor(InboxActor):
             self.nc = await nats.connect(
                 url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
+                error_cb=_on_error, disconnected_cb=_on_disconnect(name), reconnected_cb=_on_reconnect(name),
             )
             await setup(self.nc)
             await self.nc.flush()

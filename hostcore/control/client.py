@@ -84,6 +84,8 @@ class ControlClient:
                     msg = await sub.next_msg(timeout=left)
                 except (NatsTimeout, asyncio.TimeoutError):
                     break
+                if not msg.data:  # the server's "no responders" status, not a reply
+                    continue
                 replies.append(json.loads(msg.data))
         finally:
             await sub.unsubscribe()
