@@ -51,6 +51,8 @@ from hostcore.providers.supervisor import ProviderSupervisor
 
 log = logging.getLogger(__name__)
 
+__all__ = ["HostSupervisor"]
+
 _WATCHDOG_S = 0.5
 _ROLES = frozenset({"events", "lattice", "native", "actor_supervisor", "provider_supervisor", "control"})
 

@@ -7,6 +7,8 @@ import json
 import logging
 from typing import Any
 
+__all__ = ["JsonFormatter", "KeyValueFormatter", "log_defs"]
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "actorAddress"}
 

@@ -17,6 +17,8 @@ from hostcore.procutil import free_port, set_pdeathsig, stop_process
 
 log = logging.getLogger(__name__)
 
+__all__ = ["EmbeddedNatsServer", "NatsServerFailed", "nats_server_binary"]
+
 
 class NatsServerFailed(HostcoreError):
     """The embedded nats-server could not be started."""

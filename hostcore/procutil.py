@@ -15,6 +15,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+__all__ = ["descendants", "free_port", "pid_alive", "set_pdeathsig", "stop_process", "wait_for"]
+
 _PR_SET_PDEATHSIG = 1
 
 

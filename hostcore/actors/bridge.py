@@ -24,6 +24,8 @@ from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
 
 log = logging.getLogger(__name__)
 
+__all__ = ["InboxActor", "NatsBridgeActor"]
+
 _CLOSE_TIMEOUT_S = 2.0
 
 

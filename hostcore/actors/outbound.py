@@ -29,6 +29,8 @@ from hostcore.native.nkeys import KeyPair
 
 log = logging.getLogger(__name__)
 
+__all__ = ["HostCallRouter", "OutboundConnection", "T"]
+
 _CLOSE_TIMEOUT_S = 2.0
 # protocol.md §4.9: large payloads get a longer deadline.
 _LARGE_PAYLOAD = 921_600

@@ -20,6 +20,8 @@ from hostcore.native.invocation import Invocation, InvocationResponse, Invocatio
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BuiltinHostCalls", "GuestRuntime", "InvocationHandler", "LOGGING", "NUMBERGEN"]
+
 LOGGING = "wasmcloud:builtin:logging"
 NUMBERGEN = "wasmcloud:builtin:numbergen"
 _U32_MAX = 4294967295

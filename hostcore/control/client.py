@@ -36,6 +36,8 @@ from hostcore.native.nkeys import KeyPair
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ControlClient", "ControlTimeout"]
+
 
 class ControlTimeout(HostcoreError, TimeoutError):
     wire = "No reply to the control request in time"

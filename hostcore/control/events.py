@@ -34,6 +34,16 @@ from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "EVENT_TYPE_PREFIX",
+    "LatticeEvents",
+    "cloud_event",
+    "event_subject",
+    "heartbeat_data",
+    "humanize_seconds",
+    "invocation_event_data",
+]
+
 EVENT_TYPE_PREFIX = "com.wasmcloud.lattice."
 
 

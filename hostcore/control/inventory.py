@@ -9,6 +9,8 @@ from typing import Any
 from hostcore.actors.messages import Inventory, ProviderInventory
 from hostcore.config import HostConfig
 
+__all__ = ["HostInventory", "InventoryJoin", "inventory_reply"]
+
 
 @dataclass(frozen=True, slots=True)
 class HostInventory:

@@ -45,6 +45,8 @@ from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LatticeCache", "LatticeView", "bucket_name", "refmap_key"]
+
 _PURGE_OPS = frozenset({"DEL", "PURGE"})
 
 

@@ -12,6 +12,8 @@ import msgpack
 
 from hostcore.errors import ControlRequestError
 
+__all__ = ["LinkDefinition", "LinkDeleteRequest", "link_id"]
+
 
 def link_id(actor_id: str, contract_id: str, link_name: str) -> str:
     """v0.60+ deterministic id: upper hex SHA-256 of the three parts (protocol.md §12.2), so every

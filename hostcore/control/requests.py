@@ -12,6 +12,23 @@ from typing import Any
 
 from hostcore.errors import ControlRequestError
 
+__all__ = [
+    "Ack",
+    "AuctionActorRequest",
+    "AuctionProviderRequest",
+    "LaunchActorRequest",
+    "LaunchProviderRequest",
+    "ScaleRequest",
+    "StopActorRequest",
+    "StopHostRequest",
+    "StopProviderRequest",
+    "UpdateActorRequest",
+    "dumps",
+    "failure_ack",
+    "labels_match",
+    "success_ack",
+]
+
 
 def _object(data: bytes, error: str) -> dict[str, Any]:
     try:

@@ -70,6 +70,8 @@ from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ControlServer", "ping_reply", "registry_credentials"]
+
 
 @dataclass(frozen=True, slots=True)
 class _Request:

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "ControlTopic",
+    "get_claims",
+    "get_links",
+    "host_command",
+    "inventory",
+    "parse",
+    "ping_hosts",
+    "prefix",
+]
+
 # QUIRK (protocol.md §2): v0.59 dropped the first three tokens and so broke on a ctl prefix with
 # another number of dots. We strip the configured prefix itself, so any prefix works.
 

@@ -39,6 +39,8 @@ from hostcore.providers.par import builtin_par, extract_binary, native_target, r
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BUILTIN_SCHEME", "NativeWorker", "read_file_ref"]
+
 _POOL_SIZE = 4
 # `builtin:httpserver` / `builtin:keyvalue`: the providers shipped with hostcore (quick start).
 BUILTIN_SCHEME = "builtin:"

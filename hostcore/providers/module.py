@@ -32,6 +32,8 @@ from hostcore.procutil import set_pdeathsig
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ProviderModule", "host_data", "provider_env"]
+
 _FIRST_PROBE_S = 0.1
 _READY_DEADLINE_S = 30.0
 _HEALTH_INTERVAL_S = 30.0

@@ -46,6 +46,8 @@ from hostcore.providers.module import ProviderModule
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ALREADY_RUNNING", "ProviderSupervisor", "provider_claims_record"]
+
 ALREADY_RUNNING = "Provider with that link name is already running on this host"
 
 
