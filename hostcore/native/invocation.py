@@ -35,7 +35,7 @@ from hostcore.errors import (
     TokenMalformed,
 )
 from hostcore.native import nkeys
-from hostcore.native.claims import encode_jwt, new_jti, parse_token
+from hostcore.native.wascap_jwt import encode_jwt, new_jti, parse_token
 from hostcore.native.nkeys import KeyPair
 
 __all__ = [

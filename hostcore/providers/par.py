@@ -37,7 +37,7 @@ from hostcore.errors import (
     ParUnreadable,
     TokenError,
 )
-from hostcore.native.claims import WASCAP_REVISION, decode_jwt, encode_jwt, new_jti
+from hostcore.native.wascap_jwt import WASCAP_REVISION, decode_jwt, encode_jwt, new_jti
 from hostcore.native.nkeys import KeyKind, KeyPair, encode_seed, is_valid_public_key
 
 __all__ = [

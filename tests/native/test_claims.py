@@ -26,17 +26,9 @@ from hostcore.errors import (
     TokenMalformed,
     TokenMissingIssuer,
 )
-from hostcore.native.claims import (
-    HEADER_SEGMENT,
-    decode_jwt,
-    encode_jwt,
-    extract_claims,
-    module_hash,
-    normalize_call_alias,
-    parse_token,
-    sign_actor,
-    strip_jwt_sections,
-)
+from hostcore.native.claims import extract_claims, normalize_call_alias, sign_actor
+from hostcore.native.wascap_jwt import HEADER_SEGMENT, decode_jwt, encode_jwt, parse_token
+from hostcore.native.wasm_sections import module_hash, strip_jwt_sections
 from hostcore.native.nkeys import KeyKind, KeyPair
 
 FIXTURES = Path(

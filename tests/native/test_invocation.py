@@ -24,7 +24,7 @@ from hostcore.errors import (
     InvocationTokenInvalid,
     InvocationUntrustedIssuer,
 )
-from hostcore.native.claims import encode_jwt
+from hostcore.native.wascap_jwt import encode_jwt
 from hostcore.native.invocation import (
     Invocation,
     InvocationResponse,

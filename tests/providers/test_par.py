@@ -23,7 +23,7 @@ from hostcore.errors import (
     ParTooShort,
     ParUnreadable,
 )
-from hostcore.native.claims import encode_jwt, parse_token
+from hostcore.native.wascap_jwt import encode_jwt, parse_token
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.providers.par import (
     BUILTIN_PROVIDERS,
