@@ -8,18 +8,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import json
 import logging
 import os
 import platform
 import random
 import sys
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyKind, KeyPair
+from hostcore.telemetry.settings import TelemetrySettings
+
+__all__ = [
+    "ClientConfig",
+    "ConventionTiming",
+    "HostConfig",
+    "Placement",
+    "WorkerConfig",
+    "build_parser",
+    "build_worker_parser",
+    "friendly_name",
+    "load_client_config",
+    "load_config",
+    "load_worker_config",
+    "platform_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +56,39 @@ _NOUNS = (
 # Rust std::env::consts spellings (protocol.md §10.3).
 _ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
+
+
+class Placement(enum.StrEnum):
+    """Where ActorSupervisor starts instances (HOSTCORE_PLACEMENT; issue 6, Thespian convention).
+
+    LOCAL: every instance is forked on this host (no convention traffic is used).
+    WORKERS: on the least-loaded joined worker; on this host while no worker is available.
+    SPREAD: on the least-loaded of this host and the joined workers.
+    """
+
+    LOCAL = "local"
+    WORKERS = "workers"
+    SPREAD = "spread"
+
+
 _TRUE = frozenset({"1", "true", "yes", "y", "on", "enabled", "enable"})
 _FALSE = frozenset({"0", "false", "no", "n", "off", "disabled", "disable", ""})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConventionTiming:
+    """How fast a Thespian convention notices a dead member (architecture.md: ~22 min with
+    Thespian's defaults). A member re-registers every `period_s`; the leader drops a member
+    silent for `period_s * miss_max` and a member drops a leader after `miss_max` failed
+    re-registrations. Leader and members should use the same values."""
+
+    period_s: int = 2  # Thespian parses "M:S" into whole seconds
+    miss_max: int = 3
+
+    @property
+    def detection_s(self) -> float:
+        """Upper bound for noticing a dead member: the silence window plus one check interval."""
+        return float(self.period_s * (self.miss_max + 1))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +116,9 @@ class HostConfig:
     policy_timeout_s: float = 1.0
     provider_shutdown_delay_s: float = 0.3
     heartbeat_interval_s: float = 30.0
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 4000  # 0 = no dashboard
+    dashboard_token: str = field(default="", repr=False)  # "" = no access token
     data_dir: Path = field(default_factory=lambda: Path.home() / ".hostcore")
     admin_port: int = 0  # 0 = pick a free port (a fixed port may silently join a stale admin)
     log_level: str = "INFO"
@@ -75,6 +127,11 @@ class HostConfig:
     max_memory_bytes: int = 256 * 1024 * 1024
     restart_intensity: int = 5  # restarts of one actor key ...
     restart_period_s: float = 10.0  # ... within this window, then give up (OTP-style)
+    # Thespian convention (issue 6): workers join this host's admin; see hostcore/worker.py.
+    placement: Placement = Placement.LOCAL
+    convention: ConventionTiming = field(default_factory=ConventionTiming)
+    # Traces, metrics, /metrics port (issue 8; OTEL_TRACES_EXPORTER, HOSTCORE_METRICS…).
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @property
     def host_id(self) -> str:
@@ -161,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--admin-port", type=int)
     p.add_argument("--log-level")
+    p.add_argument("--dashboard-port", type=int, help="dashboard port (default 4000; 0 = no dashboard)")
+    p.add_argument("--dashboard-token", help="access token the dashboard requires (default: none)")
+    p.add_argument("--placement", choices=[m.value for m in Placement],
+                   help="where instances start: local (default), workers, spread")
     return p
 
 
@@ -234,7 +295,14 @@ def load_config(
                  env.get("WASMCLOUD_STRUCTURED_LOG_LEVEL", "info")).upper()
     if level not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"}:
         raise ConfigError(f"WASMCLOUD_LOG_LEVEL: unknown level {level!r}")
+    dashboard_port = int(_number("WASMCLOUD_DASHBOARD_PORT",
+                                 pick("WASMCLOUD_DASHBOARD_PORT", "dashboard_port", flags.dashboard_port, "4000")))
+    if dashboard_port > 65535:
+        raise ConfigError(f"WASMCLOUD_DASHBOARD_PORT: not a TCP port, got {dashboard_port!r}")
     return HostConfig(
+        dashboard_host=pick("WASMCLOUD_DASHBOARD_HOST", "dashboard_host", None, "127.0.0.1"),
+        dashboard_port=dashboard_port,
+        dashboard_token=pick("HOSTCORE_DASHBOARD_TOKEN", "dashboard_token", flags.dashboard_token),
         host_key=host_key or KeyPair.generate(KeyKind.SERVER),
         cluster_key=cluster_key,
         cluster_issuers=issuers,
@@ -261,11 +329,110 @@ def load_config(
         provider_shutdown_delay_s=delay_ms / 1000,
         data_dir=Path(data_dir).expanduser() if data_dir else Path.home() / ".hostcore",
         admin_port=int(_number("HOSTCORE_ADMIN_PORT", pick("HOSTCORE_ADMIN_PORT", "admin_port", flags.admin_port, "0"))),
+        placement=_placement(pick("HOSTCORE_PLACEMENT", "placement", flags.placement, Placement.LOCAL.value)),
+        convention=_convention_timing(lambda key, json_key, default: pick(key, json_key, None, default)),
         log_level="WARNING" if level == "WARN" else level,
         structured_logging=_bool(
             "WASMCLOUD_STRUCTURED_LOGGING_ENABLED",
             pick("WASMCLOUD_STRUCTURED_LOGGING_ENABLED", "structured_logging_enabled", None, "false"),
         ),
+        telemetry=TelemetrySettings.from_environ(env),
+    )
+
+
+def _placement(value: str) -> Placement:
+    try:
+        return Placement(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in Placement)
+        raise ConfigError(f"HOSTCORE_PLACEMENT: expected one of {choices}, got {value!r}") from None
+
+
+def _convention_timing(pick: Callable[[str, str, str], str]) -> ConventionTiming:
+    period = int(_number("HOSTCORE_CONVENTION_REREGISTRATION_S",
+                         pick("HOSTCORE_CONVENTION_REREGISTRATION_S", "convention_reregistration_s", "2")))
+    misses = int(_number("HOSTCORE_CONVENTION_MISS_MAX", pick("HOSTCORE_CONVENTION_MISS_MAX", "convention_miss_max", "3")))
+    if period < 1:  # Thespian's "M:S" format has whole seconds; 0 would disable the timers
+        raise ConfigError(f"HOSTCORE_CONVENTION_REREGISTRATION_S: must be at least 1, got {period!r}")
+    if misses < 1:
+        raise ConfigError(f"HOSTCORE_CONVENTION_MISS_MAX: must be at least 1, got {misses!r}")
+    return ConventionTiming(period_s=period, miss_max=misses)
+
+
+# --- worker nodes (hostcore/worker.py) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """A worker node: a Thespian admin that joins a host's convention (`python -m hostcore worker`)."""
+
+    join: tuple[str, int]  # the host's admin address (HOSTCORE_ADMIN_PORT on the host)
+    worker_id: str
+    labels: dict[str, str]
+    admin_port: int = 0  # 0 = pick a free port
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".hostcore")
+    convention: ConventionTiming = field(default_factory=ConventionTiming)
+    join_timeout_s: float = 30.0  # warn (and keep waiting) if the host has not answered by then
+    log_level: str = "INFO"
+    structured_logging: bool = False
+
+
+def build_worker_parser() -> argparse.ArgumentParser:
+    """Flags of `python -m hostcore worker` (they override the environment)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--join", metavar="HOST:PORT", help="the host's Thespian admin address (its HOSTCORE_ADMIN_PORT)")
+    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--admin-port", type=int, help="this worker's admin port; default: a free port")
+    p.add_argument("--name", dest="worker_id", help="worker id; default: generated")
+    p.add_argument("--data-dir")
+    p.add_argument("--log-level")
+    return p
+
+
+def load_worker_config(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Build a worker's config. Precedence, lowest first: environment < flags.
+
+    Environment: HOSTCORE_WORKER_JOIN, HOSTCORE_WORKER_ID, HOSTCORE_WORKER_ADMIN_PORT (not the host's
+    HOSTCORE_ADMIN_PORT: an ActorSystem started on a live admin's port silently joins it), HOSTCORE_DATA_DIR,
+    HOSTCORE_CONVENTION_REREGISTRATION_S / _MISS_MAX (same meaning as on the host),
+    WASMCLOUD_LOG_LEVEL, WASMCLOUD_STRUCTURED_LOGGING_ENABLED.
+
+    Raises:
+        ConfigError: no or a malformed join address, a bad label or number; names key and value.
+    """
+    env = dict(os.environ if environ is None else environ)
+    flags = build_worker_parser().parse_args(list(argv))
+
+    def pick(key: str, flag: object = None, default: str = "") -> str:
+        return str(flag) if flag is not None else env.get(key, default)
+
+    join = pick("HOSTCORE_WORKER_JOIN", flags.join)
+    host, sep, port = join.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--join: expected HOST:PORT of the host's admin, got {join!r}")
+    labels = platform_labels()
+    for item in flags.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--label: expected KEY=VALUE, got {item!r}")
+        labels[key] = value
+    level = pick("WASMCLOUD_LOG_LEVEL", flags.log_level, "info").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"WASMCLOUD_LOG_LEVEL: unknown level {level!r}")
+    data_dir = pick("HOSTCORE_DATA_DIR", flags.data_dir)
+    admin_port = int(_number("HOSTCORE_WORKER_ADMIN_PORT", pick("HOSTCORE_WORKER_ADMIN_PORT", flags.admin_port, "0")))
+    if admin_port == int(port):
+        raise ConfigError(f"--admin-port: {admin_port} is the host's admin port; the worker needs its own")
+    return WorkerConfig(
+        join=(host, int(port)),
+        worker_id=pick("HOSTCORE_WORKER_ID", flags.worker_id) or f"worker-{uuid.uuid4().hex[:12]}",
+        labels=labels,
+        admin_port=admin_port,
+        data_dir=Path(data_dir).expanduser() if data_dir else Path.home() / ".hostcore",
+        convention=_convention_timing(lambda key, json_key, default: pick(key, None, default)),
+        log_level="WARNING" if level == "WARN" else level,
+        structured_logging=_bool("WASMCLOUD_STRUCTURED_LOGGING_ENABLED",
+                                 pick("WASMCLOUD_STRUCTURED_LOGGING_ENABLED", None, "false")),
     )
 
 

@@ -33,8 +33,10 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line (WASMCLOUD_STRUCTURED_LOGGING_ENABLED)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # `_context`: host_id, lattice, actor_key, instance_id, trace_id stamped where the record
+        # was made (hostcore.telemetry.logcontext); fields given in `extra=` win.
         entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage(), **_extras(record)}
+                 "message": record.getMessage(), **getattr(record, "_context", {}), **_extras(record)}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -3,10 +3,16 @@ HostSupervisor, and the wait for SIGTERM / SIGINT / a control `stop`.
 
 The launcher owns everything it starts: on any exit path it stops the host, shuts the ActorSystem
 down and stops the embedded nats-server.
+
+The host's admin leads a Thespian convention: workers (`python -m hostcore worker --join
+HOST:ADMIN_PORT`, hostcore/worker.py) join it, and ActorSupervisor may place instances on them
+(HOSTCORE_PLACEMENT).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
 import logging
 import logging.config
 import os
@@ -16,15 +22,21 @@ import threading
 import time
 import urllib.parse
 from types import FrameType
+from typing import Any
 
 from thespian.actors import ActorSystem
 
 from hostcore.actors.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
-from hostcore.config import HostConfig
+from hostcore.actors.placement import HOST_CAPABILITY
+from hostcore.config import ConventionTiming, HostConfig
 from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.procutil import descendants, free_port, pid_alive, wait_for
+from hostcore.telemetry.launcher import LauncherTelemetry
+from hostcore.web import DashboardServer, DashboardSettings
+
+__all__ = ["configure_convention", "reap_admin", "run_node", "wait_for_nats"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +67,17 @@ def run_node(config: HostConfig) -> int:
     # Thespian names each process after its actor (via setproctitle); SPT_NOENV keeps the title
     # inside argv so /proc/<pid>/environ stays readable for operators and leak checks.
     os.environ.setdefault("SPT_NOENV", "1")
+    # Before the ActorSystem: every process of the tree inherits PROMETHEUS_MULTIPROC_DIR (issue 8).
+    telemetry = LauncherTelemetry(config)
     admin_port = config.admin_port or free_port()
+    configure_convention(config.convention)
+    # No 'Convention Address.IPv4': this admin leads the convention that workers join.
+    capabilities = {"Admin Port": admin_port, HOST_CAPABILITY: True, "hostcore.host_id": config.host_id}
     # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
-    asys = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port},
+    asys = ActorSystem("multiprocTCPBase", capabilities,
                        logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)
     admin_pid: int | None = None
+    dashboard: DashboardServer | None = None
     try:
         host = asys.createActor(HostSupervisor)
         reply = asys.ask(host, StartHost(config=config, launcher_pid=os.getpid()), _START_TIMEOUT_S)
@@ -68,8 +86,11 @@ def run_node(config: HostConfig) -> int:
             log.error("host failed to start", extra={"error": error})
             return 1
         admin_pid = reply.admin_pid
+        telemetry.serve()  # /metrics on HOSTCORE_METRICS_PORT: a thread, so only after the fork point
         log.info("host running", extra={"host_id": config.host_id, "lattice": config.lattice_prefix,
-                                        "nats_url": config.nats_url, "admin_port": admin_port})
+                                        "nats_url": config.nats_url, "admin_port": admin_port,
+                                        "placement": config.placement.value})
+        dashboard = _start_dashboard(config)
         stopped = False
         while not stopped and not stop.is_set():
             stopped = isinstance(asys.listen(0.25), HostStopped)
@@ -83,12 +104,25 @@ def run_node(config: HostConfig) -> int:
                 log.warning("host did not stop in time; shutting the actor system down")
         return 0
     finally:
+        if dashboard is not None:
+            dashboard.close()
+        telemetry.close()
         asys.shutdown()
         if admin_pid is not None:
-            _reap_admin(admin_pid)
+            reap_admin(admin_pid)
         if nats is not None:
             nats.close()
         log.info("host exited", extra={"host_id": config.host_id})
+
+
+def _start_dashboard(config: HostConfig) -> DashboardServer | None:
+    """The dashboard (issue 7), started once the ActorSystem exists (P0 may create threads from
+    then on). None when it is off (port 0) or could not start (a port in use is a warning)."""
+    if not config.dashboard_port:
+        return None
+    server = DashboardServer(DashboardSettings.from_host_config(config, token=config.dashboard_token),
+                             host=config.dashboard_host, port=config.dashboard_port)
+    return server if server.start() else None
 
 
 def wait_for_nats(url: str, stop: threading.Event, log_every_s: float = 5.0) -> bool:
@@ -110,7 +144,28 @@ def wait_for_nats(url: str, stop: threading.Event, log_every_s: float = 5.0) -> 
     return False
 
 
-def _reap_admin(admin_pid: int) -> None:
+def configure_convention(timing: ConventionTiming) -> None:
+    """Set Thespian's convention timers for the admin this process is about to start (the admin
+    forks from here, so call this before creating the ActorSystem). Idempotent; not thread-safe.
+
+    Thespian reads CONVENTION_* from the environment once, at import; its module globals are set
+    too, so import order does not matter. The restart period must be short as well: a member's
+    admin picks its next wake-up *before* it has joined, from CONVENTION_RESTART_PERIOD (3:22 by
+    default), and sleeps through the leader's answer. Measured with thespian 4.0.1: a worker
+    registered once and then stayed silent for 200 s, so the leader dropped it after
+    period × miss_max although it was alive.
+    """
+    period = dt.timedelta(seconds=timing.period_s)
+    os.environ["CONVENTION_REREGISTRATION_PERIOD"] = f"{timing.period_s // 60}:{timing.period_s % 60}"
+    os.environ["CONVENTION_RESTART_PERIOD"] = os.environ["CONVENTION_REREGISTRATION_PERIOD"]
+    os.environ["CONVENTION_REGISTRATION_MISS_MAX"] = str(timing.miss_max)
+    convention: Any = importlib.import_module("thespian.system.admin.convention")
+    convention.CONVENTION_REREGISTRATION_PERIOD = period
+    convention.CONVENTION_RESTART_PERIOD = period
+    convention.CONVENTION_REGISTRATION_MISS_MAX = timing.miss_max
+
+
+def reap_admin(admin_pid: int) -> None:
     """ActorSystem.shutdown() should end the admin and its logger; make sure of it."""
     leftovers = [admin_pid, *descendants(admin_pid)]
     if wait_for(lambda: not any(pid_alive(p) for p in leftovers), 5.0):

@@ -160,7 +160,9 @@ class HostProcess:
         self.env = {**os.environ, "HOSTCORE_TEST_MARK": mark, "WASMCLOUD_HOST_SEED": self.host_key.seed,
                     "WASMCLOUD_CLUSTER_SEED": self.cluster_key.seed, "WASMCLOUD_LATTICE_PREFIX": lattice,
                     "WASMCLOUD_ALLOW_FILE_LOAD": "true", "WASMCLOUD_RPC_TIMEOUT_MS": "2000",
-                    "HOSTCORE_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1", **extra_env}
+                    "HOSTCORE_DATA_DIR": str(workdir / "data"), "PYTHONUNBUFFERED": "1",
+                    # No dashboard by default: each would ping the lattice (extra heartbeats).
+                    "WASMCLOUD_DASHBOARD_PORT": "0", **extra_env}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -22,6 +22,8 @@ import nats
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
 
+from hostcore.telemetry.process import count_reconnect
+
 log = logging.getLogger(__name__)
 
 __all__ = ["InboxActor", "NatsBridgeActor"]
@@ -43,6 +45,7 @@ def _on_disconnect(name: str) -> Callable[[], Awaitable[None]]:
 def _on_reconnect(name: str) -> Callable[[], Awaitable[None]]:
     async def cb() -> None:
         log.warning("NATS connection restored", extra={"connection": name})
+        count_reconnect(name)
     return cb
 
 

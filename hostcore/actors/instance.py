@@ -15,25 +15,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import wasmtime
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
 from hostcore.actors.bridge import NatsBridgeActor
 from hostcore.actors.messages import (
+    InstanceEvicted,
     InstanceFailed,
     InstanceStarted,
     LatticeSnapshot,
+    ModuleImage,
     ModuleSwapped,
     StartInstance,
     SwapModule,
 )
 from hostcore.actors.outbound import HostCallRouter, OutboundConnection
+from hostcore.actors.placement import capability_check
 from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
 from hostcore.native.claims import ActorClaims
 from hostcore.control.events import cloud_event, invocation_event_data
 from hostcore.control.policy import PolicyEvaluator, PolicyHost, invocation_source, invocation_target
-from hostcore.errors import HostcoreError, PolicyDeniedInvocation
+from hostcore.errors import HostcoreError, ModuleCompileFailed, PolicyDeniedInvocation
 from hostcore.native.chunking import (
     RESPONSE_CHUNK_THRESHOLD,
     ChunkStore,
@@ -44,6 +48,9 @@ from hostcore.native.chunking import (
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
+from hostcore.telemetry.rpc import InstanceTelemetry
+
+__all__ = ["ActorModule", "rpc_subject"]
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +70,28 @@ class ActorModule(NatsBridgeActor):
     runtime: ActorRuntime | None = None
     ticker: EpochTicker | None = None
     snapshot = LatticeSnapshot()
+    supervisor: Any = None
+    images: dict[Path, bytes] | None = None  # ModuleImage bytes waiting to be loaded
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
+        """Thespian placement hook: ActorSupervisor pins an instance to a worker through
+        `targetActorRequirements` (hostcore/actors/placement.py)."""
+        return capability_check(capabilities, requirements)
+
+    def receiveMsg_ModuleImage(self, msg: ModuleImage, sender: Any) -> None:
+        """On a worker: the module bytes for the next StartInstance / SwapModule (they may not be
+        on this machine's disk). Kept only until that message loads them."""
+        if self.images is None:
+            self.images = {}
+        self.images[msg.cwasm_path] = msg.data
 
     def receiveMsg_StartInstance(self, msg: StartInstance, sender: Any) -> None:
-        set_pdeathsig()  # the supervisor's death ends us (no orphans)
+        set_pdeathsig()  # the parent's death ends us (no orphans): supervisor, or a worker's admin
+        self.supervisor = sender
         cfg, claims = msg.config, msg.claims
         self.config, self.instance_id = cfg, msg.instance_id
+        self.telemetry = InstanceTelemetry.open(cfg, actor_key=claims.public_key, instance_id=msg.instance_id)
         self.rpcevt_subject = f"wasmbus.rpcevt.{cfg.lattice_prefix}"
         self.outbound = OutboundConnection(cfg.nats_url, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}")
         try:
@@ -78,7 +102,7 @@ class ActorModule(NatsBridgeActor):
             self.router.update(msg.snapshot)
             self.handler = InvocationHandler(
                 claims=claims, runtime=self.runtime, validator=InvocationValidator(cfg.cluster_issuers),
-                instance_id=msg.instance_id, on_result=self._rpc_event,
+                instance_id=msg.instance_id, on_result=self.telemetry.wrap_result(self._rpc_event),
             )
             subject = rpc_subject(cfg.lattice_prefix, claims.public_key)
 
@@ -89,9 +113,12 @@ class ActorModule(NatsBridgeActor):
                 if cfg.policy_topic and cfg.policy_changes_topic:
                     await self.policy.subscribe_changes(cfg.policy_changes_topic)
                 self.plain = not self.policy.enabled
-                await nc.subscribe(subject, queue=subject, cb=self._on_rpc, pending_msgs_limit=65536)
+                # wrap_rpc: a span and a latency sample per call when telemetry is on (issue 8).
+                await nc.subscribe(subject, queue=subject, cb=self.telemetry.wrap_rpc(self._on_rpc),
+                                   pending_msgs_limit=65536)
 
             self.nats_start(cfg.nats_url, setup, name=f"hostcore-actor-{claims.public_key[:8]}-{msg.instance_id[:8]}")
+            self.telemetry.start(self.loop)
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed
             log.exception("instance failed to start", extra={"actor_key": claims.public_key})
             self.send(sender, InstanceFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
@@ -104,18 +131,27 @@ class ActorModule(NatsBridgeActor):
         guest_log = logging.getLogger("hostcore.guest")
         router = HostCallRouter(claims=claims, lattice_prefix=cfg.lattice_prefix, signer=cfg.cluster_key,
                                 rpc_timeout_s=cfg.rpc_timeout_s, connection=self.outbound,
-                                on_result=self._rpc_event)
+                                on_result=self._rpc_event, tracer=self.telemetry.tracer)
         if getattr(self, "router", None) is not None:
             router.update(self.snapshot)
         self.router = router
         return ActorRuntime(
-            self.engine, load_module(self.engine, cwasm_path),
+            self.engine, self._load_module(cwasm_path),
             host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix, forward=router),
             console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
             # The limit covers host calls made during the guest call (one RPC timeout each), so it
             # is wider than the RPC timeout; a guest that spins is still cut.
             call_timeout_s=cfg.rpc_timeout_s * 1.5, max_memory_bytes=cfg.max_memory_bytes,
         )
+
+    def _load_module(self, cwasm_path: Path) -> wasmtime.Module:
+        data = self.images.pop(cwasm_path, None) if self.images else None
+        if data is None:
+            return load_module(self.engine, cwasm_path)
+        try:  # shipped by the supervisor (ModuleImage); same wasmtime version and Config checks
+            return wasmtime.Module.deserialize(self.engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleCompileFailed(str(exc)) from exc
 
     def _rpc_event(self, ok: bool, source: WasmCloudEntity, dest: WasmCloudEntity, operation: str, size: int) -> None:
         """protocol.md §3.5 invocation_succeeded / invocation_failed; runs on the loop thread."""
@@ -186,7 +222,13 @@ class ActorModule(NatsBridgeActor):
             return self.handler.failure(inv, err)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        if self.supervisor is not None and sender != self.supervisor:
+            # A worker's admin is shutting down: let the supervisor start a replacement now,
+            # while this one drains, instead of after the exit notice.
+            self.send(self.supervisor, InstanceEvicted(instance_id=self.instance_id))
         self.nats_stop()
+        if getattr(self, "telemetry", None) is not None:
+            self.telemetry.close()  # after the loop stopped: the last metrics flush, queued spans
         if getattr(self, "outbound", None) is not None:
             self.outbound.close()
         if self.ticker is not None:

@@ -120,6 +120,7 @@ class ScaleActor:
     actor_id: str
     actor_ref: str
     count: int
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +130,7 @@ class StartActor:
     actor_ref: str
     count: int
     annotations: dict[str, str] = field(default_factory=dict)
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +141,7 @@ class TerminateActor:
     count: int
     annotations: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +188,7 @@ class PrepareActor:
 
     actor_ref: str
     request_id: str
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +197,7 @@ class ActorPrepared:
     actor_ref: str
     claims: ActorClaims
     cwasm_path: Path
+    byte_size: int = 0  # of the fetched module ("OCI image fetched")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -453,3 +458,126 @@ class PolicyVerdict:
     request_id: str
     permitted: bool
     message: str
+
+
+# --- worker nodes (issue 6: Thespian convention; hostcore/worker.py) -----------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleImage:
+    """ActorSupervisor → an ActorModule on a worker, just before StartInstance or SwapModule: the
+    bytes of the .cwasm at `cwasm_path`, which lives in the host's cache and may not exist on the
+    worker's machine."""
+
+    cwasm_path: Path
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceEvicted:
+    """ActorModule → ActorSupervisor: someone other than the supervisor (a worker's admin shutting
+    down) told this instance to exit. The supervisor starts a replacement elsewhere at once and
+    places nothing more on that worker."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartWorkerWatch:
+    """Worker launcher → WorkerWatch: watch the launcher (`launcher_pid`) and the convention.
+    Replied with WorkerWatching; later WorkerJoined / WorkerLeft arrive as the host comes and goes."""
+
+    launcher_pid: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerWatching:
+    admin_pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerJoined:
+    """The host's admin answered this worker's convention registration."""
+
+    host_id: str
+    host_admin: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLeft:
+    """The host's admin stopped answering (or left); `dropped` instance processes were ended."""
+
+    host_id: str
+    host_admin: str
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStopping:
+    """Worker launcher → WorkerWatch, just before ActorSystem.shutdown(): the coming loss of the
+    host is our own doing; let the admin stop the instances gracefully instead of killing them."""
+
+
+__all__ = [
+    "ActorPrepared",
+    "DelLink",
+    "Done",
+    "EvaluateStart",
+    "GetInventory",
+    "GetLatticeData",
+    "HostFailed",
+    "HostReady",
+    "HostStopped",
+    "InitActorSupervisor",
+    "InitControl",
+    "InitEvents",
+    "InitFailed",
+    "InitLattice",
+    "InitNative",
+    "InitProviderSupervisor",
+    "InstanceEvicted",
+    "InstanceFailed",
+    "InstanceInfo",
+    "InstanceStarted",
+    "Inventory",
+    "LatticeData",
+    "LatticeSnapshot",
+    "ModuleImage",
+    "ModuleSwapped",
+    "PolicyVerdict",
+    "PrepareActor",
+    "PrepareFailed",
+    "PrepareProvider",
+    "ProviderFailed",
+    "ProviderInfo",
+    "ProviderInventory",
+    "ProviderPrepared",
+    "ProviderStarted",
+    "PublishEvent",
+    "Purge",
+    "PutClaims",
+    "PutLink",
+    "PutRefmap",
+    "PutRegistryCredentials",
+    "Ready",
+    "ScaleActor",
+    "SendHeartbeat",
+    "StartActor",
+    "StartHost",
+    "StartInstance",
+    "StartProvider",
+    "StartProviderAck",
+    "StartProviderProcess",
+    "StartWorkerWatch",
+    "StopHost",
+    "StopProvider",
+    "SwapModule",
+    "TerminateActor",
+    "UpdateActor",
+    "UpdateDone",
+    "WorkerJoined",
+    "WorkerLeft",
+    "WorkerStopping",
+    "WorkerWatching",
+]

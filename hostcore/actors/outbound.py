@@ -26,6 +26,8 @@ from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocati
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
+from hostcore.telemetry.process import count_reconnect
+from hostcore.telemetry.tracing import Tracer, client_span
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ class OutboundConnection:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, daemon=True, name="nats-out").start()
-                connect = nats.connect(self.url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+                connect = nats.connect(self.url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                       reconnected_cb=self._reconnected)
                 self._nc = asyncio.run_coroutine_threadsafe(connect, loop).result(timeout_s)
                 self._loop = loop
             assert self._nc is not None
@@ -76,12 +79,16 @@ class OutboundConnection:
             self._chunks = ChunkStore(nc.jetstream(), lattice_prefix)
         return self._chunks
 
-    def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
-        """Send a request and block for the reply. Raises RpcTimeout on timeout / no responders."""
+    async def _reconnected(self) -> None:
+        count_reconnect(self.name)
+
+    def request(self, subject: str, data: bytes, timeout_s: float, headers: dict[str, str] | None = None) -> bytes:
+        """Send a request (with `headers`, e.g. traceparent) and block for the reply. Raises
+        RpcTimeout on timeout / no responders."""
         try:
             loop, nc = self._ensure(timeout_s)
-            msg = asyncio.run_coroutine_threadsafe(nc.request(subject, data, timeout=timeout_s), loop).result(
-                timeout_s + 1)
+            msg = asyncio.run_coroutine_threadsafe(nc.request(subject, data, timeout=timeout_s, headers=headers),
+                                                   loop).result(timeout_s + 1)
         except (NatsTimeout, NoRespondersError, TimeoutError, asyncio.TimeoutError, OSError):
             raise RpcTimeout() from None
         return bytes(msg.data)
@@ -107,8 +114,10 @@ class HostCallRouter:
     """Resolves and performs one actor's outbound calls (the `forward` of BuiltinHostCalls)."""
 
     def __init__(self, *, claims: ActorClaims, lattice_prefix: str, signer: KeyPair, rpc_timeout_s: float,
-                 connection: OutboundConnection, on_result: RpcEventSink | None = None) -> None:
+                 connection: OutboundConnection, on_result: RpcEventSink | None = None,
+                 tracer: Tracer | None = None) -> None:
         self.claims = claims
+        self.tracer = tracer  # None: tracing off (no span, no headers)
         self.lattice_prefix = lattice_prefix
         self.signer = signer
         self.rpc_timeout_s = rpc_timeout_s
@@ -148,6 +157,16 @@ class HostCallRouter:
         raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
 
     def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
+        if self.tracer is None:
+            return self._call(binding, namespace, operation, payload, None)
+        # A CLIENT span per host call, child of the invocation being served; its traceparent goes
+        # out with the request (protocol.md §1.2), so the callee's span joins the same trace.
+        with client_span(self.tracer, "host_call", actor_key=self.claims.public_key, namespace=namespace,
+                         binding=binding or "default", operation=operation, bytes=len(payload)) as headers:
+            return self._call(binding, namespace, operation, payload, headers)
+
+    def _call(self, binding: str, namespace: str, operation: str, payload: bytes,
+              headers: dict[str, str] | None) -> bytes:
         target = self.resolve(binding, namespace)
         origin = WasmCloudEntity(self.claims.public_key)
         inv = new_invocation(self.signer, origin, target, operation, payload)  # signed over the full payload
@@ -161,7 +180,7 @@ class HostCallRouter:
             if len(payload) > CHUNK_THRESHOLD:  # protocol.md §4.9
                 store = self.connection.chunk_store(self.lattice_prefix)
                 sent = self.connection.run(lambda nc: chunk_invocation(store, inv), timeout)
-            raw = self.connection.request(subject, sent.to_wire(), timeout)
+            raw = self.connection.request(subject, sent.to_wire(), timeout, headers)
             try:
                 resp = InvocationResponse.from_wire(raw)
             except InvocationError:

@@ -3,6 +3,12 @@
 Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine: it forks the
 ActorModule processes (architecture.md "A process that forks must hold no threads"). Events go to
 LatticeEvents; module bytes are fetched, verified and compiled by the NativeWorker.
+
+With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
+Thespian convention (issue 6; hostcore/worker.py, hostcore/actors/placement.py). Thespian reports a
+worker's arrival and loss as ActorSystemConventionUpdate; it does *not* send ChildActorExited for
+instances on a worker that died (thespian 4.0.1 never fills ConventionMemberData.hasRemoteActors),
+so a lost worker's instances are restarted from the convention update.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate, ActorTypeDispatcher, ChildActorExited
 
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.messages import (
@@ -25,11 +31,13 @@ from hostcore.actors.messages import (
     EvaluateStart,
     GetInventory,
     InitActorSupervisor,
+    InstanceEvicted,
     InstanceFailed,
     InstanceInfo,
     InstanceStarted,
     Inventory,
     LatticeSnapshot,
+    ModuleImage,
     ModuleSwapped,
     PrepareActor,
     PolicyVerdict,
@@ -47,10 +55,14 @@ from hostcore.actors.messages import (
     UpdateActor,
     UpdateDone,
 )
-from hostcore.config import HostConfig
+from hostcore.actors.placement import HOST, WorkerNode, choose_node, requirements_for, worker_from_capabilities
+from hostcore.config import HostConfig, Placement
 from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, ScaleWithoutRef
 from hostcore.native.claims import ActorClaims
 from hostcore.procutil import set_pdeathsig
+from hostcore.telemetry.supervision import SupervisorTelemetry
+
+__all__ = ["ActorSupervisor", "matches_annotations", "scale_diff"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,7 @@ class _Instance:
     cwasm_path: Path
     image_ref: str
     annotations: dict[str, str]
+    node: str = HOST  # or the worker id it was placed on
     state: str = "starting"  # starting → running → stopping; or failed
 
     @property
@@ -130,12 +143,18 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.updates: dict[str, _Update] = {}  # by NativeWorker request id
         self.snapshot = LatticeSnapshot()
         self.policy_pending: dict[str, tuple[ActorPrepared, _PendingStart]] = {}
+        self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor (issue 8)
+        self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
 
     # --- wiring --------------------------------------------------------------------------------
 
     def receiveMsg_InitActorSupervisor(self, msg: InitActorSupervisor, sender: Any) -> None:
         set_pdeathsig()
         self.config, self.events, self.native, self.lattice = msg.config, msg.events, msg.native, msg.lattice
+        self.telemetry = SupervisorTelemetry.open(msg.config)
+        if msg.config.placement is not Placement.LOCAL:
+            # Our admin is the convention leader: it tells us about every worker that joins or is lost.
+            self.notifyOnSystemRegistrationChanges(True)
         self.send(sender, Ready(role="actor_supervisor"))
 
     def _event(self, event_type: str, data: dict[str, Any]) -> None:
@@ -144,11 +163,14 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     # --- scale_actor ---------------------------------------------------------------------------
 
     def receiveMsg_ScaleActor(self, msg: ScaleActor, sender: Any) -> None:
-        try:
-            self.scale_actor(msg)
-        except HostcoreError as err:
-            log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
-            self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
+        with self.telemetry.span("scale_actor", msg.trace, actor_key=msg.actor_id, actor_ref=msg.actor_ref,
+                                 count=msg.count) as span:
+            try:
+                self.scale_actor(msg)
+            except HostcoreError as err:
+                span.fail(err.wire)
+                log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
+                self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
 
     def scale_actor(self, msg: ScaleActor) -> None:
         """Bring this host's instances of `msg.actor_id` to `msg.count`. Returns once starts or
@@ -165,7 +187,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         ref = msg.actor_ref or next((i.image_ref for i in live if i.image_ref), "")
         diff = scale_diff(len(live), msg.count)
         if diff > 0:
-            self.terminate_actor(key, diff, {})
+            with self.telemetry.span("terminate_actor", actor_key=key, count=diff):
+                self.terminate_actor(key, diff, {})
         elif diff < 0:
             if not ref:
                 raise ScaleWithoutRef()
@@ -178,20 +201,23 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_StartActor(self, msg: StartActor, sender: Any) -> None:
         # protocol.md §2.3 QUIRK: OTP's 1..count range starts two instances for count 0; we
         # follow the Rust control client ("0 is interpreted as 1").
-        self._prepare(_PendingStart(actor_ref=msg.actor_ref, count=max(msg.count, 1),
-                                    annotations=dict(msg.annotations)))
+        with self.telemetry.span("start_actor", msg.trace, actor_ref=msg.actor_ref, count=msg.count):
+            self._prepare(_PendingStart(actor_ref=msg.actor_ref, count=max(msg.count, 1),
+                                        annotations=dict(msg.annotations)))
 
     def _prepare(self, start: _PendingStart) -> None:
         request_id = str(uuid.uuid4())
         self.pending[request_id] = start
         if start.expect_key:
             self.preparing.add(start.expect_key)
-        self.send(self.native, PrepareActor(actor_ref=start.actor_ref, request_id=request_id))
+        self.send(self.native, PrepareActor(actor_ref=start.actor_ref, request_id=request_id,
+                                            trace=self.telemetry.start_from_oci(request_id, start.actor_ref)))
 
     def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
         if msg.request_id in self.updates:
             return self._update_failed(self.updates.pop(msg.request_id), msg.error)
         start = self.pending.pop(msg.request_id, None)
+        self.telemetry.start_failed(msg.request_id, msg.error)
         log.error("actor start failed", extra={"actor_ref": msg.actor_ref, "error": msg.error})
         self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": msg.error})
         if start is not None and start.expect_key:
@@ -203,6 +229,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         start = self.pending.pop(msg.request_id, None)
         if start is None:
             return
+        self.telemetry.prepared(msg.request_id, msg.actor_ref, msg.byte_size, msg.claims)
         assert self.config is not None
         if self.config.policy_topic:  # protocol.md §9: ask before start_actor
             self.policy_pending[msg.request_id] = (msg, start)
@@ -214,6 +241,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         prepared, start = self.policy_pending.pop(msg.request_id, (None, None))
         if prepared is None or start is None:
             return
+        self.telemetry.policy_decision(msg.request_id, msg.permitted, msg.message)
         if msg.permitted:
             return self._start_prepared(prepared, start)
         error = PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire
@@ -224,7 +252,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def _start_prepared(self, msg: ActorPrepared, start: _PendingStart) -> None:
         try:
-            self.start_actor(msg.claims, msg.cwasm_path, start)
+            with self.telemetry.instances_of(msg.request_id):  # their "instance started" events
+                self.start_actor(msg.claims, msg.cwasm_path, start)
         except HostcoreError as err:
             log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
             self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
@@ -258,21 +287,47 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def _start_instances(self, claims: ActorClaims, cwasm_path: Path, ref: str, count: int,
                          annotations: dict[str, str]) -> None:
         assert self.config is not None
+        image: bytes | None = None
         for _ in range(count):
-            inst = _Instance(instance_id=str(uuid.uuid4()), address=self.createActor(ActorModule),
-                             claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
+            node = self._place(claims.public_key)
+            inst = _Instance(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path, image_ref=ref,
+                             annotations=annotations, node=node,
+                             address=self.createActor(ActorModule, requirements_for(node)))
             self.instances[inst.instance_id] = inst
+            self.telemetry.instance_starting(inst.instance_id)
+            if node != HOST:
+                image = image if image is not None else self._module_image(cwasm_path)
+                self.send(inst.address, ModuleImage(cwasm_path=cwasm_path, data=image))
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
+
+    def _place(self, public_key: str) -> str:
+        assert self.config is not None
+        load: collections.Counter[str] = collections.Counter()
+        key_load: collections.Counter[str] = collections.Counter()
+        for i in self.instances.values():
+            if i.live:
+                load[i.node] += 1
+                key_load[i.node] += i.public_key == public_key
+        now = time.monotonic()
+        workers = [w for w in self.workers.values() if w.suspect_until <= now]
+        return choose_node(self.config.placement, workers, load, key_load)
+
+    @staticmethod
+    def _module_image(cwasm_path: Path) -> bytes:
+        """The compiled module for a worker, which may be on another machine (~0.7 MB for echo)."""
+        return cwasm_path.read_bytes()
 
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
         if inst is None or inst.state != "starting":
             return
         inst.state = "running"
+        self.telemetry.instance_started(inst.instance_id, msg.pid)
+        self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
-                                         "pid": msg.pid})
+                                         "pid": msg.pid, "node": inst.node or "host"})
         self._event("actor_started", {
             "public_key": inst.public_key, "image_ref": inst.image_ref, "api_version": msg.api_version,
             "instance_id": inst.instance_id, "annotations": inst.annotations,
@@ -284,6 +339,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if inst is None:
             return
         inst.state = "failed"
+        self.telemetry.instance_failed(inst.instance_id, msg.error)
         log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
         # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
         self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": msg.error})
@@ -292,7 +348,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     # --- terminate_actor -----------------------------------------------------------------------
 
     def receiveMsg_TerminateActor(self, msg: TerminateActor, sender: Any) -> None:
-        halted = self.terminate_actor(msg.actor_id, msg.count, dict(msg.annotations))
+        with self.telemetry.span("terminate_actor", msg.trace, actor_key=msg.actor_id, count=msg.count):
+            halted = self.terminate_actor(msg.actor_id, msg.count, dict(msg.annotations))
         self._wait(msg.request_id, sender, halted)
 
     def terminate_actor(self, public_key: str, count: int, annotations: dict[str, str]) -> set[str]:
@@ -352,7 +409,10 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             del self.updates[request_id]
             return self._update_failed(update, error)
         update.claims, update.pending = claims, {i.instance_id for i in live}
+        image = self._module_image(prepared.cwasm_path) if any(i.node != HOST for i in live) else b""
         for inst in live:
+            if inst.node != HOST:
+                self.send(inst.address, ModuleImage(cwasm_path=prepared.cwasm_path, data=image))
             self.send(inst.address, SwapModule(claims=claims, cwasm_path=prepared.cwasm_path,
                                                image_ref=prepared.actor_ref))
             # Restarts from now on use the new module, whether or not this instance swaps in time.
@@ -386,17 +446,34 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     # --- exits and restarts --------------------------------------------------------------------
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        # Thespian addresses are not hashable, hence the scan.
+        # Thespian addresses are not hashable, hence the scan. A worker's admin forwards the exits
+        # of instances it forked for us; duplicates are possible and find nothing here.
         inst = next((i for i in self.instances.values() if i.address == msg.childAddress), None)
         if inst is None:
             return
+        if inst.node != HOST and inst.state == "starting":
+            # Thespian could not create it there (the worker died or is leaving and the convention
+            # has not said so yet), or it died while starting: try elsewhere, and give that worker
+            # a detection period to prove itself before anything else goes there.
+            assert self.config is not None
+            worker = self.workers.get(inst.node)
+            if worker is not None:
+                worker.suspect_until = time.monotonic() + self.config.convention.detection_s
+            return self._instance_exited(inst, "instance did not start on its worker, placing it elsewhere",
+                                         counted=False)
+        self._instance_exited(inst, "actor instance died, restarting", counted=True)
+
+    def _instance_exited(self, inst: _Instance, why: str, *, counted: bool) -> None:
+        """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the
+        restart intensity (a crash); moves off a lost or draining worker do not."""
         del self.instances[inst.instance_id]
+        self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         if inst.state != "failed":
             self._event("actor_stopped", {"public_key": inst.public_key, "instance_id": inst.instance_id})
-        if inst.live:  # nobody asked it to stop: it crashed
-            log.warning("actor instance died, restarting", extra={"actor_key": inst.public_key,
-                                                                  "instance_id": inst.instance_id})
-            self._restart(inst)
+        if inst.live:  # nobody asked it to stop
+            log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
+                                    "node": inst.node or "host"})
+            self._restart(inst, counted=counted)
         for request_id, update in list(self.updates.items()):
             if inst.instance_id in update.pending:
                 self._update_progress(request_id, inst.instance_id)
@@ -406,8 +483,10 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                 self.waiters.remove(waiter)
                 self.send(waiter.reply_to, Done(request_id=waiter.request_id))
 
-    def _restart(self, inst: _Instance) -> None:
+    def _restart(self, inst: _Instance, *, counted: bool = True) -> None:
         assert self.config is not None
+        if not counted:
+            return self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
         window = self.restarts[inst.public_key]
         now = time.monotonic()
         while window and now - window[0] > self.config.restart_period_s:
@@ -419,7 +498,39 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": error})
             return
         window.append(now)
+        self.telemetry.restarted(inst.public_key)
         self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+
+    # --- workers (issue 6: Thespian convention) -------------------------------------------------
+
+    def receiveMsg_ActorSystemConventionUpdate(self, msg: ActorSystemConventionUpdate, sender: Any) -> None:
+        worker = worker_from_capabilities(msg.remoteAdminAddress, msg.remoteCapabilities)
+        if worker is None:
+            return
+        if msg.remoteAdded:
+            known = self.workers.get(worker.worker_id)
+            if known is None or known.draining:
+                log.info("worker joined", extra={"worker_id": worker.worker_id, "labels": worker.labels,
+                                                 "admin": str(msg.remoteAdminAddress)})
+            self.workers[worker.worker_id] = worker
+            return
+        self.workers.pop(worker.worker_id, None)
+        lost = [i for i in self.instances.values() if i.node == worker.worker_id]
+        log.warning("worker lost", extra={"worker_id": worker.worker_id, "instances": len(lost)})
+        for inst in lost:
+            # If the worker is in fact alive (a missed check-in), make sure it drops the old copy.
+            self.send(inst.address, ActorExitRequest())
+            self._instance_exited(inst, "worker lost, restarting its instance elsewhere", counted=False)
+
+    def receiveMsg_InstanceEvicted(self, msg: InstanceEvicted, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        if inst is None or inst.node == HOST:
+            return
+        worker = self.workers.get(inst.node)
+        if worker is not None and not worker.draining:
+            worker.draining = True
+            log.info("worker draining", extra={"worker_id": worker.worker_id})
+        self._instance_exited(inst, "worker shutting down, moving its instance", counted=False)
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""

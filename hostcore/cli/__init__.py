@@ -1,5 +1,6 @@
-"""`python -m hostcore` / `hostcore`: run a host (`up`, the default) or use the lattice's control
-interface (`ctl`, `call`) and the claims tools (`claims`, `keys`). The only place that prints."""
+"""`python -m hostcore` / `hostcore`: run a host (`up`, the default) or a worker that joins one
+(`worker --join HOST:PORT`), or use the lattice's control interface (`ctl`, `call`) and the claims
+tools (`claims`, `keys`). The only place that prints."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 
 from hostcore import __version__
 from hostcore.cli import claims, ctl, par, registry
-from hostcore.config import build_parser, load_config
+from hostcore.config import build_parser, build_worker_parser, load_config, load_worker_config
 from hostcore.errors import ConfigError
 
 __all__ = ["main"]
@@ -26,6 +27,17 @@ def _run_up(args: argparse.Namespace) -> int:
     return run_node(config)
 
 
+def _run_worker(args: argparse.Namespace) -> int:
+    from hostcore.worker import run_worker  # imports Thespian and ActorModule only when needed
+
+    try:
+        config = load_worker_config(args.worker_argv)
+    except ConfigError as err:
+        print(f"hostcore: {err.wire}", file=sys.stderr)
+        return 2
+    return run_worker(config)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hostcore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"hostcore {__version__}")
@@ -33,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run a host node (the default command)", parents=[build_parser()],
                         add_help=True)
     up.set_defaults(func=_run_up)
+    worker = sub.add_parser("worker", help="join a host's Thespian convention and run the instances it places here",
+                            parents=[build_worker_parser()], add_help=True)
+    worker.set_defaults(func=_run_worker)
     claims.register(sub)
     ctl.register(sub)
     registry.register(sub)
@@ -48,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     if args.command == "up":
         args.up_argv = args_list[1:]
+    elif args.command == "worker":
+        args.worker_argv = args_list[1:]
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -33,6 +33,7 @@ from hostcore.errors import HostcoreError
 from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocation, dechunk_response
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
+from hostcore.telemetry.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class ControlClient:
 
     async def _request(self, subject: str, payload: bytes, timeout_s: float | None = None) -> bytes:
         try:
-            msg = await self.nc.request(subject, payload, timeout=timeout_s or self.timeout_s)
+            # protocol.md §1.2: the caller's active span (if any) travels as `traceparent`.
+            msg = await self.nc.request(subject, payload, timeout=timeout_s or self.timeout_s, headers=trace_headers())
         except (NatsTimeout, NoRespondersError, asyncio.TimeoutError):
             raise ControlTimeout(f"No reply on {subject} within {timeout_s or self.timeout_s:g} s") from None
         return bytes(msg.data)
@@ -78,7 +80,7 @@ class ControlClient:
         replies: list[dict[str, Any]] = []
         sub = await self.nc.subscribe(inbox)
         try:
-            await self.nc.publish(subject, payload, reply=inbox)
+            await self.nc.publish(subject, payload, reply=inbox, headers=trace_headers())
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_s
             while (left := deadline - loop.time()) > 0:

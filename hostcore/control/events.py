@@ -31,6 +31,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control.inventory import HostInventory, InventoryJoin
 from hostcore.procutil import set_pdeathsig
+from hostcore.telemetry.process import open_process
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class LatticeEvents(NatsBridgeActor):
     def receiveMsg_InitEvents(self, msg: InitEvents, sender: Any) -> None:
         set_pdeathsig()
         self.config = msg.config
+        open_process(msg.config, role="events")  # log context; counts its NATS reconnects
         self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
         self.inventories = InventoryJoin()
         self.heartbeats = 0

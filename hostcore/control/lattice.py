@@ -42,6 +42,7 @@ from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition, link_id
 from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
 from hostcore.procutil import set_pdeathsig
+from hostcore.telemetry.process import open_process
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class LatticeCache(NatsBridgeActor):
     def receiveMsg_InitLattice(self, msg: InitLattice, sender: Any) -> None:
         set_pdeathsig()
         self.config: HostConfig = msg.config
+        open_process(msg.config, role="lattice")  # log context; counts its NATS reconnects
         self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
         self.view = LatticeView(claims_matter=bool(msg.config.policy_topic))
         self.kv: KeyValue | None = None

@@ -67,6 +67,7 @@ from hostcore.control.requests import (
 from hostcore.errors import ControlRequestError, HostcoreError, WrongHost, WrongHostStop
 from hostcore.native.oci import normalize_registry_credentials
 from hostcore.procutil import set_pdeathsig
+from hostcore.telemetry.control import ControlTelemetry, command_name
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class _Request:
     subject: str
     reply: str
     data: bytes
+    headers: dict[str, str] | None = None  # traceparent (protocol.md §1.2)
 
 
 def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
@@ -114,6 +116,7 @@ class ControlServer(NatsBridgeActor):
         self.started_at = time.time()
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
         self.auctions: dict[str, AuctionProviderRequest] = {}
+        self.telemetry = ControlTelemetry.open(cfg)
 
         async def setup(nc: NatsClient) -> None:
             p, h, queue = self.prefix, cfg.host_id, self.prefix
@@ -135,7 +138,7 @@ class ControlServer(NatsBridgeActor):
     # --- loop thread -----------------------------------------------------------------------------
 
     async def _on_request(self, msg: Msg) -> None:
-        self.to_actor(_Request(msg.subject, msg.reply, msg.data))
+        self.to_actor(_Request(msg.subject, msg.reply, msg.data, msg.headers))
 
     async def _on_ping(self, msg: Msg) -> None:
         # Answered on the loop: it needs nothing from the tree (protocol.md §2.4 ping.hosts).
@@ -150,13 +153,14 @@ class ControlServer(NatsBridgeActor):
             self.send(self.events, item)
             return
         topic = topics.parse(self.prefix, item.subject)
-        if topic is None:
-            return self._reply(item.reply, failure_ack(f"Unknown control subject {item.subject}"))
-        try:
-            self._dispatch(topic, item)
-        except ControlRequestError as err:
-            log.info("control request refused", extra={"subject": item.subject, "error": err.wire})
-            self._reply(item.reply, failure_ack(err.wire))
+        with self.telemetry.request(command_name(topic), item.reply, item.headers):
+            if topic is None:
+                return self._reply(item.reply, failure_ack(f"Unknown control subject {item.subject}"))
+            try:
+                self._dispatch(topic, item)
+            except ControlRequestError as err:
+                log.info("control request refused", extra={"subject": item.subject, "error": err.wire})
+                self._reply(item.reply, failure_ack(err.wire))
 
     def _dispatch(self, topic: topics.ControlTopic, req: _Request) -> None:
         if topic.host_id and topic.host_id != self.config.host_id:
@@ -166,17 +170,18 @@ class ControlServer(NatsBridgeActor):
                 scale = ScaleRequest.from_wire(req.data)
                 self._reply(req.reply, success_ack())  # protocol.md §2.3: ack first, work after
                 self.send(self.actor_supervisor, ScaleActor(actor_id=scale.actor_id, actor_ref=scale.actor_ref,
-                                                            count=scale.count))
+                                                            count=scale.count, trace=self.telemetry.carrier()))
             case ("cmd", "la"):
                 launch = LaunchActorRequest.from_wire(req.data)
                 self._reply(req.reply, success_ack())
                 self.send(self.actor_supervisor, StartActor(actor_ref=launch.actor_ref, count=launch.count,
-                                                            annotations=launch.annotations))
+                                                            annotations=launch.annotations,
+                                                            trace=self.telemetry.carrier()))
             case ("cmd", "sa"):
                 stop = StopActorRequest.from_wire(req.data)
                 self.send(self.actor_supervisor, TerminateActor(
                     actor_id=stop.actor_ref, count=stop.count, annotations=stop.annotations,
-                    request_id=self._await("sa", req.reply)))
+                    request_id=self._await("sa", req.reply), trace=self.telemetry.carrier()))
             case ("cmd", "stop"):
                 stop_host = StopHostRequest.from_wire(req.data)
                 if stop_host.host_id and stop_host.host_id != self.config.host_id:
@@ -237,6 +242,7 @@ class ControlServer(NatsBridgeActor):
     def _await(self, kind: str, reply: str) -> str:
         request_id = str(uuid.uuid4())
         self.waiting[request_id] = (kind, reply)
+        self.telemetry.defer()  # answered later: the request's span stays open until then
         return request_id
 
     def receiveMsg_Done(self, msg: Done, sender: Any) -> None:
@@ -277,7 +283,10 @@ class ControlServer(NatsBridgeActor):
 
     def _reply(self, reply: str, data: bytes) -> None:
         if reply:
+            self.telemetry.replied(reply, data)
             self.publish(reply, data)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         self.nats_stop()
+        if getattr(self, "telemetry", None) is not None:
+            self.telemetry.close()

@@ -36,6 +36,8 @@ from hostcore.native.oci import OciClient, OciSettings
 from hostcore.native.wasm import compile_to_cache, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.providers.par import builtin_par, extract_binary, native_target, read_par
+from hostcore.telemetry.native import NativeTelemetry
+from hostcore.telemetry.tracing import NO_SPAN
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class NativeWorker(InboxActor):
                                         timeout_s=cfg.oci_timeout_s)
         self.inbox_start()
         self.pool = concurrent.futures.ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="native")
+        self.telemetry = NativeTelemetry.open(cfg)
         self.send(sender, Ready(role="native"))
 
     def receiveMsg_PutRegistryCredentials(self, msg: PutRegistryCredentials, sender: Any) -> None:
@@ -101,7 +104,9 @@ class NativeWorker(InboxActor):
             if ref.startswith(BUILTIN_SCHEME):
                 data = builtin_par(ref[len(BUILTIN_SCHEME):], self.config.cache_dir / "builtin-pars")
             else:
-                data = self._fetch(ref, settings)
+                with self.telemetry.fetch(ref, NO_SPAN) as fetched:
+                    data = self._fetch(ref, settings)
+                    fetched(len(data))
             target = native_target()
             par = read_par(data, target=target)
             claims = par.claims
@@ -125,20 +130,28 @@ class NativeWorker(InboxActor):
     def _prepare(self, msg: PrepareActor, settings: OciSettings) -> ActorPrepared | PrepareFailed:
         """Runs on the pool: fetch, verify, compile. Never raises: failures become PrepareFailed."""
         began = time.monotonic()
-        try:
-            module = self._fetch(msg.actor_ref, settings)
-            claims = extract_claims(module)
-            cwasm = compile_to_cache(self.engine, module, self.cache_dir)
-        except HostcoreError as err:
-            log.error("actor preparation failed", extra={"actor_ref": msg.actor_ref, "error": err.wire})
-            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref, error=err.wire)
-        except Exception as err:  # role boundary: log with traceback, reply a generic error
-            log.exception("preparing an actor failed", extra={"actor_ref": msg.actor_ref})
-            return PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref,
-                                 error=f"Failed to prepare actor: {err}")
-        log.info("actor prepared", extra={"actor_ref": msg.actor_ref, "actor_key": claims.public_key,
-                                          "bytes": len(module), "ms": round((time.monotonic() - began) * 1000, 1)})
-        return ActorPrepared(request_id=msg.request_id, actor_ref=msg.actor_ref, claims=claims, cwasm_path=cwasm)
+        # The child of the supervisor's start_actor_from_oci span (PrepareActor.trace).
+        with self.telemetry.span("prepare_actor", msg.trace, actor_ref=msg.actor_ref) as span:
+            try:
+                with self.telemetry.fetch(msg.actor_ref, span) as fetched:
+                    module = self._fetch(msg.actor_ref, settings)
+                    fetched(len(module))
+                claims = extract_claims(module)
+                span.event("claims verified", public_key=claims.public_key, issuer=claims.issuer)
+                cwasm = compile_to_cache(self.engine, module, self.cache_dir)
+            except HostcoreError as err:
+                span.fail(err.wire)
+                log.error("actor preparation failed", extra={"actor_ref": msg.actor_ref, "error": err.wire})
+                return PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref, error=err.wire)
+            except Exception as err:  # role boundary: log with traceback, reply a generic error
+                span.fail(str(err))
+                log.exception("preparing an actor failed", extra={"actor_ref": msg.actor_ref})
+                return PrepareFailed(request_id=msg.request_id, actor_ref=msg.actor_ref,
+                                     error=f"Failed to prepare actor: {err}")
+            log.info("actor prepared", extra={"actor_ref": msg.actor_ref, "actor_key": claims.public_key,
+                                              "bytes": len(module), "ms": round((time.monotonic() - began) * 1000, 1)})
+        return ActorPrepared(request_id=msg.request_id, actor_ref=msg.actor_ref, claims=claims, cwasm_path=cwasm,
+                             byte_size=len(module))
 
     def _fetch(self, ref: str, settings: OciSettings) -> bytes:
         """protocol.md §8.1 dispatch: bindle (refused), file, else OCI."""
@@ -155,3 +168,5 @@ class NativeWorker(InboxActor):
         pool = getattr(self, "pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if getattr(self, "telemetry", None) is not None:
+            self.telemetry.close()

@@ -143,8 +143,12 @@ class _Listener:
         Raises ProviderOperationFailed if the address cannot be bound."""
         host, port = settings.address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
+        # such sockets, and uvicorn writes head and body separately, so without it every
+        # keep-alive response waited ~40 ms for Nagle + delayed ACK (measured: 22 → 648 rps).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
             sock.listen(_BACKLOG)
