@@ -32,7 +32,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from thespian.actors import ActorSystem, ActorSystemConventionUpdate, ActorTypeDispatcher, WakeupMessage
+from thespian.actors import (
+    ActorSystem,
+    ActorSystemConventionUpdate,
+    ActorTypeDispatcher,
+    InvalidActorAddress,
+    WakeupMessage,
+)
 
 # Preloaded: the admin forks every instance from itself, so it should hold these pages already.
 import hostcore.actors.instance  # noqa: F401
@@ -62,6 +68,31 @@ _WATCHDOG_S = 0.5
 _START_TIMEOUT_S = 10.0
 
 
+def _start_actor_system(config: WorkerConfig, attempts: int = 3) -> ActorSystem:
+    """The worker's ActorSystem, created before any thread (the admin forks from here).
+
+    With a picked port, a failed start is retried on a fresh port: seen once in a loaded CI run,
+    Thespian refused a just-picked port ("not a valid or useable ActorSystem Admin").
+    """
+    for attempt in range(1, attempts + 1):
+        capabilities = {
+            "Admin Port": config.admin_port or free_port(),
+            "Convention Address.IPv4": config.join,
+            WORKER_CAPABILITY: True,
+            WORKER_ID_CAPABILITY: config.worker_id,
+            WORKER_LABELS_CAPABILITY: dict(config.labels),
+        }
+        try:
+            return ActorSystem("multiprocTCPBase", capabilities,
+                               logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)
+        except InvalidActorAddress as err:
+            if config.admin_port or attempt == attempts:
+                raise
+            log.warning("actor system did not start; retrying on another port",
+                        extra={"port": capabilities["Admin Port"], "error": str(err)})
+    raise AssertionError("unreachable")
+
+
 def run_worker(config: WorkerConfig) -> int:
     """Run one worker until SIGTERM / SIGINT. Returns the process exit code.
 
@@ -80,18 +111,8 @@ def run_worker(config: WorkerConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     os.environ.setdefault("THESPLOG_FILE", str(config.data_dir / f"thespian-{config.worker_id}.log"))
     os.environ.setdefault("SPT_NOENV", "1")  # keep /proc/<pid>/environ readable (see hostcore.node)
-    admin_port = config.admin_port or free_port()
     configure_convention(config.convention)
-    capabilities = {
-        "Admin Port": admin_port,
-        "Convention Address.IPv4": config.join,
-        WORKER_CAPABILITY: True,
-        WORKER_ID_CAPABILITY: config.worker_id,
-        WORKER_LABELS_CAPABILITY: dict(config.labels),
-    }
-    # Created before any thread: the admin forks from here, and instances fork from the admin.
-    asys = ActorSystem("multiprocTCPBase", capabilities,
-                       logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)
+    asys = _start_actor_system(config)
     admin_pid: int | None = None
     fields = {"worker_id": config.worker_id, "join": f"{config.join[0]}:{config.join[1]}"}
     try:
@@ -102,7 +123,8 @@ def run_worker(config: WorkerConfig) -> int:
             log.error("worker failed to start", extra={**fields, "error": "no answer from the worker watch"})
             return 1
         admin_pid = reply.admin_pid
-        log.info("worker running", extra={**fields, "admin_port": admin_port, "labels": config.labels})
+        log.info("worker running", extra={**fields, "admin_port": asys.capabilities.get("Admin Port"),
+                                          "labels": config.labels})
         joined = False
         warn_at = time.monotonic() + config.join_timeout_s
         while not stop.is_set():
