@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import signal
 from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
@@ -46,7 +45,7 @@ from hostcore.control.events import LatticeEvents
 from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.native.worker import NativeWorker
-from hostcore.procutil import descendants, pid_alive, set_pdeathsig
+from hostcore.procutil import end_admin_tree, pid_alive, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
 
 log = logging.getLogger(__name__)
@@ -144,10 +143,4 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         # The launcher was killed: end the daemonised admin and all it started (PDEATHSIG then
         # reaps our own children). The admin's logger is a child of the admin, so it goes too.
         log.error("launcher died; ending the host", extra={"launcher_pid": self.launcher_pid})
-        admin = os.getppid()
-        for pid in [admin, *(p for p in descendants(admin) if p != os.getpid())]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        os.kill(os.getpid(), signal.SIGKILL)
+        end_admin_tree()

@@ -11,11 +11,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from typing import NoReturn
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["descendants", "free_port", "pid_alive", "set_pdeathsig", "stop_process", "wait_for"]
+__all__ = ["descendants", "end_admin_tree", "free_port", "pid_alive", "set_pdeathsig", "stop_process", "wait_for"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -86,6 +87,19 @@ def descendants(root: int) -> list[int]:
         out.extend(kids)
         queue.extend(kids)
     return out
+
+
+def end_admin_tree() -> NoReturn:
+    """Called from a direct child of a daemonised Thespian admin whose launcher died: SIGKILL the
+    admin, everything below it, then this process (no orphans when the launcher is killed)."""
+    admin, me = os.getppid(), os.getpid()
+    for pid in [admin, *(p for p in descendants(admin) if p != me)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.kill(me, signal.SIGKILL)
+    raise SystemExit(1)  # not reached
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:

@@ -58,7 +58,7 @@ from hostcore.actors.placement import (
 from hostcore.config import WorkerConfig
 from hostcore.logs import log_defs
 from hostcore.node import configure_convention, reap_admin
-from hostcore.procutil import descendants, free_port, pid_alive, set_pdeathsig
+from hostcore.procutil import end_admin_tree, descendants, free_port, pid_alive, set_pdeathsig
 
 __all__ = ["WorkerWatch", "run_worker"]
 
@@ -203,13 +203,7 @@ class WorkerWatch(ActorTypeDispatcher):  # type: ignore[misc]
             self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
             return
         log.error("worker launcher died; ending the worker", extra={"launcher_pid": self.launcher_pid})
-        admin = os.getppid()
-        for pid in [admin, *(p for p in descendants(admin) if p != os.getpid())]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        os.kill(os.getpid(), signal.SIGKILL)
+        end_admin_tree()
 
 
 def _children(pid: int) -> list[int]:

@@ -52,10 +52,10 @@ async def start_provider(client: ControlClient, host: HostProcess, events: Event
 
 async def http_get(url: str, **kw: Any) -> requests.Response:
     """GET with retries while the listener comes up (links reach the provider asynchronously)."""
+    method = kw.pop("method", "GET")
     for _ in range(100):
         try:
-            return await asyncio.to_thread(requests.request, kw.pop("method", "GET") if "method" in kw else "GET",
-                                           url, timeout=5, **kw)
+            return await asyncio.to_thread(requests.request, method, url, timeout=5, **kw)
         except requests.ConnectionError:
             await asyncio.sleep(0.1)
     pytest.fail(f"nothing listening at {url}")
