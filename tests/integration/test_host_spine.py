@@ -13,7 +13,7 @@ import msgpack
 import pytest
 from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
 
-from hostcore.control.client import ControlClient
+from hostcore.control.client import ControlClient, ControlTimeout
 from hostcore.control.requests import Ack
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import pid_alive, wait_for
@@ -260,3 +260,20 @@ async def test_live_update_swaps_every_instance_and_refuses_older_revisions(
                                             "than the running revision 2")
     ack = await client.update_actor(host.host_id, ECHO_KEY, file_ref(fixture_actor("echo.wasm")))
     assert not ack.accepted and "not running on this host" in ack.error
+
+
+async def test_stopped_then_restarted_actor_is_invocable(
+        host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient) -> None:
+    """The per-key RPC subscription ends with the last instance and comes back with the next."""
+    host = await started_host(host_factory, events)
+    ref = file_ref(fixture_actor("echo.wasm"))
+    await client.scale_actor(host.host_id, ECHO_KEY, ref, 1)
+    await events.wait_for("actor_started")
+    await client.scale_actor(host.host_id, ECHO_KEY, "", 0)
+    await events.wait_for("actor_stopped")
+    assert wait_for(lambda: not instance_pids(host.mark), 5)
+    with pytest.raises(ControlTimeout):  # nobody subscribed any more: no responders
+        await client.call_actor(host.cluster_key, ECHO_KEY, "HttpServer.HandleRequest", HTTP_GET, timeout_s=1)
+    await client.scale_actor(host.host_id, ECHO_KEY, ref, 1)
+    await events.wait_for("actor_started", count=2)
+    assert (await echo_call(client, host))["statusCode"] == 200
