@@ -11,10 +11,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+
+from _host import MARK_VAR, BenchFailed, machine_busy_s, marked_pids, median, proc_cpu_s
 
 __all__ = [
     "MARK_VAR",
@@ -28,50 +29,7 @@ __all__ = [
     "run_load",
 ]
 
-MARK_VAR = "HOSTCORE_BENCH_MARK"  # in the environment of every process a bench starts
-
-
-class BenchFailed(Exception):
-    """A target did not start or did not answer correctly."""
-
-
 # --- processes ----------------------------------------------------------------------------------
-
-
-def marked_pids(mark: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries MARK_VAR=mark."""
-    needle = f"{MARK_VAR}={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """user + system CPU seconds of `pid` (all its threads); 0.0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds spent busy (not idle or iowait) by the whole machine since boot."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return (sum(values) - values[3] - values[4]) / _CLK_TCK
 
 
 class CpuMeter:
@@ -82,8 +40,8 @@ class CpuMeter:
         self.groups = groups
 
     def snapshot(self) -> dict[str, float]:
-        snap = {name: sum(_proc_cpu_s(p) for p in pids) for name, pids in self.groups.items()}
-        snap["machine"] = _machine_busy_s()
+        snap = {name: sum(proc_cpu_s(p) for p in pids) for name, pids in self.groups.items()}
+        snap["machine"] = machine_busy_s()
         snap["wall"] = time.monotonic()
         return snap
 
@@ -262,8 +220,3 @@ async def run_load(send: Callable[[str, bytes], Awaitable[bytes]], target: str, 
                   rps=done / window, p50_ms=_pct(lat, 0.5), p99_ms=_pct(lat, 0.99),
                   mean_ms=sum(lat) / len(lat) * 1000, errors=len(errors),
                   cpu=CpuMeter.usage(cpu_before, cpu_after, len(samples)) if cpu_before and cpu_after else {})
-
-
-def median(xs: list[float]) -> float:
-    s = sorted(xs)
-    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2

@@ -44,7 +44,8 @@ STOP_TIMEOUT_S = 30.0
 
 __all__ = [
     "ECHO", "ECHO_KEY", "FIXTURES", "MARK_VAR", "REPO", "BenchEnv", "BenchFailed", "CpuClock", "Event",
-    "EventWatcher", "Host", "LogLine", "code_note", "median", "parse_log", "percentile", "tail",
+    "EventWatcher", "Host", "LogLine", "code_note", "machine_busy_s", "marked_pids", "median", "parse_log",
+    "percentile", "proc_cpu_s", "stop_host_process", "tail",
 ]
 
 
@@ -241,17 +242,22 @@ class Host:
             return ""
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"warning: host did not exit {STOP_TIMEOUT_S:g} s after SIGTERM; killing its session",
-                  file=sys.stderr)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        stop_host_process(self.proc)
+
+
+def stop_host_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a `python -m hostcore up` process, wait, then SIGKILL its session. Idempotent."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"warning: host did not exit {STOP_TIMEOUT_S:g} s after SIGTERM; killing its session",
+              file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def installed_hostcore() -> str:

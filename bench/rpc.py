@@ -79,6 +79,7 @@ from _common import (  # noqa: E402
     run_load,
 )
 from _common import median as _median  # noqa: E402
+from _host import stop_host_process  # noqa: E402
 
 FIXTURES = Path(os.environ.get("HOSTCORE_FIXTURES", REPO.parent / "shared" / "fixtures" / "actors"))
 ECHO = FIXTURES / "echo.wasm"
@@ -310,17 +311,7 @@ class Host:
                                          env=self.env, cwd=self.workdir, start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"warning: host did not exit {STOP_TIMEOUT_S:g} s after SIGTERM; killing its session",
-                  file=sys.stderr)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        stop_host_process(self.proc)
 
 
 class EventWatcher:
