@@ -11,7 +11,7 @@ import pytest
 
 from hostcore.cli.registry import register
 from hostcore.procutil import free_port
-from oci_registry import REGISTRY_BIN, DockerRegistry
+from oci_registry import DockerRegistry
 
 FIXTURES = Path(
     os.environ.get(

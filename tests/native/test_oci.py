@@ -44,7 +44,7 @@ from hostcore.native.oci import (
     parse_reference,
 )
 from hostcore.procutil import free_port, pid_alive
-from oci_registry import REGISTRY_BIN, DockerRegistry, TokenServer
+from oci_registry import DockerRegistry, TokenServer
 
 FIXTURES = Path(
     os.environ.get(
