@@ -127,6 +127,11 @@ class HostConfig:
     max_memory_bytes: int = 256 * 1024 * 1024
     restart_intensity: int = 5  # restarts of one actor key ...
     restart_period_s: float = 10.0  # ... within this window, then give up (OTP-style)
+    # A core role of the tree (ControlServer, LatticeEvents, …) restarted this often within the
+    # period stops the host, as OTP's one_for_one supervisor gives up on its children.
+    core_restart_intensity: int = 3
+    core_restart_period_s: float = 5.0
+    test_crash_role: str = ""  # HOSTCORE_TEST_CRASH_ROLE: tests only (hostcore/supervision.py)
     # Thespian convention (issue 6): workers join this host's admin; see hostcore/worker.py.
     placement: Placement = Placement.LOCAL
     convention: ConventionTiming = field(default_factory=ConventionTiming)
@@ -337,6 +342,7 @@ def load_config(
             pick("WASMCLOUD_STRUCTURED_LOGGING_ENABLED", "structured_logging_enabled", None, "false"),
         ),
         telemetry=TelemetrySettings.from_environ(env),
+        test_crash_role=env.get("HOSTCORE_TEST_CRASH_ROLE", ""),
     )
 
 

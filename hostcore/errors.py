@@ -86,6 +86,7 @@ __all__ = [
     "PolicySourceInvalid",
     "PolicyTargetInvalid",
     "PolicyTimedOut",
+    "RoleRestarted",
     "ProviderDeserFailed",
     "ProviderError",
     "ProviderOperationFailed",
@@ -654,3 +655,15 @@ class ChunkTimeout(ChunkError, TimeoutError):
 class ChunkStoreFailed(ChunkError):
     def __init__(self, name: str, bucket: str, detail: str) -> None:
         super().__init__(f"Object store '{bucket}' failed on '{name}': {detail}", name)
+
+
+# --- supervision (hostcore/supervision.py) -------------------------------------------------------
+
+
+class RoleRestarted(HostcoreError):
+    """A request was in flight in (or waiting on) a role of the tree that died and was restarted.
+    It is failed rather than replayed: it may be what killed the role."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__(f"Request interrupted: the host's {role} was restarted")
+        self.role = role

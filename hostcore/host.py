@@ -1,6 +1,6 @@
 """HostSupervisor: the root of one host's supervision tree (architecture.md "Processes").
 
-    HostSupervisor        thread-free; builds the tree, holds the host's lifecycle
+    HostSupervisor        thread-free; builds the tree, restarts its roles, holds their records
      ├─ LatticeEvents     NATS-bridged: CloudEvents and heartbeats on wasmbus.evt.{lattice}
      ├─ LatticeCache      NATS-bridged: claims, links, refmaps, call aliases (JetStream KV)
      ├─ NativeWorker      claims checks and wasm compiles into the .cwasm cache
@@ -8,18 +8,34 @@
      ├─ ProviderSupervisor  lp / sp; one ProviderModule per (provider, link), owning its process
      └─ ControlServer     NATS-bridged: wasmbus.ctl.{lattice}.… → messages
 
+As OTP's one_for_one host application, a role that dies (kill -9 included) is restarted with the
+same configuration and every other role learns its new address (`Rewire`); past
+`core_restart_intensity` restarts within `core_restart_period_s` the host stops, and
+`host_stopped` names the role. The two supervisors record what they run here (`Remember`), so a
+restarted supervisor adopts the instances and provider modules that outlived its predecessor
+(hostcore/supervision.py). This process is their subreaper: an orphan stays in the tree.
+
 It also watches the launcher: if the launcher dies without stopping us (kill -9), it ends the
 Thespian admin and everything below it, so nothing the host started outlives it.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
+import time
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
+from thespian.actors import (
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    ChildActorExited,
+    ThespianWatch,
+    WakeupMessage,
+    WatchMessage,
+)
 
 from hostcore.actors.messages import (
     Done,
@@ -45,94 +61,211 @@ from hostcore.control.events import LatticeEvents
 from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.native.worker import NativeWorker
-from hostcore.procutil import end_admin_tree, pid_alive, set_pdeathsig
+from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
+from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
 
 log = logging.getLogger(__name__)
 
 __all__ = ["HostSupervisor"]
 
-_WATCHDOG_S = 0.5
-_ROLES = frozenset({"events", "lattice", "native", "actor_supervisor", "provider_supervisor", "control"})
+_WATCHDOG_S = 0.5  # only where pidfds are missing: then the launcher is polled
+# Started in this order: whoever is created later may already be addressed by the earlier ones.
+_ROLES: dict[str, type] = {
+    "events": LatticeEvents,
+    "lattice": LatticeCache,
+    "native": NativeWorker,
+    "actor_supervisor": ActorSupervisor,
+    "provider_supervisor": ProviderSupervisor,
+    "control": ControlServer,
+}
+_OWNERS = ("actor_supervisor", "provider_supervisor")  # the roles that own processes
 
 
 class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
-    """Builds the tree on StartHost (replies HostReady or HostFailed) and tears it down on
-    StopHost (purge → host_stopped → HostStopped to the launcher)."""
+    """Builds the tree on StartHost (replies HostReady or HostFailed), restarts any role that
+    dies, and tears the tree down on StopHost (purge → host_stopped → HostStopped to the
+    launcher)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.launcher: Any = None
+        self.launcher_fd: int | None = None
+        self.children: dict[str, Any] = {}
+        self.restarts: collections.Counter[str] = collections.Counter()
+        self.records: dict[str, dict[str, Any]] = {role: {} for role in _OWNERS}
         self.ready: set[str] = set()
+        self.started = False
         self.stopping = False
         self.purging: set[str] = set()  # supervisors still halting their children
 
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        super().receiveMessage(msg, sender)
+        # Thespian watches only the fds returned by the latest receiveMessage: return it always.
+        return ThespianWatch([self.launcher_fd]) if self.launcher_fd is not None else None
+
     def receiveMsg_StartHost(self, msg: StartHost, sender: Any) -> None:
         set_pdeathsig()
+        set_child_subreaper()
+        guard_forks()
         self.config: HostConfig = msg.config
         self.launcher, self.launcher_pid = sender, msg.launcher_pid
-        self.events = self.createActor(LatticeEvents)
-        self.lattice = self.createActor(LatticeCache)
-        self.native = self.createActor(NativeWorker)
-        self.actors = self.createActor(ActorSupervisor)
-        self.providers = self.createActor(ProviderSupervisor)
-        self.control = self.createActor(ControlServer)
-        self.send(self.actors, InitActorSupervisor(config=msg.config, events=self.events, native=self.native,
-                                                   lattice=self.lattice))
-        self.send(self.providers, InitProviderSupervisor(config=msg.config, events=self.events, native=self.native,
-                                                         lattice=self.lattice))
-        self.send(self.native, InitNative(config=msg.config))
-        self.send(self.events, InitEvents(config=msg.config, actor_supervisor=self.actors,
-                                          provider_supervisor=self.providers))
-        self.send(self.lattice, InitLattice(config=msg.config, actor_supervisor=self.actors,
-                                            provider_supervisor=self.providers))
-        self.send(self.control, InitControl(config=msg.config, host_supervisor=self.myAddress,
-                                            actor_supervisor=self.actors, provider_supervisor=self.providers,
-                                            events=self.events, lattice=self.lattice, native=self.native))
-        self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
+        self.started_at = time.time()
+        self.window = RestartWindow(msg.config.core_restart_intensity, msg.config.core_restart_period_s)
+        for role, cls in _ROLES.items():
+            self.children[role] = self.createActor(cls)
+        for role in _ROLES:
+            self.send(self.children[role], self._init(role))
+        self.launcher_fd = pidfd_open(self.launcher_pid)
+        if self.launcher_fd is None:
+            self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
+
+    def _init(self, role: str) -> Any:
+        """The start message of `role`, naming its peers' current addresses."""
+        cfg, c, restart = self.config, self.children, self.restarts[role]
+        peers = {"events": c["events"], "native": c["native"], "lattice": c["lattice"]}
+        match role:
+            case "events":
+                return InitEvents(config=cfg, actor_supervisor=c["actor_supervisor"],
+                                  provider_supervisor=c["provider_supervisor"], started_at=self.started_at,
+                                  restart=restart)
+            case "lattice":
+                return InitLattice(config=cfg, actor_supervisor=c["actor_supervisor"],
+                                   provider_supervisor=c["provider_supervisor"], restart=restart)
+            case "native":
+                return InitNative(config=cfg, restart=restart)
+            case "actor_supervisor":
+                return InitActorSupervisor(config=cfg, **peers, restart=restart,
+                                           restore=tuple(self.records[role].values()))
+            case "provider_supervisor":
+                return InitProviderSupervisor(config=cfg, **peers, restart=restart,
+                                              restore=tuple(self.records[role].values()))
+            case _:
+                return InitControl(config=cfg, host_supervisor=self.myAddress, **peers,
+                                   actor_supervisor=c["actor_supervisor"],
+                                   provider_supervisor=c["provider_supervisor"], started_at=self.started_at,
+                                   restart=restart)
 
     def receiveMsg_Ready(self, msg: Ready, sender: Any) -> None:
         self.ready.add(msg.role)
-        if self.ready == _ROLES:
+        if self.started:
+            log.info("core role restarted", extra={"role": msg.role, "restarts": self.restarts[msg.role]})
+            return
+        if self.ready == set(_ROLES):
+            self.started = True
             cfg = self.config
-            self.send(self.events, PublishEvent(event_type="host_started",
-                                                data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
+            self.send(self.children["events"], PublishEvent(
+                event_type="host_started", data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
             log.info("host started", extra={"host_id": cfg.host_id, "lattice": cfg.lattice_prefix,
                                             "nats_url": cfg.nats_url})
             self.send(self.launcher, HostReady(host_id=cfg.host_id, admin_pid=os.getppid()))
 
     def receiveMsg_InitFailed(self, msg: InitFailed, sender: Any) -> None:
-        log.error("host start failed", extra={"role": msg.role, "error": msg.error})
-        self.send(self.launcher, HostFailed(error=f"{msg.role}: {msg.error}"))
+        log.error("host role failed to start", extra={"role": msg.role, "error": msg.error})
+        if not self.started:
+            self.send(self.launcher, HostFailed(error=f"{msg.role}: {msg.error}"))
+        elif not self.stopping:  # a restarted role that cannot start: the host cannot keep its promises
+            self._stop(f"{msg.role} failed to restart: {msg.error}")
+
+    # --- records of the processes the supervisors own ------------------------------------------
+
+    def receiveMsg_Remember(self, msg: Remember, sender: Any) -> None:
+        self.records[msg.role][msg.key] = msg.record
+
+    def receiveMsg_Forget(self, msg: Forget, sender: Any) -> None:
+        self.records[msg.role].pop(msg.key, None)
+        if msg.pid:
+            reap(msg.pid)
+
+    # --- restarts ------------------------------------------------------------------------------
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        role = next((r for r, address in self.children.items() if address == msg.childAddress), None)
+        if role is None:
+            return
+        if self.stopping:
+            self._exited_while_stopping(role)
+            return
+        if not self.started:  # the tree never came up: the launcher reports it
+            self.send(self.launcher, HostFailed(error=f"{role}: process died while starting"))
+            return
+        if not self.window.allow(role):
+            del self.children[role]
+            cfg = self.config
+            self._stop(f"{role} died {self.window.count(role) + 1} times within {cfg.core_restart_period_s:g} s")
+            return
+        log.warning("core role died; restarting it", extra={"role": role})
+        self.ready.discard(role)
+        self.restarts[role] += 1
+        address = self.createActor(_ROLES[role])
+        self.children[role] = address
+        self.send(address, self._init(role))
+        for other, peer in self.children.items():
+            if other != role:
+                self.send(peer, Rewire(role=role, address=address))
 
     # --- stop ----------------------------------------------------------------------------------
 
     def receiveMsg_StopHost(self, msg: StopHost, sender: Any) -> None:
+        self._stop(msg.reason)
+
+    def _stop(self, reason: str) -> None:
+        """protocol.md §11.4 (OTP `do_stop`): purge everything, publish every actor_stopped and
+        provider_stopped, and only then host_stopped; the launcher is told once that is out."""
         if self.stopping:
             return
-        self.stopping = True
-        log.info("host stopping", extra={"host_id": self.config.host_id, "reason": msg.reason})
-        self.send(self.control, ActorExitRequest())  # no new work while we purge
-        self.purging = {"actors", "providers"}
-        self.send(self.actors, Purge(request_id="actors"))
-        self.send(self.providers, Purge(request_id="providers"))
+        self.stopping, self.stop_reason = True, reason
+        log.info("host stopping", extra={"host_id": self.config.host_id, "reason": reason})
+        if "control" in self.children:
+            self.send(self.children["control"], ActorExitRequest())  # no new work while we purge
+        for role in _OWNERS:
+            self.purging.add(role)
+            if role in self.children:
+                # The supervisor's Done comes through LatticeEvents (a Flush), after its events.
+                self.send(self.children[role], Purge(request_id=role))
+            else:  # it is gone for good: halt what it recorded ourselves
+                self._halt_records(role)
+        if not self.purging:
+            self._purged()
+
+    def _halt_records(self, role: str) -> None:
+        for record in self.records[role].values():
+            address = getattr(record, "address", None)
+            if address is None:
+                continue
+            self.send(address, ActorExitRequest())
+            if "events" in self.children:
+                event_type, data = record.stopped_event()
+                self.send(self.children["events"], PublishEvent(event_type=event_type, data=data))
+        self.records[role].clear()
+        self.purging.discard(role)
 
     def receiveMsg_Done(self, msg: Done, sender: Any) -> None:
         if msg.request_id not in self.purging:
             return
         self.purging.discard(msg.request_id)
-        if not self.purging:  # every actor and provider is gone
-            self.send(self.events, PublishEvent(event_type="host_stopped", data={"labels": self.config.labels}))
-            # Stopping LatticeEvents drains its connection, so host_stopped is out before we answer.
-            self.send(self.events, ActorExitRequest())
+        if not self.purging:
+            self._purged()
 
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        if self.stopping and msg.childAddress == self.events:
+    def _purged(self) -> None:
+        """Every actor and provider is gone and its event is out."""
+        events = self.children.get("events")
+        if events is None:
             self.send(self.launcher, HostStopped(host_id=self.config.host_id))
-        elif not self.stopping:
-            # A core child died: without it the host cannot keep its promises; stop cleanly.
-            log.error("core host process died; stopping the host", extra={"child": str(msg.childAddress)})
-            self.receiveMsg_StopHost(StopHost(reason="core process died"), sender)
+            return
+        self.send(events, PublishEvent(event_type="host_stopped",
+                                       data={"labels": self.config.labels, "reason": self.stop_reason}))
+        # Stopping LatticeEvents drains its connection, so host_stopped is out before we answer.
+        self.send(events, ActorExitRequest())
+
+    def _exited_while_stopping(self, role: str) -> None:
+        del self.children[role]
+        if role == "events":
+            self.send(self.launcher, HostStopped(host_id=self.config.host_id))
+        elif role in self.purging:  # a supervisor died mid-purge: finish its work from its records
+            self._halt_records(role)
+            if not self.purging:
+                self._purged()
 
     # --- launcher watchdog ---------------------------------------------------------------------
 
@@ -140,6 +273,13 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if pid_alive(self.launcher_pid):
             self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
             return
+        self._launcher_died()
+
+    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Any) -> None:
+        if self.launcher_fd in msg.ready:  # the launcher's pidfd: it exited
+            self._launcher_died()
+
+    def _launcher_died(self) -> None:
         # The launcher was killed: end the daemonised admin and all it started (PDEATHSIG then
         # reaps our own children). The admin's logger is a child of the admin, so it goes too.
         log.error("launcher died; ending the host", extra={"launcher_pid": self.launcher_pid})

@@ -32,7 +32,7 @@ from hostcore.config import ConventionTiming, HostConfig
 from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import EmbeddedNatsServer
-from hostcore.procutil import descendants, free_port, pid_alive, wait_for
+from hostcore.procutil import descendants, free_port, set_launcher, pid_alive, wait_for
 from hostcore.telemetry.launcher import LauncherTelemetry
 from hostcore.web import DashboardServer, DashboardSettings
 
@@ -73,6 +73,7 @@ def run_node(config: HostConfig) -> int:
     configure_convention(config.convention)
     # No 'Convention Address.IPv4': this admin leads the convention that workers join.
     capabilities = {"Admin Port": admin_port, HOST_CAPABILITY: True, "hostcore.host_id": config.host_id}
+    set_launcher(os.getpid())  # every process of the tree can watch this launcher
     # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
     asys = ActorSystem("multiprocTCPBase", capabilities,
                        logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)

@@ -16,21 +16,91 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["descendants", "end_admin_tree", "free_port", "pid_alive", "set_pdeathsig", "stop_process", "wait_for"]
+__all__ = [
+    "descendants",
+    "end_admin_tree",
+    "free_port",
+    "guard_forks",
+    "launcher_pid",
+    "pid_alive",
+    "reap",
+    "set_child_subreaper",
+    "set_launcher",
+    "set_pdeathsig",
+    "stop_process",
+    "wait_for",
+]
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+# Set once in the launcher by `guard_forks`, before the ActorSystem forks: every process of the
+# tree inherits it, so each can watch the launcher without being told its pid.
+_launcher_pid = 0
+_fork_parent = 0
+_fork_guarded = False
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return
 
 
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
-    """Ask the kernel to send `sig` to this process when its parent dies (Linux; no-op elsewhere).
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux; no-op elsewhere);
+    0 clears it. The setting is per process and cleared by fork (`guard_forks` re-arms it)."""
+    _prctl(_PR_SET_PDEATHSIG, int(sig))
 
-    The setting is per process and cleared by fork, so every child sets it for itself.
-    """
+
+def set_child_subreaper() -> None:
+    """Orphans below this process are re-parented to it, not to init: they stay in the tree
+    (ended with it, reaped by it; see `reap`)."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def reap(pid: int) -> None:
+    """Collect `pid`'s exit status if it is a dead child of ours (an adopted orphan). Never blocks."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
         return
+
+
+def _before_fork() -> None:
+    global _fork_parent
+    _fork_parent = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    # Armed before the child runs any code of Thespian's: a parent killed in the window between
+    # fork and a role's own start-up would otherwise leave this child running as an orphan.
+    set_pdeathsig()
+    if os.getppid() != _fork_parent:
+        os._exit(1)
+
+
+def set_launcher(pid: int) -> None:
+    """Call in the launcher before the ActorSystem forks: every process of the tree inherits it."""
+    global _launcher_pid
+    _launcher_pid = pid
+
+
+def guard_forks() -> None:
+    """From now on every process forked by this one (or below it) dies with its parent from its
+    first instruction (PDEATHSIG). Not for the launcher: Thespian's admin daemonises with a double
+    fork, whose intermediate parent exits at once. Idempotent per process."""
+    global _fork_guarded
+    if not _fork_guarded:  # fork hooks can't be unregistered
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _fork_guarded = True
+
+
+def launcher_pid() -> int:
+    """The pid of the launcher this process descends from (0 outside a host's tree)."""
+    return _launcher_pid
 
 
 def free_port(host: str = "127.0.0.1") -> int:

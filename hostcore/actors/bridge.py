@@ -104,6 +104,7 @@ class NatsBridgeActor(InboxActor):
         connection from here on; `nats_stop` ends both.
         """
         self.inbox_start()
+        self._publishing: set[asyncio.Task[None]] = set()  # publish() tasks, until handed over
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="nats-io")
         self._loop_thread.start()
@@ -144,4 +145,12 @@ class NatsBridgeActor(InboxActor):
         self.loop.call_soon_threadsafe(self._publish_soon, subject, data)
 
     def _publish_soon(self, subject: str, data: bytes) -> None:
-        self.loop.create_task(self.nc.publish(subject, data))
+        task = self.loop.create_task(self.nc.publish(subject, data))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def published(self) -> None:
+        """On the loop: returns once every `publish` made before has been handed to the client."""
+        pending = set(self._publishing)
+        if pending:
+            await asyncio.wait(pending)

@@ -48,6 +48,7 @@ from hostcore.native.chunking import (
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import ORPHANED, Adoptable, Adopted
 from hostcore.telemetry.rpc import InstanceTelemetry
 
 __all__ = ["ActorModule", "rpc_subject"]
@@ -63,9 +64,16 @@ def rpc_subject(lattice_prefix: str, actor_key: str) -> str:
     return f"wasmbus.rpc.{lattice_prefix}.{actor_key}"
 
 
-class ActorModule(NatsBridgeActor):
+# The caller of an RPC gives up after its RPC timeout (2 s by default); a guest still running then
+# answers nobody. So the guest is cut off a little before, leaving time for the error reply.
+_GUEST_SHARE_OF_RPC_TIMEOUT = 0.9
+
+
+class ActorModule(Adoptable, NatsBridgeActor):
     """One supervised instance. Created by ActorSupervisor, which owns its lifetime: an
-    ActorExitRequest drains the subscription (in-flight calls finish) and ends the process."""
+    ActorExitRequest drains the subscription (in-flight calls finish) and ends the process. It
+    outlives a supervisor that dies, and reports to the one that adopts it (hostcore/supervision.py).
+    """
 
     runtime: ActorRuntime | None = None
     ticker: EpochTicker | None = None
@@ -119,6 +127,7 @@ class ActorModule(NatsBridgeActor):
 
             self.nats_start(cfg.nats_url, setup, name=f"hostcore-actor-{claims.public_key[:8]}-{msg.instance_id[:8]}")
             self.telemetry.start(self.loop)
+            self.outlive_parent(self.loop)
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed
             log.exception("instance failed to start", extra={"actor_key": claims.public_key})
             self.send(sender, InstanceFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
@@ -139,9 +148,7 @@ class ActorModule(NatsBridgeActor):
             self.engine, self._load_module(cwasm_path),
             host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix, forward=router),
             console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
-            # The limit covers host calls made during the guest call (one RPC timeout each), so it
-            # is wider than the RPC timeout; a guest that spins is still cut.
-            call_timeout_s=cfg.rpc_timeout_s * 1.5, max_memory_bytes=cfg.max_memory_bytes,
+            call_timeout_s=cfg.rpc_timeout_s * _GUEST_SHARE_OF_RPC_TIMEOUT, max_memory_bytes=cfg.max_memory_bytes,
         )
 
     def _load_module(self, cwasm_path: Path) -> wasmtime.Module:
@@ -158,6 +165,16 @@ class ActorModule(NatsBridgeActor):
         data = invocation_event_data(source, dest, operation, size)
         event = cloud_event("invocation_succeeded" if ok else "invocation_failed", data, self.config.host_id)
         self.loop.create_task(self.nc.publish(self.rpcevt_subject, event))
+
+    def adoption_reply(self, instance_id: str) -> Adopted:
+        self.supervisor = self.adopted_by
+        running = self.runtime is not None and getattr(self, "nc", None) is not None
+        return Adopted(instance_id=instance_id, pid=os.getpid(), running=running,
+                       api_version=self.runtime.api_version if self.runtime is not None else 0)
+
+    def on_inbox_item(self, item: Any) -> None:
+        if item is ORPHANED:
+            self.stop_orphan()
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         self.snapshot = msg

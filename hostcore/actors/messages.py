@@ -57,19 +57,27 @@ class InitEvents:
     config: HostConfig
     actor_supervisor: Any
     provider_supervisor: Any
+    started_at: float = 0.0  # the host's start (uptime survives a restart of this role)
+    restart: int = 0  # how many times this role was restarted before (0: the host's start)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitNative:
     config: HostConfig
+    restart: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitActorSupervisor:
+    """`restore`: what the previous ActorSupervisor recorded (hostcore/supervision.py): instances
+    to adopt or replace, starts it had in flight."""
+
     config: HostConfig
     events: Any
     native: Any
     lattice: Any
+    restart: int = 0
+    restore: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +89,8 @@ class InitControl:
     events: Any
     lattice: Any
     native: Any
+    started_at: float = 0.0
+    restart: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,6 +299,7 @@ class InitLattice:
     config: HostConfig
     actor_supervisor: Any
     provider_supervisor: Any
+    restart: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,10 +358,14 @@ class LatticeSnapshot:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitProviderSupervisor:
+    """`restore`: the provider modules the previous ProviderSupervisor recorded."""
+
     config: HostConfig
     events: Any
     native: Any
     lattice: Any
+    restart: int = 0
+    restore: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

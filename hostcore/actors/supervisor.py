@@ -14,6 +14,7 @@ so a lost worker's instances are restarted from the convention update.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import time
@@ -24,7 +25,9 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate, ActorTypeDispatcher, ChildActorExited
 
+from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.instance import ActorModule
+from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.messages import (
     ActorPrepared,
     Done,
@@ -38,7 +41,6 @@ from hostcore.actors.messages import (
     Inventory,
     LatticeSnapshot,
     ModuleImage,
-    ModuleSwapped,
     PrepareActor,
     PolicyVerdict,
     PrepareFailed,
@@ -50,16 +52,15 @@ from hostcore.actors.messages import (
     ScaleActor,
     StartActor,
     StartInstance,
-    SwapModule,
     TerminateActor,
-    UpdateActor,
-    UpdateDone,
 )
 from hostcore.actors.placement import HOST, WorkerNode, choose_node, requirements_for, worker_from_capabilities
+from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.config import HostConfig, Placement
-from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, ScaleWithoutRef
+from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, RoleRestarted, ScaleWithoutRef
 from hostcore.native.claims import ActorClaims
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
 from hostcore.telemetry.supervision import SupervisorTelemetry
 
 __all__ = ["ActorSupervisor", "matches_annotations", "scale_diff"]
@@ -68,50 +69,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, kw_only=True)
-class _Instance:
-    instance_id: str
-    address: Any
-    claims: ActorClaims
-    cwasm_path: Path
-    image_ref: str
-    annotations: dict[str, str]
-    node: str = HOST  # or the worker id it was placed on
-    state: str = "starting"  # starting → running → stopping; or failed
-
-    @property
-    def public_key(self) -> str:
-        return self.claims.public_key
-
-    @property
-    def live(self) -> bool:
-        return self.state in ("starting", "running")
-
-
-@dataclass(slots=True, kw_only=True)
-class _PendingStart:
-    """A start waiting for the NativeWorker: `expect_key` is set for scale (the key is known)."""
-
-    actor_ref: str
-    count: int
-    annotations: dict[str, str]
-    expect_key: str = ""
-
-
-@dataclass(slots=True, kw_only=True)
-class _Update:
-    """A live update: waiting for the NativeWorker (claims None), then for every instance."""
-
-    request: UpdateActor
-    reply_to: Any
-    claims: ActorClaims | None = None
-    pending: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True, kw_only=True)
 class _Waiter:
     request_id: str
     reply_to: Any
     pending: set[str] = field(default_factory=set)
+    flush: bool = False  # answer through LatticeEvents, once the actor_stopped events are out
 
 
 def matches_annotations(wanted: dict[str, str], have: dict[str, str]) -> bool:
@@ -124,41 +86,69 @@ def scale_diff(current: int, desired: int) -> int:
     return current - desired
 
 
-class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
+class ActorSupervisor(InstanceAdoption, LiveUpdate, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
     """scale_actor / start_actor / terminate_actor over supervised ActorModule processes.
 
     Instances that die without being asked are restarted (new instance id, same module) unless the
     key exceeded `restart_intensity` restarts within `restart_period_s`, as an OTP supervisor.
+    Every instance and every start in flight is recorded with HostSupervisor, so that a successor
+    of this supervisor can adopt the instances (hostcore/actors/adoption.py).
     """
+
+    PEERS = frozenset({"events", "native", "lattice"})
 
     def __init__(self) -> None:
         super().__init__()
         self.config: HostConfig | None = None
-        self.instances: dict[str, _Instance] = {}
-        self.pending: dict[str, _PendingStart] = {}
+        self.instances: dict[str, InstanceRecord] = {}
+        self.pending: dict[str, PendingStart] = {}
         self.preparing: set[str] = set()  # keys with a scale waiting on the NativeWorker
         self.deferred: dict[str, list[ScaleActor]] = collections.defaultdict(list)
-        self.restarts: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.waiters: list[_Waiter] = []
-        self.updates: dict[str, _Update] = {}  # by NativeWorker request id
+        self.updates = {}  # live updates, by NativeWorker request id
         self.snapshot = LatticeSnapshot()
-        self.policy_pending: dict[str, tuple[ActorPrepared, _PendingStart]] = {}
+        self.policy_pending: dict[str, tuple[ActorPrepared, PendingStart]] = {}
         self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor (issue 8)
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
+        self.exits = ExitWatch()  # adopted instances
+        self.adopting: set[str] = set()
 
     # --- wiring --------------------------------------------------------------------------------
 
     def receiveMsg_InitActorSupervisor(self, msg: InitActorSupervisor, sender: Any) -> None:
         set_pdeathsig()
+        crash_if_asked(msg.config, "actor_supervisor", msg.restart)
         self.config, self.events, self.native, self.lattice = msg.config, msg.events, msg.native, msg.lattice
+        self.host = sender
+        self.restarts = RestartWindow(msg.config.restart_intensity, msg.config.restart_period_s)
         self.telemetry = SupervisorTelemetry.open(msg.config)
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
+        self._restore(msg.restore)
         self.send(sender, Ready(role="actor_supervisor"))
 
     def _event(self, event_type: str, data: dict[str, Any]) -> None:
         self.send(self.events, PublishEvent(event_type=event_type, data=data))
+
+    def _remember(self, record: InstanceRecord | PendingStart) -> None:
+        key = record.instance_id if isinstance(record, InstanceRecord) else record.key
+        self.send(self.host, Remember(role="actor_supervisor", key=key, record=dataclasses.replace(record)))
+
+    def _forget(self, key: str, pid: int = 0) -> None:
+        self.send(self.host, Forget(role="actor_supervisor", key=key, pid=pid))
+
+    def peer_restarted(self, role: str) -> None:
+        """Starts waiting on the lost NativeWorker or LatticeCache fail visibly (not replayed)."""
+        error = RoleRestarted({"native": "native worker", "lattice": "lattice cache"}.get(role, role)).wire
+        if role == "native":
+            for request_id in list(self.pending):
+                self._start_failed(request_id, self.pending[request_id].actor_ref, error)
+            self._fail_updates_waiting_on_native(error)
+        elif role == "lattice":
+            for request_id, (prepared, start) in list(self.policy_pending.items()):
+                del self.policy_pending[request_id]
+                self._refused(start, prepared.actor_ref, error)
 
     # --- scale_actor ---------------------------------------------------------------------------
 
@@ -196,32 +186,38 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             if running is not None:  # same module already here: no fetch needed
                 self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
             else:
-                self._prepare(_PendingStart(actor_ref=ref, count=-diff, annotations={}, expect_key=key))
+                self._prepare(ref, -diff, {}, expect_key=key)
 
     def receiveMsg_StartActor(self, msg: StartActor, sender: Any) -> None:
         # protocol.md §2.3 QUIRK: OTP's 1..count range starts two instances for count 0; we
         # follow the Rust control client ("0 is interpreted as 1").
         with self.telemetry.span("start_actor", msg.trace, actor_ref=msg.actor_ref, count=msg.count):
-            self._prepare(_PendingStart(actor_ref=msg.actor_ref, count=max(msg.count, 1),
-                                        annotations=dict(msg.annotations)))
+            self._prepare(msg.actor_ref, max(msg.count, 1), dict(msg.annotations))
 
-    def _prepare(self, start: _PendingStart) -> None:
-        request_id = str(uuid.uuid4())
-        self.pending[request_id] = start
+    def _prepare(self, ref: str, count: int, annotations: dict[str, str], *, expect_key: str = "") -> None:
+        start = PendingStart(key=str(uuid.uuid4()), actor_ref=ref, count=count, annotations=annotations,
+                             expect_key=expect_key)
+        self.pending[start.key] = start
+        self._remember(start)
         if start.expect_key:
             self.preparing.add(start.expect_key)
-        self.send(self.native, PrepareActor(actor_ref=start.actor_ref, request_id=request_id,
-                                            trace=self.telemetry.start_from_oci(request_id, start.actor_ref)))
+        self.send(self.native, PrepareActor(actor_ref=start.actor_ref, request_id=start.key,
+                                            trace=self.telemetry.start_from_oci(start.key, start.actor_ref)))
 
     def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
         if msg.request_id in self.updates:
             return self._update_failed(self.updates.pop(msg.request_id), msg.error)
-        start = self.pending.pop(msg.request_id, None)
-        self.telemetry.start_failed(msg.request_id, msg.error)
-        log.error("actor start failed", extra={"actor_ref": msg.actor_ref, "error": msg.error})
-        self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": msg.error})
-        if start is not None and start.expect_key:
-            self._release(start.expect_key)
+        self._start_failed(msg.request_id, msg.actor_ref, msg.error)
+
+    def _start_failed(self, request_id: str, actor_ref: str, error: str) -> None:
+        start = self.pending.pop(request_id, None)
+        self.telemetry.start_failed(request_id, error)
+        log.error("actor start failed", extra={"actor_ref": actor_ref, "error": error})
+        self._event("actor_start_failed", {"actor_ref": actor_ref, "error": error})
+        if start is not None:
+            self._forget(start.key)
+            if start.expect_key:
+                self._release(start.expect_key)
 
     def receiveMsg_ActorPrepared(self, msg: ActorPrepared, sender: Any) -> None:
         if msg.request_id in self.updates:
@@ -244,13 +240,16 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.telemetry.policy_decision(msg.request_id, msg.permitted, msg.message)
         if msg.permitted:
             return self._start_prepared(prepared, start)
-        error = PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire
-        log.error("actor start denied by policy", extra={"actor_ref": prepared.actor_ref, "error": error})
-        self._event("actor_start_failed", {"actor_ref": prepared.actor_ref, "error": error})
+        self._refused(start, prepared.actor_ref, PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire)
+
+    def _refused(self, start: PendingStart, actor_ref: str, error: str) -> None:
+        log.error("actor start refused", extra={"actor_ref": actor_ref, "error": error})
+        self._event("actor_start_failed", {"actor_ref": actor_ref, "error": error})
+        self._forget(start.key)
         if start.expect_key:
             self._release(start.expect_key)
 
-    def _start_prepared(self, msg: ActorPrepared, start: _PendingStart) -> None:
+    def _start_prepared(self, msg: ActorPrepared, start: PendingStart) -> None:
         try:
             with self.telemetry.instances_of(msg.request_id):  # their "instance started" events
                 self.start_actor(msg.claims, msg.cwasm_path, start)
@@ -258,6 +257,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
             self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
         finally:
+            self._forget(start.key)
             if start.expect_key:
                 self._release(start.expect_key)
 
@@ -266,7 +266,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         for deferred in self.deferred.pop(key, []):
             self.receiveMsg_ScaleActor(deferred, None)
 
-    def start_actor(self, claims: ActorClaims, cwasm_path: Path, start: _PendingStart) -> None:
+    def start_actor(self, claims: ActorClaims, cwasm_path: Path, start: PendingStart) -> None:
         """Start `start.count` instances of a verified, compiled module.
 
         Raises:
@@ -290,10 +290,11 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         image: bytes | None = None
         for _ in range(count):
             node = self._place(claims.public_key)
-            inst = _Instance(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path, image_ref=ref,
-                             annotations=annotations, node=node,
-                             address=self.createActor(ActorModule, requirements_for(node)))
+            inst = InstanceRecord(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path,
+                                  image_ref=ref, annotations=annotations, node=node,
+                                  address=self.createActor(ActorModule, requirements_for(node)))
             self.instances[inst.instance_id] = inst
+            self._remember(inst)
             self.telemetry.instance_starting(inst.instance_id)
             if node != HOST:
                 image = image if image is not None else self._module_image(cwasm_path)
@@ -323,13 +324,17 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         inst = self.instances.get(msg.instance_id)
         if inst is None or inst.state != "starting":
             return
-        inst.state = "running"
-        self.telemetry.instance_started(inst.instance_id, msg.pid)
+        self._announce(inst, msg.api_version, msg.pid)
+
+    def _announce(self, inst: InstanceRecord, api_version: int, pid: int) -> None:
+        inst.state, inst.pid = "running", pid
+        self._remember(inst)
+        self.telemetry.instance_started(inst.instance_id, pid)
         self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
-                                         "pid": msg.pid, "node": inst.node or "host"})
+                                         "pid": pid, "node": inst.node or "host"})
         self._event("actor_started", {
-            "public_key": inst.public_key, "image_ref": inst.image_ref, "api_version": msg.api_version,
+            "public_key": inst.public_key, "image_ref": inst.image_ref, "api_version": api_version,
             "instance_id": inst.instance_id, "annotations": inst.annotations,
             "claims": inst.claims.to_event_claims(),
         })
@@ -363,6 +368,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         victims = matching if count == 0 else matching[:count]
         for inst in victims:
             inst.state = "stopping"
+            self._remember(inst)  # a successor must not restart it
             self.send(inst.address, ActorExitRequest())
         return {i.instance_id for i in victims}
 
@@ -371,77 +377,22 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         for key in {i.public_key for i in self.instances.values() if i.live}:
             halted |= self.terminate_actor(key, 0, {})
         halted |= {i.instance_id for i in self.instances.values() if i.state == "stopping"}
-        self._wait(msg.request_id, sender, halted)
+        # The host publishes host_stopped on our Done: it goes through LatticeEvents, behind every
+        # actor_stopped we sent there (protocol.md §11.4, OTP's do_stop order).
+        self._wait(msg.request_id, sender, halted, flush=True)
 
-    def _wait(self, request_id: str, reply_to: Any, pending: set[str]) -> None:
-        if not pending:
-            self.send(reply_to, Done(request_id=request_id))
+    def _wait(self, request_id: str, reply_to: Any, pending: set[str], *, flush: bool = False) -> None:
+        waiter = _Waiter(request_id=request_id, reply_to=reply_to, pending=pending, flush=flush)
+        if pending:
+            self.waiters.append(waiter)
         else:
-            self.waiters.append(_Waiter(request_id=request_id, reply_to=reply_to, pending=pending))
+            self._answer(waiter)
 
-    # --- live update (protocol.md §2.3 upd, §11.6) -----------------------------------------------
-
-    def receiveMsg_UpdateActor(self, msg: UpdateActor, sender: Any) -> None:
-        update = _Update(request=msg, reply_to=sender)
-        if not self._live(msg.actor_id):
-            return self._update_failed(update, f"Actor {msg.actor_id} is not running on this host")
-        request_id = str(uuid.uuid4())
-        self.updates[request_id] = update
-        self.send(self.native, PrepareActor(actor_ref=msg.new_actor_ref, request_id=request_id))
-
-    def _update_failed(self, update: _Update, error: str) -> None:
-        log.error("live update refused", extra={"actor_key": update.request.actor_id, "error": error})
-        self.send(update.reply_to, UpdateDone(request_id=update.request.request_id,
-                                              error=f"Unable to perform live update: {error}"))
-
-    def _swap_modules(self, request_id: str, prepared: ActorPrepared) -> None:
-        update = self.updates[request_id]
-        key, claims, live = update.request.actor_id, prepared.claims, self._live(update.request.actor_id)
-        running = max((i.claims.revision for i in live), default=0)
-        error = ""
-        if claims.public_key != key:
-            error = f"{prepared.actor_ref} holds actor {claims.public_key}, not {key}"
-        elif claims.revision <= running:
-            error = f"new revision {claims.revision} is not greater than the running revision {running}"
-        elif not live:
-            error = f"Actor {key} is not running on this host"
-        if error:
-            del self.updates[request_id]
-            return self._update_failed(update, error)
-        update.claims, update.pending = claims, {i.instance_id for i in live}
-        image = self._module_image(prepared.cwasm_path) if any(i.node != HOST for i in live) else b""
-        for inst in live:
-            if inst.node != HOST:
-                self.send(inst.address, ModuleImage(cwasm_path=prepared.cwasm_path, data=image))
-            self.send(inst.address, SwapModule(claims=claims, cwasm_path=prepared.cwasm_path,
-                                               image_ref=prepared.actor_ref))
-            # Restarts from now on use the new module, whether or not this instance swaps in time.
-            inst.claims, inst.cwasm_path, inst.image_ref = claims, prepared.cwasm_path, prepared.actor_ref
-        self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
-        self.send(self.lattice, PutRefmap(actor_ref=prepared.actor_ref, public_key=key))
-        self._event("refmap_set", {"oci_url": prepared.actor_ref, "public_key": key})
-
-    def receiveMsg_ModuleSwapped(self, msg: ModuleSwapped, sender: Any) -> None:
-        inst = self.instances.get(msg.instance_id)
-        for request_id, update in list(self.updates.items()):
-            if msg.instance_id not in update.pending or update.claims is None:
-                continue
-            data = {"public_key": update.claims.public_key, "revision": update.claims.revision,
-                    "instance_id": msg.instance_id}
-            if msg.error:
-                self._event("actor_update_failed", {**data, "reason": msg.error})
-            else:
-                self._event("actor_updated", data)
-            self._update_progress(request_id, msg.instance_id)
-        if inst is not None and msg.error:
-            log.warning("instance kept its old module", extra={"instance_id": msg.instance_id, "error": msg.error})
-
-    def _update_progress(self, request_id: str, instance_id: str) -> None:
-        update = self.updates[request_id]
-        update.pending.discard(instance_id)
-        if not update.pending:
-            del self.updates[request_id]
-            self.send(update.reply_to, UpdateDone(request_id=update.request.request_id))
+    def _answer(self, waiter: _Waiter) -> None:
+        if waiter.flush:
+            self.send(self.events, Flush(reply_to=waiter.reply_to, request_id=waiter.request_id))
+        else:
+            self.send(waiter.reply_to, Done(request_id=waiter.request_id))
 
     # --- exits and restarts --------------------------------------------------------------------
 
@@ -463,13 +414,17 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                                          counted=False)
         self._instance_exited(inst, "actor instance died, restarting", counted=True)
 
-    def _instance_exited(self, inst: _Instance, why: str, *, counted: bool) -> None:
+    def _instance_exited(self, inst: InstanceRecord, why: str, *, counted: bool) -> None:
         """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the
         restart intensity (a crash); moves off a lost or draining worker do not."""
         del self.instances[inst.instance_id]
+        self.exits.forget(inst.instance_id)
+        self._forget(inst.instance_id, pid=inst.pid if inst.adopted else 0)
         self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
-        if inst.state != "failed":
-            self._event("actor_stopped", {"public_key": inst.public_key, "instance_id": inst.instance_id})
+        if inst.state in ("running", "stopping"):  # it was announced with actor_started
+            log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
+            event_type, data = inst.stopped_event()
+            self._event(event_type, data)
         if inst.live:  # nobody asked it to stop
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                     "node": inst.node or "host"})
@@ -481,23 +436,18 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             waiter.pending.discard(inst.instance_id)
             if not waiter.pending:
                 self.waiters.remove(waiter)
-                self.send(waiter.reply_to, Done(request_id=waiter.request_id))
+                self._answer(waiter)
 
-    def _restart(self, inst: _Instance, *, counted: bool = True) -> None:
+    def _restart(self, inst: InstanceRecord, *, counted: bool = True) -> None:
         assert self.config is not None
         if not counted:
             return self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
-        window = self.restarts[inst.public_key]
-        now = time.monotonic()
-        while window and now - window[0] > self.config.restart_period_s:
-            window.popleft()
-        if len(window) >= self.config.restart_intensity:
-            error = (f"Actor {inst.public_key} restarted {len(window)} times within "
+        if not self.restarts.allow(inst.public_key):
+            error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
                      f"{self.config.restart_period_s:g} s; giving up")
             log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
             self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": error})
             return
-        window.append(now)
         self.telemetry.restarted(inst.public_key)
         self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
 
@@ -548,7 +498,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                          annotations=i.annotations, claims_record=i.claims.to_cache_record())
             for i in self.instances.values() if i.state == "running")))
 
-    def _live(self, public_key: str) -> list[_Instance]:
+    def _live(self, public_key: str) -> list[InstanceRecord]:
         return [i for i in self.instances.values() if i.public_key == public_key and i.live]
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:

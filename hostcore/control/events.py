@@ -19,6 +19,7 @@ from thespian.actors import ActorExitRequest, WakeupMessage
 from hostcore import COMPAT_VERSION
 from hostcore.actors.bridge import NatsBridgeActor
 from hostcore.actors.messages import (
+    Done,
     GetInventory,
     InitEvents,
     InitFailed,
@@ -31,6 +32,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control.inventory import HostInventory, InventoryJoin
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Flush, Rewirable, crash_if_asked
 from hostcore.telemetry.process import open_process
 
 log = logging.getLogger(__name__)
@@ -105,20 +107,23 @@ def heartbeat_data(config: HostConfig, inventory: HostInventory, started_at: flo
     }
 
 
-class LatticeEvents(NatsBridgeActor):
+class LatticeEvents(Rewirable, NatsBridgeActor):
     """Publishes lifecycle CloudEvents and the periodic host_heartbeat for one host.
 
     Owns its NATS connection. Never creates children (it holds threads).
     """
 
+    PEERS = frozenset({"actor_supervisor", "provider_supervisor"})
+
     def receiveMsg_InitEvents(self, msg: InitEvents, sender: Any) -> None:
         set_pdeathsig()
+        crash_if_asked(msg.config, "events", msg.restart)
         self.config = msg.config
         open_process(msg.config, role="events")  # log context; counts its NATS reconnects
-        self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
+        self.actor_supervisor, self.provider_supervisor = msg.actor_supervisor, msg.provider_supervisor
         self.inventories = InventoryJoin()
         self.heartbeats = 0
-        self.started_at = time.time()
+        self.started_at = msg.started_at or time.time()
         self.subject = event_subject(msg.config.lattice_prefix)
 
         async def setup(nc: NatsClient) -> None:
@@ -135,11 +140,26 @@ class LatticeEvents(NatsBridgeActor):
 
     def _heartbeat(self) -> None:
         self.heartbeats += 1
-        for supervisor in self.supervisors:
+        for supervisor in (self.actor_supervisor, self.provider_supervisor):
             self.send(supervisor, GetInventory(request_id=f"heartbeat-{self.heartbeats}"))
 
     def receiveMsg_PublishEvent(self, msg: PublishEvent, sender: Any) -> None:
         self.publish(self.subject, cloud_event(msg.event_type, msg.data, self.config.host_id))
+
+    def receiveMsg_Flush(self, msg: Flush, sender: Any) -> None:
+        """Answer once every event published before this message has reached the server."""
+        async def flush() -> None:
+            try:
+                await self.published()
+                await self.nc.flush(timeout=2)
+            finally:
+                self.to_actor(msg)
+
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(flush()))
+
+    def on_inbox_item(self, item: Any) -> None:
+        if isinstance(item, Flush):  # flushed
+            self.send(item.reply_to, Done(request_id=item.request_id))
 
     def receiveMsg_SendHeartbeat(self, msg: SendHeartbeat, sender: Any) -> None:
         self._heartbeat()

@@ -33,6 +33,10 @@ class InventoryJoin:
         del self.parts[msg.request_id]
         return HostInventory(actors=slot["actors"], providers=slot["providers"])
 
+    def forget(self, request_id: str) -> None:
+        """Drop a half that will never be paired (its other half's role was restarted)."""
+        self.parts.pop(request_id, None)
+
 
 def inventory_reply(config: HostConfig, inv: HostInventory) -> dict[str, Any]:
     """get.{host}.inv reply (v0.59 shape; provider entries also carry v0.63's contract_id)."""

@@ -42,6 +42,7 @@ from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition, link_id
 from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Rewirable, crash_if_asked
 from hostcore.telemetry.process import open_process
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,18 @@ class LatticeView:
                                claims=dict(self.claims) if self.claims_matter else {})
 
 
-class LatticeCache(NatsBridgeActor):
-    """Owns the lattice KV bucket for one host (creating it when missing) and its watch."""
+class LatticeCache(Rewirable, NatsBridgeActor):
+    """Owns the lattice KV bucket for one host (creating it when missing) and its watch. A
+    restarted LatticeCache reloads everything from the bucket (the watch replays it)."""
+
+    PEERS = frozenset({"actor_supervisor", "provider_supervisor"})
 
     def receiveMsg_InitLattice(self, msg: InitLattice, sender: Any) -> None:
         set_pdeathsig()
+        crash_if_asked(msg.config, "lattice", msg.restart)
         self.config: HostConfig = msg.config
         open_process(msg.config, role="lattice")  # log context; counts its NATS reconnects
-        self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
+        self.actor_supervisor, self.provider_supervisor = msg.actor_supervisor, msg.provider_supervisor
         self.view = LatticeView(claims_matter=bool(msg.config.policy_topic))
         self.kv: KeyValue | None = None
 
@@ -163,11 +168,15 @@ class LatticeCache(NatsBridgeActor):
         if isinstance(item, _KvUpdate):
             if self.view.apply(item.key, item.value, item.deleted):
                 snapshot = self.view.snapshot()
-                for supervisor in self.supervisors:
+                for supervisor in (self.actor_supervisor, self.provider_supervisor):
                     self.send(supervisor, snapshot)
         else:
             reply_to, verdict = item
             self.send(reply_to, verdict)
+
+    def peer_restarted(self, role: str) -> None:
+        # A restarted supervisor starts with no links: give it what we know.
+        self.send(getattr(self, role), self.view.snapshot())
 
     # --- policy for starts (protocol.md §9; invocations are checked in the instances) -------------
 

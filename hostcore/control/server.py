@@ -64,9 +64,10 @@ from hostcore.control.requests import (
     labels_match,
     success_ack,
 )
-from hostcore.errors import ControlRequestError, HostcoreError, WrongHost, WrongHostStop
+from hostcore.errors import ControlRequestError, HostcoreError, RoleRestarted, WrongHost, WrongHostStop
 from hostcore.native.oci import normalize_registry_credentials
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Rewirable, crash_if_asked
 from hostcore.telemetry.control import ControlTelemetry, command_name
 
 log = logging.getLogger(__name__)
@@ -102,18 +103,33 @@ def registry_credentials(data: bytes) -> dict[str, Any]:
         raise ControlRequestError("Failed to update registry credential map") from err
 
 
-class ControlServer(NatsBridgeActor):
-    """Subscribes to this host's control subjects and dispatches them."""
+# Which role answers a request that waits for an answer from the tree, by request kind.
+_ANSWERED_BY = {
+    "sa": ("actor_supervisor",), "upd": ("actor_supervisor",),
+    "lp": ("provider_supervisor",), "sp": ("provider_supervisor",),
+    "inv": ("actor_supervisor", "provider_supervisor"), "auction": ("actor_supervisor", "provider_supervisor"),
+    "claims": ("lattice",), "links": ("lattice",), "linkdefs": ("lattice",),
+}
+_ROLE_NAMES = {"actor_supervisor": "actor supervisor", "provider_supervisor": "provider supervisor",
+               "lattice": "lattice cache", "native": "native worker", "events": "event publisher"}
+
+
+class ControlServer(Rewirable, NatsBridgeActor):
+    """Subscribes to this host's control subjects and dispatches them. A restarted ControlServer
+    subscribes again; requests the dead one had not answered get no reply (their clients time out)."""
+
+    PEERS = frozenset({"actor_supervisor", "provider_supervisor", "events", "lattice", "native"})
 
     def receiveMsg_InitControl(self, msg: InitControl, sender: Any) -> None:
         set_pdeathsig()
+        crash_if_asked(msg.config, "control", msg.restart)
         self.config = cfg = msg.config
         self.host_supervisor, self.actor_supervisor, self.events = msg.host_supervisor, msg.actor_supervisor, msg.events
         self.lattice, self.native = msg.lattice, msg.native
         self.provider_supervisor = msg.provider_supervisor
         self.inventories = InventoryJoin()
         self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
-        self.started_at = time.time()
+        self.started_at = msg.started_at or time.time()
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
         self.auctions: dict[str, AuctionProviderRequest] = {}
         self.telemetry = ControlTelemetry.open(cfg)
@@ -234,6 +250,16 @@ class ControlServer(NatsBridgeActor):
                 raise ControlRequestError(f"Command {op} is not supported by this host")
             case _:
                 raise ControlRequestError(f"Unknown control request {topic.kind}.{topic.op}")
+
+    def peer_restarted(self, role: str) -> None:
+        """Requests waiting on the role that died get a failure ack (auctions stay silent)."""
+        error = RoleRestarted(_ROLE_NAMES.get(role, role)).wire
+        for request_id, (kind, reply) in list(self.waiting.items()):
+            if role in _ANSWERED_BY.get(kind, ()):
+                del self.waiting[request_id]
+                self.inventories.forget(request_id)
+                if self.auctions.pop(request_id, None) is None:
+                    self._reply(reply, failure_ack(error))
 
     def _ask_inventory(self, request_id: str) -> None:
         self.send(self.actor_supervisor, GetInventory(request_id=request_id))

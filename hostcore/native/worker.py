@@ -35,6 +35,7 @@ from hostcore.native.claims import extract_claims
 from hostcore.native.oci import OciClient, OciSettings
 from hostcore.native.wasm import compile_to_cache, new_engine
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import crash_if_asked
 from hostcore.providers.par import builtin_par, extract_binary, native_target, read_par
 from hostcore.telemetry.native import NativeTelemetry
 from hostcore.telemetry.tracing import NO_SPAN
@@ -70,6 +71,7 @@ class NativeWorker(InboxActor):
 
     def receiveMsg_InitNative(self, msg: InitNative, sender: Any) -> None:
         set_pdeathsig()
+        crash_if_asked(msg.config, "native", msg.restart)
         cfg = self.config = msg.config
         self.engine = new_engine()
         self.cache_dir = cfg.cache_dir / "cwasm"

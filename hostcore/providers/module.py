@@ -29,6 +29,7 @@ from hostcore.config import HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import ORPHANED, Adoptable, Adopted
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
     }
 
 
-class ProviderModule(NatsBridgeActor):
-    """Supervised by ProviderSupervisor; an ActorExitRequest stops the provider and this process."""
+class ProviderModule(Adoptable, NatsBridgeActor):
+    """Supervised by ProviderSupervisor; an ActorExitRequest stops the provider and this process.
+    It outlives a supervisor that dies, so the provider keeps serving while a successor adopts it
+    (hostcore/supervision.py)."""
 
     proc: subprocess.Popen[bytes] | None = None
 
@@ -83,6 +86,7 @@ class ProviderModule(NatsBridgeActor):
             log.exception("provider failed to start", extra={"provider_key": pk})
             self.send(sender, ProviderFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
             return
+        self.outlive_parent(self.loop)
         self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._health_loop()))
         threading.Thread(target=self._reap, daemon=True, name="provider-wait").start()
         self.send(sender, ProviderStarted(instance_id=msg.instance_id, pid=self.proc.pid))
@@ -112,8 +116,14 @@ class ProviderModule(NatsBridgeActor):
         code = self.proc.wait()
         self.to_actor(("exited", code))
 
+    def adoption_reply(self, instance_id: str) -> Adopted:
+        return Adopted(instance_id=instance_id, pid=os.getpid(),
+                       running=self.proc is not None and self.proc.poll() is None)
+
     def on_inbox_item(self, item: Any) -> None:
-        if item[0] == "exited" and not getattr(self, "stopping", False):
+        if item is ORPHANED:
+            self.stop_orphan()
+        elif item[0] == "exited" and not getattr(self, "stopping", False):
             # The provider died on its own: this module ends too; the supervisor reports it.
             log.warning("provider process exited", extra={"provider_key": self.start.claims.public_key,
                                                           "code": item[1]})

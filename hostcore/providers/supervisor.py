@@ -3,17 +3,30 @@
 One supervised ProviderModule per (provider key, link name). Thread-free: it forks the modules.
 PARs are fetched, verified and unpacked by the NativeWorker; events go through LatticeEvents.
 A provider that dies is reported (provider_stopped) and not restarted, as in the OTP host.
+
+Provider modules outlive this supervisor: each is recorded with HostSupervisor, and a restarted
+ProviderSupervisor adopts the survivors (the provider keeps serving throughout) and starts again,
+with their links, those that did not survive (hostcore/supervision.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+from thespian.actors import (
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    ChildActorExited,
+    ThespianWatch,
+    WakeupMessage,
+    WatchMessage,
+)
 
 from hostcore.actors.messages import (
     Done,
@@ -40,9 +53,20 @@ from hostcore.actors.messages import (
     StopProvider,
 )
 from hostcore.config import HostConfig
-from hostcore.errors import PolicyDeniedStartProvider
+from hostcore.errors import PolicyDeniedStartProvider, RoleRestarted
 from hostcore.procutil import set_pdeathsig
 from hostcore.providers.module import ProviderModule
+from hostcore.supervision import (
+    ADOPT_TIMEOUT_S,
+    Adopt,
+    Adopted,
+    ExitWatch,
+    Flush,
+    Forget,
+    Remember,
+    Rewirable,
+    crash_if_asked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +83,21 @@ class _Provider:
     image_ref: str
     link_name: str
     annotations: dict[str, str]
+    binary: Path
+    config_json: str
     state: str = "starting"  # starting → running → stopping; or failed
     waiters: list[tuple[Any, str]] = field(default_factory=list)
+    pid: int = 0
+    adopted: bool = False  # taken over from a supervisor that died: not our Thespian child
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.claims.public_key, self.link_name)
 
-
-@dataclass(slots=True, kw_only=True)
-class _PendingProvider:
-    request: StartProvider
+    def stopped_event(self, reason: str = "normal") -> tuple[str, dict[str, Any]]:
+        return "provider_stopped", {"public_key": self.claims.public_key, "link_name": self.link_name,
+                                    "contract_id": self.claims.capid, "instance_id": self.instance_id,
+                                    "reason": reason}
 
 
 def provider_claims_record(claims: Any) -> dict[str, Any]:
@@ -79,19 +107,98 @@ def provider_claims_record(claims: Any) -> dict[str, Any]:
             "contract_id": claims.capid}
 
 
-class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
+_ADOPT_DEADLINE = "adopt-deadline"
+
+
+class ProviderSupervisor(Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
+    PEERS = frozenset({"events", "native", "lattice"})
+
     def __init__(self) -> None:
         super().__init__()
         self.config: HostConfig | None = None
         self.providers: dict[str, _Provider] = {}
-        self.pending: dict[str, _PendingProvider] = {}
+        self.pending: dict[str, StartProvider] = {}
         self.snapshot = LatticeSnapshot()
         self.policy_pending: dict[str, tuple[StartProvider, ProviderPrepared]] = {}
+        self.purge_waiting: tuple[Any, str, set[str]] | None = None
+        self.exits = ExitWatch()  # adopted provider modules
+        self.adopting: set[str] = set()
+
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        if isinstance(msg, WatchMessage):
+            for instance_id in self.exits.exited(msg.ready):
+                prov = self.providers.get(instance_id)
+                if prov is not None:
+                    self._provider_exited(prov)
+        else:
+            super().receiveMessage(msg, sender)
+        # Thespian watches only the fds returned by the latest receiveMessage: return it always.
+        return self.exits.thespian_watch()
 
     def receiveMsg_InitProviderSupervisor(self, msg: InitProviderSupervisor, sender: Any) -> None:
         set_pdeathsig()
+        crash_if_asked(msg.config, "provider_supervisor", msg.restart)
         self.config, self.events, self.native, self.lattice = msg.config, msg.events, msg.native, msg.lattice
+        self.host = sender
+        for record in msg.restore:  # a predecessor died: take over what it ran
+            self.providers[record.instance_id] = record
+            self.adopting.add(record.instance_id)
+            self.send(record.address, Adopt(instance_id=record.instance_id))
+        if self.adopting:
+            self.wakeupAfter(dt.timedelta(seconds=ADOPT_TIMEOUT_S), payload=_ADOPT_DEADLINE)
         self.send(sender, Ready(role="provider_supervisor"))
+
+    def _remember(self, prov: _Provider) -> None:
+        record = dataclasses.replace(prov, waiters=[])
+        self.send(self.host, Remember(role="provider_supervisor", key=prov.instance_id, record=record))
+
+    def peer_restarted(self, role: str) -> None:
+        """Starts waiting on the lost NativeWorker or LatticeCache fail visibly (not replayed)."""
+        error = RoleRestarted({"native": "native worker", "lattice": "lattice cache"}.get(role, role)).wire
+        if role == "native":
+            for request_id in list(self.pending):
+                self._start_failed(self.pending.pop(request_id), error)
+        elif role == "lattice":
+            for request_id in list(self.policy_pending):
+                self._start_failed(self.policy_pending.pop(request_id)[0], error)
+
+    # --- adoption --------------------------------------------------------------------------------
+
+    def receiveMsg_Adopted(self, msg: Adopted, sender: Any) -> None:
+        prov = self.providers.get(msg.instance_id)
+        if prov is None or msg.instance_id not in self.adopting:
+            self.send(sender, ActorExitRequest())  # too late: it was started again already
+            return
+        self.adopting.discard(msg.instance_id)
+        prov.adopted, prov.pid = True, msg.pid
+        if not msg.running or not self.exits.watch(msg.pid, prov.instance_id):
+            self.send(sender, ActorExitRequest())
+            return self._provider_lost(prov)
+        if prov.state == "stopping":
+            self.send(sender, ActorExitRequest())
+        elif prov.state == "starting":  # its ProviderStarted went to our predecessor
+            self._announce(prov, msg.pid)
+        log.info("provider adopted", extra={"provider_key": prov.claims.public_key, "link_name": prov.link_name})
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if msg.payload != _ADOPT_DEADLINE:
+            return
+        for instance_id in sorted(self.adopting):
+            self.adopting.discard(instance_id)
+            prov = self.providers.get(instance_id)
+            if prov is not None:
+                self._provider_lost(prov)
+
+    def _provider_lost(self, prov: _Provider) -> None:
+        """It did not survive its supervisor: report it and start it again, with its links."""
+        was_live = prov.state in ("starting", "running")
+        self._provider_exited(prov)
+        if was_live:
+            log.warning("provider lost with its supervisor; starting it again",
+                        extra={"provider_key": prov.claims.public_key, "link_name": prov.link_name})
+            request = StartProvider(provider_ref=prov.image_ref, link_name=prov.link_name,
+                                    configuration=prov.config_json, annotations=prov.annotations, request_id="")
+            self.start_provider(request, prov.claims, prov.binary)
 
     def _event(self, event_type: str, data: dict[str, Any]) -> None:
         self.send(self.events, PublishEvent(event_type=event_type, data=data))
@@ -109,7 +216,7 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             return
         self.send(sender, StartProviderAck(request_id=msg.request_id))  # ack first, work after
         request_id = str(uuid.uuid4())
-        self.pending[request_id] = _PendingProvider(request=msg)
+        self.pending[request_id] = msg
         self.send(self.native, PrepareProvider(provider_ref=msg.provider_ref, request_id=request_id))
 
     def _already_running(self, msg: StartProvider) -> None:
@@ -120,7 +227,7 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
         pending = self.pending.pop(msg.request_id, None)
         if pending is not None:
-            self._start_failed(pending.request, msg.error)
+            self._start_failed(pending, msg.error)
 
     def _start_failed(self, req: StartProvider, error: str) -> None:
         log.error("provider start failed", extra={"provider_ref": req.provider_ref, "error": error})
@@ -128,10 +235,10 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                                               "error": error})
 
     def receiveMsg_ProviderPrepared(self, msg: ProviderPrepared, sender: Any) -> None:
-        pending = self.pending.pop(msg.request_id, None)
-        if pending is None:
+        req = self.pending.pop(msg.request_id, None)
+        if req is None:
             return
-        req, claims = pending.request, msg.claims
+        claims = msg.claims
         if self._running(claims.public_key, req.link_name) is not None:  # the ref named a running key
             self._already_running(req)
             return
@@ -157,8 +264,10 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         links = tuple(ld for ld in self.snapshot.links
                       if ld.provider_id == claims.public_key and ld.link_name == req.link_name)
         prov = _Provider(instance_id=str(uuid.uuid4()), address=self.createActor(ProviderModule), claims=claims,
-                         image_ref=req.provider_ref, link_name=req.link_name, annotations=dict(req.annotations))
+                         image_ref=req.provider_ref, link_name=req.link_name, annotations=dict(req.annotations),
+                         binary=binary, config_json=req.configuration)
         self.providers[prov.instance_id] = prov
+        self._remember(prov)
         self.send(prov.address, StartProviderProcess(
             config=self.config, claims=claims, binary=binary, link_name=req.link_name,
             instance_id=prov.instance_id, image_ref=req.provider_ref, annotations=prov.annotations,
@@ -168,10 +277,14 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         prov = self.providers.get(msg.instance_id)
         if prov is None or prov.state != "starting":
             return
+        self._announce(prov, msg.pid)
+
+    def _announce(self, prov: _Provider, pid: int) -> None:
         prov.state = "running"
+        self._remember(prov)
         claims = prov.claims
         log.info("provider started", extra={"provider_key": claims.public_key, "link_name": prov.link_name,
-                                            "pid": msg.pid})
+                                            "pid": pid})
         self._event("provider_started", {
             "public_key": claims.public_key, "image_ref": prov.image_ref, "link_name": prov.link_name,
             "contract_id": claims.capid, "instance_id": prov.instance_id, "annotations": prov.annotations,
@@ -203,39 +316,47 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def _stop(self, prov: _Provider, reply_to: Any, request_id: str) -> None:
         prov.waiters.append((reply_to, request_id))
+        self._halt(prov)
+
+    def _halt(self, prov: _Provider) -> None:
         if prov.state != "stopping":
             prov.state = "stopping"
+            self._remember(prov)  # a successor must not start it again
             self.send(prov.address, ActorExitRequest())
 
     def receiveMsg_Purge(self, msg: Purge, sender: Any) -> None:
         live = [p for p in self.providers.values() if p.state != "failed"]
-        if not live:
-            self.send(sender, Done(request_id=msg.request_id))
-            return
         self.purge_waiting = (sender, msg.request_id, {p.instance_id for p in live})
         for prov in live:
-            if prov.state != "stopping":
-                prov.state = "stopping"
-                self.send(prov.address, ActorExitRequest())
+            self._halt(prov)
+        self._purge_progress()
+
+    def _purge_progress(self) -> None:
+        if self.purge_waiting is not None and not self.purge_waiting[2]:
+            reply_to, request_id, _ = self.purge_waiting
+            self.purge_waiting = None
+            # The host publishes host_stopped on our Done: it goes through LatticeEvents, behind
+            # every provider_stopped we sent there (protocol.md §11.4, OTP's do_stop order).
+            self.send(self.events, Flush(reply_to=reply_to, request_id=request_id))
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
         prov = next((p for p in self.providers.values() if p.address == msg.childAddress), None)
-        if prov is None:
-            return
+        if prov is not None:
+            self._provider_exited(prov)
+
+    def _provider_exited(self, prov: _Provider) -> None:
         del self.providers[prov.instance_id]
-        if prov.state != "failed":
-            reason = "normal" if prov.state == "stopping" else "provider process exited"
-            self._event("provider_stopped", {"public_key": prov.claims.public_key, "link_name": prov.link_name,
-                                             "contract_id": prov.claims.capid, "instance_id": prov.instance_id,
-                                             "reason": reason})
+        self.exits.forget(prov.instance_id)
+        self.send(self.host, Forget(role="provider_supervisor", key=prov.instance_id,
+                                    pid=prov.pid if prov.adopted else 0))
+        if prov.state in ("running", "stopping"):  # it was announced with provider_started
+            event_type, data = prov.stopped_event("normal" if prov.state == "stopping" else "provider process exited")
+            self._event(event_type, data)
         for reply_to, request_id in prov.waiters:
             self.send(reply_to, Done(request_id=request_id))
-        purge = getattr(self, "purge_waiting", None)
-        if purge is not None:
-            purge[2].discard(prov.instance_id)
-            if not purge[2]:
-                self.purge_waiting = None
-                self.send(purge[0], Done(request_id=purge[1]))
+        if self.purge_waiting is not None:
+            self.purge_waiting[2].discard(prov.instance_id)
+            self._purge_progress()
 
     # --- lattice data and inventory ------------------------------------------------------------
 
