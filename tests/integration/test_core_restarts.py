@@ -16,7 +16,7 @@ from typing import Any, Callable
 import msgpack
 import pytest
 import requests
-from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
+from conftest import EventWatcher, HostProcess, describe_pid, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.control.linkdefs import LinkDefinition
@@ -289,7 +289,7 @@ async def test_killed_launcher_under_control_load_leaves_nothing(
         gone = await asyncio.to_thread(wait_for, lambda: not any(pid_alive(p) for p in before + marked_pids(host.mark)), 5)
         stop.set()
         await task
-        assert gone, [p for p in marked_pids(host.mark) if pid_alive(p)]
+        assert gone, [describe_pid(p) for p in marked_pids(host.mark)]
 
 
 async def test_runaway_guest_is_cut_off_before_its_caller_gives_up(
