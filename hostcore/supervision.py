@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from thespian.actors import ActorExitRequest, ThespianWatch
+from thespian.actors import ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
 
 from hostcore.config import HostConfig
 from hostcore.procutil import launcher_pid, set_pdeathsig
@@ -33,6 +34,7 @@ __all__ = [
     "ORPHANED",
     "Adopt",
     "Adoptable",
+    "AdoptingSupervisor",
     "Adopted",
     "ChildRecord",
     "ExitWatch",
@@ -221,6 +223,77 @@ class ExitWatch:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._by_fd.clear()
+
+
+# --- the adopting side ---------------------------------------------------------------------------
+
+_ADOPT_DEADLINE = "adopt-deadline"
+
+
+class AdoptingSupervisor:
+    """Mixin (listed before ActorTypeDispatcher) for a supervisor that takes over the processes
+    of a predecessor that died. Its records (`instance_id`, `address`, `state`, `pid`, `adopted`)
+    go through `adopt`; the subclass says what to do when one is `adopted_running` (it had not
+    announced itself yet), `adoption_lost` (gone, or never started) or `adopted_exited` later."""
+
+    exits: ExitWatch
+    adopting: set[str]
+
+    def child(self, instance_id: str) -> Any:
+        raise NotImplementedError
+
+    def adopted_running(self, record: Any, msg: Adopted) -> None:
+        raise NotImplementedError
+
+    def adoption_lost(self, record: Any) -> None:
+        raise NotImplementedError
+
+    def adopted_exited(self, record: Any) -> None:
+        raise NotImplementedError
+
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        if isinstance(msg, WatchMessage):
+            for instance_id in self.exits.exited(msg.ready):
+                record = self.child(instance_id)
+                if record is not None:
+                    self.adopted_exited(record)
+        else:
+            super().receiveMessage(msg, sender)  # type: ignore[misc]
+        # Thespian watches only the fds returned by the latest receiveMessage: return it always.
+        return self.exits.thespian_watch()
+
+    def adopt(self, record: Any) -> None:
+        """Ask the process of `record` to report to us; `adoption_deadline` bounds the wait."""
+        self.adopting.add(record.instance_id)
+        self.send(record.address, Adopt(instance_id=record.instance_id))  # type: ignore[attr-defined]
+
+    def adoption_deadline(self) -> None:
+        if self.adopting:
+            self.wakeupAfter(dt.timedelta(seconds=ADOPT_TIMEOUT_S), payload=_ADOPT_DEADLINE)  # type: ignore[attr-defined]
+
+    def receiveMsg_Adopted(self, msg: Adopted, sender: Any) -> None:
+        record = self.child(msg.instance_id)
+        if record is None or msg.instance_id not in self.adopting:
+            self.send(sender, ActorExitRequest())  # type: ignore[attr-defined]  # too late: replaced
+            return
+        self.adopting.discard(msg.instance_id)
+        record.adopted, record.pid = True, msg.pid
+        if not msg.running or not self.exits.watch(msg.pid, msg.instance_id):
+            self.send(sender, ActorExitRequest())  # type: ignore[attr-defined]
+            self.adoption_lost(record)
+        elif record.state == "stopping":  # the predecessor had asked it to stop: ask again
+            self.send(sender, ActorExitRequest())  # type: ignore[attr-defined]
+        elif record.state == "starting":  # it reported its start to the predecessor
+            self.adopted_running(record, msg)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if msg.payload != _ADOPT_DEADLINE:
+            return
+        for instance_id in sorted(self.adopting):
+            self.adopting.discard(instance_id)
+            record = self.child(instance_id)
+            if record is not None:
+                self.adoption_lost(record)
 
 
 # --- the adopted side ----------------------------------------------------------------------------

@@ -12,21 +12,13 @@ with their links, those that did not survive (hostcore/supervision.py).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import (
-    ActorExitRequest,
-    ActorTypeDispatcher,
-    ChildActorExited,
-    ThespianWatch,
-    WakeupMessage,
-    WatchMessage,
-)
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
 
 from hostcore.actors.messages import (
     Done,
@@ -57,9 +49,8 @@ from hostcore.errors import PolicyDeniedStartProvider, RoleRestarted
 from hostcore.procutil import set_pdeathsig
 from hostcore.providers.module import ProviderModule
 from hostcore.supervision import (
-    ADOPT_TIMEOUT_S,
-    Adopt,
     Adopted,
+    AdoptingSupervisor,
     ExitWatch,
     Flush,
     Forget,
@@ -107,10 +98,7 @@ def provider_claims_record(claims: Any) -> dict[str, Any]:
             "contract_id": claims.capid}
 
 
-_ADOPT_DEADLINE = "adopt-deadline"
-
-
-class ProviderSupervisor(Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
+class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
     PEERS = frozenset({"events", "native", "lattice"})
 
     def __init__(self) -> None:
@@ -124,17 +112,6 @@ class ProviderSupervisor(Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
         self.exits = ExitWatch()  # adopted provider modules
         self.adopting: set[str] = set()
 
-    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
-        if isinstance(msg, WatchMessage):
-            for instance_id in self.exits.exited(msg.ready):
-                prov = self.providers.get(instance_id)
-                if prov is not None:
-                    self._provider_exited(prov)
-        else:
-            super().receiveMessage(msg, sender)
-        # Thespian watches only the fds returned by the latest receiveMessage: return it always.
-        return self.exits.thespian_watch()
-
     def receiveMsg_InitProviderSupervisor(self, msg: InitProviderSupervisor, sender: Any) -> None:
         set_pdeathsig()
         crash_if_asked(msg.config, "provider_supervisor", msg.restart)
@@ -142,10 +119,8 @@ class ProviderSupervisor(Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
         self.host = sender
         for record in msg.restore:  # a predecessor died: take over what it ran
             self.providers[record.instance_id] = record
-            self.adopting.add(record.instance_id)
-            self.send(record.address, Adopt(instance_id=record.instance_id))
-        if self.adopting:
-            self.wakeupAfter(dt.timedelta(seconds=ADOPT_TIMEOUT_S), payload=_ADOPT_DEADLINE)
+            self.adopt(record)
+        self.adoption_deadline()
         self.send(sender, Ready(role="provider_supervisor"))
 
     def _remember(self, prov: _Provider) -> None:
@@ -164,32 +139,16 @@ class ProviderSupervisor(Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
 
     # --- adoption --------------------------------------------------------------------------------
 
-    def receiveMsg_Adopted(self, msg: Adopted, sender: Any) -> None:
-        prov = self.providers.get(msg.instance_id)
-        if prov is None or msg.instance_id not in self.adopting:
-            self.send(sender, ActorExitRequest())  # too late: it was started again already
-            return
-        self.adopting.discard(msg.instance_id)
-        prov.adopted, prov.pid = True, msg.pid
-        if not msg.running or not self.exits.watch(msg.pid, prov.instance_id):
-            self.send(sender, ActorExitRequest())
-            return self._provider_lost(prov)
-        if prov.state == "stopping":
-            self.send(sender, ActorExitRequest())
-        elif prov.state == "starting":  # its ProviderStarted went to our predecessor
-            self._announce(prov, msg.pid)
-        log.info("provider adopted", extra={"provider_key": prov.claims.public_key, "link_name": prov.link_name})
+    def child(self, instance_id: str) -> _Provider | None:
+        return self.providers.get(instance_id)
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if msg.payload != _ADOPT_DEADLINE:
-            return
-        for instance_id in sorted(self.adopting):
-            self.adopting.discard(instance_id)
-            prov = self.providers.get(instance_id)
-            if prov is not None:
-                self._provider_lost(prov)
+    def adopted_running(self, record: _Provider, msg: Adopted) -> None:
+        self._announce(record, msg.pid)
 
-    def _provider_lost(self, prov: _Provider) -> None:
+    def adopted_exited(self, record: _Provider) -> None:
+        self._provider_exited(record)
+
+    def adoption_lost(self, prov: _Provider) -> None:
         """It did not survive its supervisor: report it and start it again, with its links."""
         was_live = prov.state in ("starting", "running")
         self._provider_exited(prov)

@@ -299,5 +299,6 @@ async def test_runaway_guest_is_cut_off_before_its_caller_gives_up(
     host = await started_host(host_factory, events)  # WASMCLOUD_RPC_TIMEOUT_MS=2000
     await client.scale_actor(host.host_id, key, f"file://{path}", 1)
     await events.wait_for("actor_started", lambda d: d["public_key"] == key)
+    # A caller with the host's RPC timeout (2 s) gets the host's answer, not a timeout of its own.
     resp = await client.call_actor(host.cluster_key, key, "Loop", b"x", timeout_s=2.0)
     assert resp.error is not None and "exceeded its time limit" in resp.error
