@@ -5,10 +5,8 @@ ActorModule processes (architecture.md "A process that forks must hold no thread
 LatticeEvents; module bytes are fetched, verified and compiled by the NativeWorker.
 
 With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
-Thespian convention (issue 6; hostcore/worker.py, hostcore/actors/placement.py). Thespian reports a
-worker's arrival and loss as ActorSystemConventionUpdate; it does *not* send ChildActorExited for
-instances on a worker that died (thespian 4.0.1 never fills ConventionMemberData.hasRemoteActors),
-so a lost worker's instances are restarted from the convention update.
+Thespian convention (hostcore/actors/worker_nodes.py). Live update is in
+hostcore/actors/live_update.py, taking over from a predecessor in hostcore/actors/adoption.py.
 """
 
 from __future__ import annotations
@@ -23,18 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate, ActorTypeDispatcher, ChildActorExited
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
 
 from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
+from hostcore.actors.worker_nodes import WorkerNodes
 from hostcore.actors.messages import (
     ActorPrepared,
     Done,
     EvaluateStart,
     GetInventory,
     InitActorSupervisor,
-    InstanceEvicted,
     InstanceFailed,
     InstanceInfo,
     InstanceStarted,
@@ -54,7 +52,7 @@ from hostcore.actors.messages import (
     StartInstance,
     TerminateActor,
 )
-from hostcore.actors.placement import HOST, WorkerNode, choose_node, requirements_for, worker_from_capabilities
+from hostcore.actors.placement import HOST, WorkerNode, requirements_for
 from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.config import HostConfig, Placement
 from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, RoleRestarted, ScaleWithoutRef
@@ -86,7 +84,7 @@ def scale_diff(current: int, desired: int) -> int:
     return current - desired
 
 
-class ActorSupervisor(InstanceAdoption, LiveUpdate, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
+class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
     """scale_actor / start_actor / terminate_actor over supervised ActorModule processes.
 
     Instances that die without being asked are restarted (new instance id, same module) unless the
@@ -303,23 +301,6 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, Rewirable, ActorTypeDispatch
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
 
-    def _place(self, public_key: str) -> str:
-        assert self.config is not None
-        load: collections.Counter[str] = collections.Counter()
-        key_load: collections.Counter[str] = collections.Counter()
-        for i in self.instances.values():
-            if i.live:
-                load[i.node] += 1
-                key_load[i.node] += i.public_key == public_key
-        now = time.monotonic()
-        workers = [w for w in self.workers.values() if w.suspect_until <= now]
-        return choose_node(self.config.placement, workers, load, key_load)
-
-    @staticmethod
-    def _module_image(cwasm_path: Path) -> bytes:
-        """The compiled module for a worker, which may be on another machine (~0.7 MB for echo)."""
-        return cwasm_path.read_bytes()
-
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
         if inst is None or inst.state != "starting":
@@ -450,37 +431,6 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, Rewirable, ActorTypeDispatch
             return
         self.telemetry.restarted(inst.public_key)
         self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
-
-    # --- workers (issue 6: Thespian convention) -------------------------------------------------
-
-    def receiveMsg_ActorSystemConventionUpdate(self, msg: ActorSystemConventionUpdate, sender: Any) -> None:
-        worker = worker_from_capabilities(msg.remoteAdminAddress, msg.remoteCapabilities)
-        if worker is None:
-            return
-        if msg.remoteAdded:
-            known = self.workers.get(worker.worker_id)
-            if known is None or known.draining:
-                log.info("worker joined", extra={"worker_id": worker.worker_id, "labels": worker.labels,
-                                                 "admin": str(msg.remoteAdminAddress)})
-            self.workers[worker.worker_id] = worker
-            return
-        self.workers.pop(worker.worker_id, None)
-        lost = [i for i in self.instances.values() if i.node == worker.worker_id]
-        log.warning("worker lost", extra={"worker_id": worker.worker_id, "instances": len(lost)})
-        for inst in lost:
-            # If the worker is in fact alive (a missed check-in), make sure it drops the old copy.
-            self.send(inst.address, ActorExitRequest())
-            self._instance_exited(inst, "worker lost, restarting its instance elsewhere", counted=False)
-
-    def receiveMsg_InstanceEvicted(self, msg: InstanceEvicted, sender: Any) -> None:
-        inst = self.instances.get(msg.instance_id)
-        if inst is None or inst.node == HOST:
-            return
-        worker = self.workers.get(inst.node)
-        if worker is not None and not worker.draining:
-            worker.draining = True
-            log.info("worker draining", extra={"worker_id": worker.worker_id})
-        self._instance_exited(inst, "worker shutting down, moving its instance", counted=False)
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""
