@@ -129,7 +129,7 @@ class ControlServer(NatsBridgeActor):
             await nc.subscribe(f"{p}.auction.>", cb=self._on_request)  # every host; matching ones bid
 
         try:
-            self.nats_start(cfg.nats_url, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
+            self.nats_start(cfg.ctl, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
         except Exception as err:  # noqa: BLE001 -- the supervisor reports and gives up
             self.send(sender, InitFailed(role="control", error=f"NATS connection failed: {err}"))
             return

@@ -25,7 +25,7 @@ from thespian.actors import ActorExitRequest
 
 from hostcore.actors.bridge import NatsBridgeActor
 from hostcore.actors.messages import LatticeSnapshot, ProviderFailed, ProviderStarted, StartProviderProcess
-from hostcore.config import HostConfig
+from hostcore.config import SECRET_ENV, HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition
 from hostcore.procutil import set_pdeathsig
@@ -44,15 +44,14 @@ _PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH")
 
 
 def provider_env(environ: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_"))}
+    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_")) and k not in SECRET_ENV}
 
 
 def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
     """The §11.7 host data map (v0.59 field names)."""
-    url = cfg.nats_url.split("://", 1)[-1]
     return {
         "host_id": cfg.host_id, "lattice_rpc_prefix": cfg.lattice_prefix, "link_name": msg.link_name,
-        "lattice_rpc_user_jwt": "", "lattice_rpc_user_seed": "", "lattice_rpc_url": url, "lattice_rpc_tls": False,
+        **cfg.prov_rpc.host_data_fields(),
         "env_values": {}, "instance_id": msg.instance_id, "provider_key": msg.claims.public_key,
         "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
         "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),
@@ -78,7 +77,7 @@ class ProviderModule(NatsBridgeActor):
                 return None
 
             self.proc = self._spawn(msg)  # before nats_start: fork while this process has one thread
-            self.nats_start(msg.config.nats_url, setup, name=f"hostcore-provider-{pk[:8]}-{msg.link_name}")
+            self.nats_start(msg.config.rpc, setup, name=f"hostcore-provider-{pk[:8]}-{msg.link_name}")
         except Exception as err:  # noqa: BLE001 -- reported as provider_start_failed
             log.exception("provider failed to start", extra={"provider_key": pk})
             self.send(sender, ProviderFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
