@@ -402,10 +402,15 @@ def load_config(
                                  pick("WASMCLOUD_DASHBOARD_PORT", "dashboard_port", flags.dashboard_port, "4000")))
     if dashboard_port > 65535:
         raise ConfigError(f"WASMCLOUD_DASHBOARD_PORT: not a TCP port, got {dashboard_port!r}")
+    dashboard_host = pick("WASMCLOUD_DASHBOARD_HOST", "dashboard_host", None, "127.0.0.1")
+    dashboard_token = pick("HOSTCORE_DASHBOARD_TOKEN", "dashboard_token", flags.dashboard_token)
+    if dashboard_port and not is_loopback(dashboard_host) and not dashboard_token:
+        raise ConfigError(f"WASMCLOUD_DASHBOARD_HOST: a dashboard on {dashboard_host} is reachable from other "
+                          "machines and needs an access token (HOSTCORE_DASHBOARD_TOKEN)")
     return HostConfig(
-        dashboard_host=pick("WASMCLOUD_DASHBOARD_HOST", "dashboard_host", None, "127.0.0.1"),
+        dashboard_host=dashboard_host,
         dashboard_port=dashboard_port,
-        dashboard_token=pick("HOSTCORE_DASHBOARD_TOKEN", "dashboard_token", flags.dashboard_token),
+        dashboard_token=dashboard_token,
         host_key=host_key or KeyPair.generate(KeyKind.SERVER),
         cluster_key=cluster_key,
         cluster_issuers=issuers,

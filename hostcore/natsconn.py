@@ -184,10 +184,11 @@ async def _probe(endpoint: NatsEndpoint, timeout_s: float) -> None:
     async def on_error(e: Exception) -> None:
         reasons.append(e)
 
-    try:
-        nc = await nats.connect(**endpoint.connect_kwargs(), name=f"hostcore-probe-{endpoint.role}",
-                                allow_reconnect=False, connect_timeout=timeout_s, max_reconnect_attempts=0,
-                                error_cb=on_error)
+    try:  # one attempt per server (nats-py reads max_reconnect_attempts=0 as "forever")
+        connect = nats.connect(**endpoint.connect_kwargs(), name=f"hostcore-probe-{endpoint.role}",
+                               allow_reconnect=False, connect_timeout=timeout_s, max_reconnect_attempts=1,
+                               reconnect_time_wait=0.1, error_cb=on_error)
+        nc = await asyncio.wait_for(connect, 2 * timeout_s * len(endpoint.servers) + 1)
     except Exception as err:  # noqa: BLE001 -- any failure is reported the same way, then retried
         raise ConnectionError(connection_failure(err, reasons)) from None
     await nc.close()

@@ -24,7 +24,8 @@ from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest
 
 from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import LatticeSnapshot, ProviderFailed, ProviderStarted, StartProviderProcess
+from hostcore.actors.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
+                                      StartProviderProcess)
 from hostcore.config import SECRET_ENV, HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition
@@ -112,7 +113,9 @@ class ProviderModule(NatsBridgeActor):
         self.to_actor(("exited", code))
 
     def on_inbox_item(self, item: Any) -> None:
-        if item[0] == "exited" and not getattr(self, "stopping", False):
+        if item[0] == "event":
+            self.send(self.start.events, item[1])
+        elif item[0] == "exited" and not getattr(self, "stopping", False):
             # The provider died on its own: this module ends too; the supervisor reports it.
             log.warning("provider process exited", extra={"provider_key": self.start.claims.public_key,
                                                           "code": item[1]})
@@ -145,7 +148,11 @@ class ProviderModule(NatsBridgeActor):
 
     def _health_event(self, ok: bool) -> None:
         data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name}
-        event = cloud_event("health_check_passed" if ok else "health_check_failed", data, self.config.host_id)
+        kind = "health_check_passed" if ok else "health_check_failed"
+        if self.start.events is not None:
+            self.to_actor(("event", PublishEvent(event_type=kind, data=data)))
+            return
+        event = cloud_event(kind, data, self.config.host_id)
         self.loop.create_task(self.nc.publish(event_subject(self.config.lattice_prefix), event))
 
     async def _resend_links(self) -> None:

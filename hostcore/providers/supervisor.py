@@ -162,7 +162,7 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.send(prov.address, StartProviderProcess(
             config=self.config, claims=claims, binary=binary, link_name=req.link_name,
             instance_id=prov.instance_id, image_ref=req.provider_ref, annotations=prov.annotations,
-            config_json=req.configuration, links=links))
+            config_json=req.configuration, links=links, events=self.events))
 
     def receiveMsg_ProviderStarted(self, msg: ProviderStarted, sender: Any) -> None:
         prov = self.providers.get(msg.instance_id)
