@@ -19,7 +19,7 @@ import re
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,18 @@ import nats
 from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyPair
 
-__all__ = ["ROLES", "NatsEndpoint", "connection_failure", "read_creds", "wait_for_endpoints"]
+__all__ = ["ROLES", "NatsEndpoint", "connection_failure", "ignore_errors", "read_creds", "wait_for_endpoints"]
 
 log = logging.getLogger(__name__)
 
 ROLES = ("rpc", "ctl", "prov_rpc")
 _CREDS_BLOCK = re.compile(r"-----BEGIN [^\n]*?-----\s*\n\s*(\S+)\s*\n\s*-+END [^\n]*?-----")
 _MAX_BACKOFF_S = 10.0
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+async def ignore_errors(err: Exception) -> None:
+    """An error callback for callers that report the failure themselves (the CLI)."""
 
 
 def read_creds(path: Path) -> tuple[str, str]:
@@ -98,9 +103,11 @@ class NatsEndpoint:
         return cls(role=role, servers=tuple(servers), user=user, password=password, token=token, tls=tls, **settings)
 
     @staticmethod
-    def kwargs_for(target: str | NatsEndpoint) -> dict[str, Any]:
+    def kwargs_for(target: str | NatsEndpoint, error_cb: ErrorCallback | None = None) -> dict[str, Any]:
         """`connect_kwargs()` of an endpoint; a bare URL (tests, tools) connects anonymously."""
-        return target.connect_kwargs() if isinstance(target, NatsEndpoint) else {"servers": [target]}
+        if not isinstance(target, NatsEndpoint):
+            target = NatsEndpoint.from_url("nats", target)
+        return target.connect_kwargs(error_cb)
 
     def with_servers(self, urls: str | Sequence[str]) -> NatsEndpoint:
         """The same credentials and TLS settings for other servers (the embedded nats-server)."""
@@ -129,10 +136,11 @@ class NatsEndpoint:
             return read_creds(self.creds_file)
         return "", ""
 
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `nats.connect`: servers, authentication, TLS. Callers add their
-        own name, timeouts and callbacks."""
-        kwargs: dict[str, Any] = {"servers": list(self.servers)}
+    def connect_kwargs(self, error_cb: ErrorCallback | None = None) -> dict[str, Any]:
+        """Keyword arguments for `nats.connect`: servers, authentication, TLS and the error callback
+        (by default one log line per error naming this connection; nats-py's own logs a
+        traceback). Callers add their name, timeouts and other callbacks."""
+        kwargs: dict[str, Any] = {"servers": list(self.servers), "error_cb": error_cb or self._log_error}
         jwt, seed = self.user_credentials()
         if jwt:
             pair = _keypair(self.role, seed)
@@ -149,6 +157,10 @@ class NatsEndpoint:
         if context is not None:
             kwargs["tls"] = context
         return kwargs
+
+    async def _log_error(self, err: Exception) -> None:
+        log.warning("NATS connection error", extra={"connection": self.role, "server": self.url,
+                                                    "error": connection_failure(err)})
 
     def host_data_fields(self) -> dict[str, Any]:
         """The provider's connection in host data (protocol.md §11.7): OTP sends `host:port`."""
@@ -185,9 +197,9 @@ async def _probe(endpoint: NatsEndpoint, timeout_s: float) -> None:
         reasons.append(e)
 
     try:  # one attempt per server (nats-py reads max_reconnect_attempts=0 as "forever")
-        connect = nats.connect(**endpoint.connect_kwargs(), name=f"hostcore-probe-{endpoint.role}",
+        connect = nats.connect(**endpoint.connect_kwargs(on_error), name=f"hostcore-probe-{endpoint.role}",
                                allow_reconnect=False, connect_timeout=timeout_s, max_reconnect_attempts=1,
-                               reconnect_time_wait=0.1, error_cb=on_error)
+                               reconnect_time_wait=0.1)
         nc = await asyncio.wait_for(connect, 2 * timeout_s * len(endpoint.servers) + 1)
     except Exception as err:  # noqa: BLE001 -- any failure is reported the same way, then retried
         raise ConnectionError(connection_failure(err, reasons)) from None

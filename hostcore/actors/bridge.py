@@ -111,9 +111,9 @@ class NatsBridgeActor(InboxActor):
 
         async def connect() -> None:
             self.nc = await nats.connect(
-                **NatsEndpoint.kwargs_for(url), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                **NatsEndpoint.kwargs_for(url, _on_error), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
-                error_cb=_on_error, disconnected_cb=_on_disconnect(name), reconnected_cb=_on_reconnect(name),
+                disconnected_cb=_on_disconnect(name), reconnected_cb=_on_reconnect(name),
             )
             await setup(self.nc)
             await self.nc.flush()

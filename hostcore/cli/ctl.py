@@ -17,6 +17,7 @@ from hostcore.control.client import ControlClient
 from hostcore.control.linkdefs import LinkDefinition
 from hostcore.errors import HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
+from hostcore.natsconn import ignore_errors
 
 __all__ = ["register", "json_to_msgpack", "msgpack_to_json"]
 
@@ -132,7 +133,7 @@ def _run(args: argparse.Namespace, action: Callable[[ControlClient, ClientConfig
 
     async def go() -> Any:
         async with asyncio.timeout(cfg.timeout_s + 1):
-            nc = await nats.connect(**cfg.ctl.connect_kwargs(), connect_timeout=cfg.timeout_s, allow_reconnect=False)
+            nc = await nats.connect(**cfg.ctl.connect_kwargs(ignore_errors), connect_timeout=cfg.timeout_s, allow_reconnect=False)
         try:
             return await action(ControlClient(nc, lattice_prefix=cfg.lattice_prefix,
                                               ctl_topic_prefix=cfg.ctl_topic_prefix, timeout_s=cfg.timeout_s), cfg, args)

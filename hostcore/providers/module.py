@@ -40,8 +40,9 @@ _READY_DEADLINE_S = 30.0
 _HEALTH_INTERVAL_S = 30.0
 _SHUTDOWN_TIMEOUT_S = 2.0
 # protocol.md §11.7: the provider's environment is cut down to the OTEL variables; we also pass
-# PATH and hostcore's own HOSTCORE_* variables (the launcher's interpreter, leak-check markers).
-_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH")
+# PATH, PYTHONPATH (bundled providers import the host's hostcore) and hostcore's own HOSTCORE_*
+# variables (the launcher's interpreter, leak-check markers) but not the secret ones.
+_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH", "PYTHONPATH")
 
 
 def provider_env(environ: dict[str, str]) -> dict[str, str]:

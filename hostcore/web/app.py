@@ -67,8 +67,9 @@ async def _connect(settings: DashboardSettings) -> NatsClient:
         log.info("dashboard NATS connection restored", extra={"nats_url": settings.nats_url})
 
     async with asyncio.timeout(settings.timeout_s + 1):
-        return await nats.connect(**NatsEndpoint.kwargs_for(settings.ctl or settings.nats_url), name="hostcore-dashboard", connect_timeout=settings.timeout_s,
-                                  max_reconnect_attempts=-1, reconnect_time_wait=1, error_cb=on_error,
+        return await nats.connect(**NatsEndpoint.kwargs_for(settings.ctl or settings.nats_url, on_error),
+                                  name="hostcore-dashboard", connect_timeout=settings.timeout_s,
+                                  max_reconnect_attempts=-1, reconnect_time_wait=1,
                                   disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
 
 
