@@ -221,7 +221,7 @@ def wait_for_endpoints(endpoints: Sequence[NatsEndpoint], stop: threading.Event,
                 asyncio.run(_probe(endpoint, timeout_s))
                 break
             except ConnectionError as err:
-                log.warning("NATS connection failed; retrying",
+                log.warning("waiting for NATS: connection failed, retrying",
                             extra={"connection": endpoint.role, "server": endpoint.url, "error": str(err),
                                    "retry_in_s": delay})
             stop.wait(delay)

@@ -151,7 +151,7 @@ async def test_bad_credentials_are_logged_and_retried_and_the_cli_says_one_line(
                                           **role_env("ctl", server, seed=wrong.seed)}).start()
 
     def failures() -> list[str]:
-        return [ln for ln in host.log().splitlines() if "NATS connection failed; retrying" in ln]
+        return [ln for ln in host.log().splitlines() if "waiting for NATS: connection failed, retrying" in ln]
 
     assert wait_for(lambda: len(failures()) >= 2, 20), host.log()[-3000:]
     assert "connection=ctl" in failures()[0] and "Authorization Violation" in failures()[0]

@@ -154,5 +154,5 @@ def test_unreachable_server_is_reported_with_its_reason() -> None:
         assert wait_for_endpoints([NatsEndpoint.from_url("rpc", f"nats://127.0.0.1:{free_port()}")], stop) is False
     finally:
         logger.removeHandler(handler)
-    assert len(messages) == 1 and messages[0].startswith("NATS connection failed; retrying rpc ")
+    assert len(messages) == 1 and messages[0].startswith("waiting for NATS: connection failed, retrying rpc ")
     assert "Connect call failed" in messages[0] or "refused" in messages[0]
