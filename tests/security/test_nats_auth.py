@@ -5,6 +5,7 @@ provider passes its health check, and none of the secrets reach the host's logs.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -88,6 +89,9 @@ async def exercise(host: HostProcess, ctl: NatsEndpoint, rpc: NatsEndpoint, secr
             provider = builtin_provider_key("httpserver")
             await watcher.wait_for("provider_started", lambda d: d["public_key"] == provider, timeout=30)
             await watcher.wait_for("health_check_passed", lambda d: d["public_key"] == provider, timeout=30)
+            seen = json.dumps([watcher.events, await control.get_inventory(host.host_id),
+                               await control.ping_hosts(wait_s=0.5)], default=str)
+            assert not [s[:8] for s in [host.host_key.seed, host.cluster_key.seed, *secrets] if s in seen]
         except BaseException:
             print(host.log()[-4000:])
             raise
