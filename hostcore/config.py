@@ -128,11 +128,11 @@ class ThespianNetwork:
 
 def _network(pick: Callable[[str, str, str], str], bind_flag: object) -> ThespianNetwork:
     bind = str(bind_flag) if bind_flag is not None else pick("HOSTCORE_CONVENTION_BIND", "convention_bind", "127.0.0.1")
-    try:
+    try:  # Thespian's TCP transport is IPv4 only
         if bind != "localhost":
-            ipaddress.ip_address(bind)
+            ipaddress.IPv4Address(bind)
     except ValueError:
-        raise ConfigError(f"HOSTCORE_CONVENTION_BIND: expected an IP address, got {bind!r}") from None
+        raise ConfigError(f"HOSTCORE_CONVENTION_BIND: expected an IPv4 address, got {bind!r}") from None
     net = ThespianNetwork(
         bind="127.0.0.1" if bind == "localhost" else bind,
         secret=pick("HOSTCORE_CONVENTION_SECRET", "convention_secret", ""),

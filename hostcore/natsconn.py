@@ -119,10 +119,6 @@ class NatsEndpoint:
         """The first server, for display (never carries a credential)."""
         return self.servers[0] if self.servers else ""
 
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.seed or self.jwt or self.creds_file or self.user or self.token)
-
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None

@@ -98,8 +98,9 @@ def test_exposed_convention_needs_a_secret_or_an_explicit_opt_out(tmp_path: Path
     assert cfg(tmp_path, HOSTCORE_CONVENTION_BIND="0.0.0.0", HOSTCORE_CONVENTION_INSECURE="true").network.allow_insecure
     with pytest.raises(ConfigError, match="at least 16"):
         cfg(tmp_path, HOSTCORE_CONVENTION_SECRET="short")
-    with pytest.raises(ConfigError, match="expected an IP address"):
-        cfg(tmp_path, HOSTCORE_CONVENTION_BIND="my-host")
+    for bad in ("my-host", "::1"):
+        with pytest.raises(ConfigError, match="expected an IPv4 address"):
+            cfg(tmp_path, HOSTCORE_CONVENTION_BIND=bad)
     assert cfg(tmp_path).network.bind == "127.0.0.1"
 
 
