@@ -164,6 +164,15 @@ class ProviderModule(NatsBridgeActor):
         mine: dict[str, LinkDefinition] = {ld.id: ld for ld in msg.links
                                            if ld.provider_id == self.start.claims.public_key
                                            and ld.link_name == self.start.link_name}
+        if self.config.rpc.servers != self.config.ctl.servers and getattr(self, "loop", None) is not None:
+            # LatticeCache announces links on the control connection, which a provider on another
+            # server does not hear: forward the changes on RPC (protocol.md §1.1).
+            for ld in mine.values():
+                if self.links.get(ld.id) != ld:
+                    self.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
+            for ld in self.links.values():
+                if ld.id not in mine:
+                    self.publish(f"{self.topic}.linkdefs.del", ld.to_msgpack(deleted=True))
         self.links = mine
 
     # --- stop ----------------------------------------------------------------------------------

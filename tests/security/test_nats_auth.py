@@ -5,6 +5,7 @@ provider passes its health check, and none of the secrets reach the host's logs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -16,14 +17,16 @@ from typing import Any
 import msgpack
 import nats
 import pytest
+import requests
 from conftest import EventWatcher, HostProcess, fixture_actor
 from nats_configs import Operator, Pki, Server, nkey_users_config, start_server
 
 from hostcore.control.client import ControlClient
+from hostcore.control.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.natsconn import NatsEndpoint
-from hostcore.procutil import wait_for
+from hostcore.procutil import free_port, wait_for
 from hostcore.providers.par import builtin_provider_key
 
 ECHO = fixture_actor("echo.wasm")
@@ -60,15 +63,24 @@ async def client(endpoint: NatsEndpoint) -> AsyncIterator[nats.aio.client.Client
         await nc.close()
 
 
+def http_ok(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def leaked(host: HostProcess, secrets: list[str]) -> list[str]:
     """Secrets found in the host's output or in any log file under its data dir."""
     texts = [host.log()] + [p.read_text(errors="replace") for p in (host.workdir / "data").rglob("*.log")]
     return [s[:12] + "…" for s in secrets if any(s in t for t in texts)]
 
 
-async def exercise(host: HostProcess, ctl: NatsEndpoint, rpc: NatsEndpoint, secrets: list[str]) -> None:
+async def exercise(host: HostProcess, ctl: NatsEndpoint, rpc: NatsEndpoint, secrets: list[str],
+                   *, link: bool = False) -> None:
     """Start the host, wait for it, scale echo and call it, start a provider and wait for its
-    health check, stop the host; then look for the secrets in its logs."""
+    health check (and with `link`, serve echo through it), stop the host; then look for the
+    secrets in its logs."""
     watcher = EventWatcher()
     async with client(ctl) as ctl_nc, client(rpc) as rpc_nc:
         await ctl_nc.subscribe(f"wasmbus.evt.{host.lattice}", cb=watcher.on_msg)
@@ -89,6 +101,12 @@ async def exercise(host: HostProcess, ctl: NatsEndpoint, rpc: NatsEndpoint, secr
             provider = builtin_provider_key("httpserver")
             await watcher.wait_for("provider_started", lambda d: d["public_key"] == provider, timeout=30)
             await watcher.wait_for("health_check_passed", lambda d: d["public_key"] == provider, timeout=30)
+            if link:
+                port = free_port()
+                assert (await control.put_link(LinkDefinition(
+                    actor_id=key, provider_id=provider, link_name="default", contract_id="wasmcloud:httpserver",
+                    values={"PORT": str(port)}))).accepted
+                assert await asyncio.to_thread(wait_for, lambda: http_ok(port), 20), "link never reached the provider"
             seen = json.dumps([watcher.events, await control.get_inventory(host.host_id),
                                await control.ping_hosts(wait_s=0.5)], default=str)
             assert not [s[:8] for s in [host.host_key.seed, host.cluster_key.seed, *secrets] if s in seen]
@@ -144,7 +162,8 @@ async def test_control_and_rpc_on_two_servers(
            **role_env("prov_rpc", rpc_server, seed=rpc_user.seed)}
     host = host_factory(nats_url="", env=env)
     await exercise(host, NatsEndpoint.from_url("ctl", ctl_server.url, seed=ctl_user.seed),
-                   NatsEndpoint.from_url("rpc", rpc_server.url, seed=rpc_user.seed), [ctl_user.seed, rpc_user.seed])
+                   NatsEndpoint.from_url("rpc", rpc_server.url, seed=rpc_user.seed), [ctl_user.seed, rpc_user.seed],
+                   link=True)
 
 
 async def test_bad_credentials_are_logged_and_retried_and_the_cli_says_one_line(
