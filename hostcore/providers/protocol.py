@@ -377,7 +377,8 @@ class HostBridge:
             stop_event.set()
 
         # Reconnect forever, as wasmbus-rpc does: a NATS restart must not take providers down.
-        self._nc = await nats.connect(**self._endpoint().connect_kwargs(), name=f"provider {hd.provider_key}/{hd.link_name}",
+        self._nc = await nats.connect(**self._endpoint().connect_kwargs(),
+                                      name=f"provider {hd.provider_key}/{hd.link_name}",
                                       max_reconnect_attempts=-1, closed_cb=closed)
         self._chunks = ChunkStore(self._nc.jetstream(domain=hd.js_domain), hd.lattice_rpc_prefix)
         self._provider._bridge = self
