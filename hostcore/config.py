@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import ipaddress
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyKind, KeyPair
+from hostcore.natsconn import ROLES, NatsEndpoint
 from hostcore.telemetry.settings import TelemetrySettings
 
 __all__ = [
@@ -29,10 +31,14 @@ __all__ = [
     "ConventionTiming",
     "HostConfig",
     "Placement",
+    "SECRET_ENV",
+    "ThespianNetwork",
     "WorkerConfig",
+    "add_ctl_flags",
     "build_parser",
     "build_worker_parser",
     "friendly_name",
+    "is_loopback",
     "load_client_config",
     "load_config",
     "load_worker_config",
@@ -91,6 +97,87 @@ class ConventionTiming:
         return float(self.period_s * (self.miss_max + 1))
 
 
+# Environment variables holding secrets: never passed on to provider processes.
+SECRET_ENV = frozenset({"HOSTCORE_CONVENTION_SECRET", "HOSTCORE_DASHBOARD_TOKEN"})
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost" (addresses other machines cannot reach)."""
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThespianNetwork:
+    """Where a node's Thespian processes listen and how their frames are authenticated
+    (hostcore/thespian_net.py). Thespian unpickles whatever reaches its sockets, so a convention
+    reachable from other machines needs the shared secret (or an explicit, logged opt-out)."""
+
+    bind: str = "127.0.0.1"  # HOSTCORE_CONVENTION_BIND: listen and advertise on this address
+    secret: str = field(default="", repr=False)  # HOSTCORE_CONVENTION_SECRET, shared by host and workers
+    allow_insecure: bool = False  # HOSTCORE_CONVENTION_INSECURE: a non-loopback convention without secret
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.bind)
+
+
+def _network(pick: Callable[[str, str, str], str], bind_flag: object) -> ThespianNetwork:
+    bind = str(bind_flag) if bind_flag is not None else pick("HOSTCORE_CONVENTION_BIND", "convention_bind", "127.0.0.1")
+    try:  # Thespian's TCP transport is IPv4 only
+        if bind != "localhost":
+            ipaddress.IPv4Address(bind)
+    except ValueError:
+        raise ConfigError(f"HOSTCORE_CONVENTION_BIND: expected an IPv4 address, got {bind!r}") from None
+    net = ThespianNetwork(
+        bind="127.0.0.1" if bind == "localhost" else bind,
+        secret=pick("HOSTCORE_CONVENTION_SECRET", "convention_secret", ""),
+        allow_insecure=_bool("HOSTCORE_CONVENTION_INSECURE",
+                             pick("HOSTCORE_CONVENTION_INSECURE", "convention_insecure", "false")),
+    )
+    if not net.loopback and not net.secret and not net.allow_insecure:
+        raise ConfigError(
+            f"HOSTCORE_CONVENTION_BIND: {bind} is reachable from other machines; set HOSTCORE_CONVENTION_SECRET "
+            "(the same on host and workers), or HOSTCORE_CONVENTION_INSECURE=true to accept unauthenticated peers")
+    if net.secret and len(net.secret) < 16:
+        raise ConfigError("HOSTCORE_CONVENTION_SECRET: must be at least 16 characters")
+    return net
+
+
+def _endpoints(pick: Callable[[str, str, str], str], shortcut: str) -> dict[str, NatsEndpoint]:
+    """The rpc / ctl / prov_rpc endpoints (protocol.md §10.2). A role's own HOST/PORT win over the
+    WASMCLOUD_NATS_URL shortcut; HOSTCORE_NATS_CREDS applies to roles without a seed or JWT."""
+    creds = pick("HOSTCORE_NATS_CREDS", "nats_creds", "")
+    ca = pick("HOSTCORE_NATS_CA", "nats_ca", "")
+    for key, path in (("HOSTCORE_NATS_CREDS", creds), ("HOSTCORE_NATS_CA", ca)):
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{key}: no such file {path!r}")
+    out = {}
+    given = {role: (pick(f"WASMCLOUD_{role.upper()}_HOST", f"{role}_host", ""),
+                    pick(f"WASMCLOUD_{role.upper()}_PORT", f"{role}_port", "")) for role in ROLES}
+    # Nothing given: the embedded server (""). Otherwise a role left unset gets OTP's default.
+    shortcut = shortcut or ("nats://127.0.0.1:4222" if any(h or p for h, p in given.values()) else "")
+    for role in ROLES:
+        env = f"WASMCLOUD_{role.upper()}"
+        host, port = given[role]
+        tls = _bool(f"{env}_TLS", pick(f"{env}_TLS", f"{role}_tls", "false"))
+        if port and (not port.isdigit() or not 0 < int(port) < 65536):
+            raise ConfigError(f"{env}_PORT: not a TCP port, got {port!r}")
+        url = f"{'tls' if tls else 'nats'}://{host or '127.0.0.1'}:{port or 4222}" if host or port else shortcut
+        seed, jwt = pick(f"{env}_SEED", f"{role}_seed", "").strip(), pick(f"{env}_JWT", f"{role}_jwt", "").strip()
+        if jwt and not seed:
+            raise ConfigError(f"{env}_JWT: a user JWT needs its seed ({env}_SEED)")
+        out[role] = NatsEndpoint.from_url(
+            role, url, seed=seed, jwt=jwt, tls=tls,
+            creds_file=Path(creds).expanduser() if creds and not seed else None,
+            ca_file=Path(ca).expanduser() if ca else None)
+    return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostConfig:
     """Everything a host node needs to know. Built by `load_config`; never mutated."""
@@ -102,7 +189,11 @@ class HostConfig:
     lattice_prefix: str
     friendly_name: str
     labels: dict[str, str]
-    nats_url: str  # "" = start an embedded nats-server
+    nats_url: str  # "" = start an embedded nats-server; else the control server (display only)
+    # protocol.md §1.1 / §10.2: the three NATS connections, each with its own server and credentials.
+    rpc: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="rpc", servers=()))
+    ctl: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="ctl", servers=()))
+    prov_rpc: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="prov_rpc", servers=()))
     ctl_topic_prefix: str = "wasmbus.ctl"
     rpc_timeout_s: float = 2.0
     allow_file_load: bool = False
@@ -135,8 +226,15 @@ class HostConfig:
     # Thespian convention (issue 6): workers join this host's admin; see hostcore/worker.py.
     placement: Placement = Placement.LOCAL
     convention: ConventionTiming = field(default_factory=ConventionTiming)
+    network: ThespianNetwork = field(default_factory=lambda: ThespianNetwork())
     # Traces, metrics, /metrics port (issue 8; OTEL_TRACES_EXPORTER, HOSTCORE_METRICS…).
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+
+    def __post_init__(self) -> None:
+        # A config built with only `nats_url` (tests, tools) uses it for every connection.
+        for role in ROLES:
+            if self.nats_url and not getattr(self, role).servers:
+                object.__setattr__(self, role, getattr(self, role).with_servers(self.nats_url))
 
     @property
     def host_id(self) -> str:
@@ -151,7 +249,9 @@ class HostConfig:
         return self.data_dir / "cache"
 
     def with_nats_url(self, url: str) -> HostConfig:
-        return dataclasses.replace(self, nats_url=url)
+        """This config on the server at `url` (the embedded one) for all three connections."""
+        return dataclasses.replace(self, nats_url=url, rpc=self.rpc.with_servers(url), ctl=self.ctl.with_servers(url),
+                                   prov_rpc=self.prov_rpc.with_servers(url))
 
 
 def friendly_name(rng: random.Random | None = None) -> str:
@@ -227,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-token", help="access token the dashboard requires (default: none)")
     p.add_argument("--placement", choices=[m.value for m in Placement],
                    help="where instances start: local (default), workers, spread")
+    p.add_argument("--convention-bind", metavar="ADDRESS",
+                   help="address the Thespian processes listen on (default 127.0.0.1)")
     return p
 
 
@@ -289,7 +391,8 @@ def load_config(
             raise ConfigError(f"--label: expected KEY=VALUE, got {item!r}")
         labels[key] = value
 
-    nats_url = pick("WASMCLOUD_NATS_URL", "nats_url", flags.nats_url)
+    endpoints = _endpoints(lambda key, json_key, default: pick(key, json_key, None, default),
+                           pick("WASMCLOUD_NATS_URL", "nats_url", flags.nats_url))
     rpc_ms = _number("WASMCLOUD_RPC_TIMEOUT_MS", pick("WASMCLOUD_RPC_TIMEOUT_MS", "rpc_timeout_ms", flags.rpc_timeout_ms, "2000"))
     policy_ms = _number("WASMCLOUD_POLICY_TIMEOUT", pick("WASMCLOUD_POLICY_TIMEOUT", "policy_timeout", None, "1000"))
     delay_ms = _number(
@@ -304,10 +407,15 @@ def load_config(
                                  pick("WASMCLOUD_DASHBOARD_PORT", "dashboard_port", flags.dashboard_port, "4000")))
     if dashboard_port > 65535:
         raise ConfigError(f"WASMCLOUD_DASHBOARD_PORT: not a TCP port, got {dashboard_port!r}")
+    dashboard_host = pick("WASMCLOUD_DASHBOARD_HOST", "dashboard_host", None, "127.0.0.1")
+    dashboard_token = pick("HOSTCORE_DASHBOARD_TOKEN", "dashboard_token", flags.dashboard_token)
+    if dashboard_port and not is_loopback(dashboard_host) and not dashboard_token:
+        raise ConfigError(f"WASMCLOUD_DASHBOARD_HOST: a dashboard on {dashboard_host} is reachable from other "
+                          "machines and needs an access token (HOSTCORE_DASHBOARD_TOKEN)")
     return HostConfig(
-        dashboard_host=pick("WASMCLOUD_DASHBOARD_HOST", "dashboard_host", None, "127.0.0.1"),
+        dashboard_host=dashboard_host,
         dashboard_port=dashboard_port,
-        dashboard_token=pick("HOSTCORE_DASHBOARD_TOKEN", "dashboard_token", flags.dashboard_token),
+        dashboard_token=dashboard_token,
         host_key=host_key or KeyPair.generate(KeyKind.SERVER),
         cluster_key=cluster_key,
         cluster_issuers=issuers,
@@ -315,7 +423,11 @@ def load_config(
         lattice_prefix=pick("WASMCLOUD_LATTICE_PREFIX", "lattice_prefix", flags.lattice_prefix, "default"),
         friendly_name=pick("WASMCLOUD_FRIENDLY_NAME", "friendly_name", flags.friendly_name) or friendly_name(),
         labels=labels,
-        nats_url=nats_url,
+        nats_url=endpoints["ctl"].url,
+        rpc=endpoints["rpc"],
+        ctl=endpoints["ctl"],
+        prov_rpc=endpoints["prov_rpc"],
+        network=_network(lambda key, json_key, default: pick(key, json_key, None, default), flags.convention_bind),
         ctl_topic_prefix=pick("WASMCLOUD_CTL_TOPIC_PREFIX", "ctl_topic_prefix", None, "wasmbus.ctl"),
         rpc_timeout_s=rpc_ms / 1000,
         allow_file_load=_bool(
@@ -378,6 +490,7 @@ class WorkerConfig:
     admin_port: int = 0  # 0 = pick a free port
     data_dir: Path = field(default_factory=lambda: Path.home() / ".hostcore")
     convention: ConventionTiming = field(default_factory=ConventionTiming)
+    network: ThespianNetwork = field(default_factory=lambda: ThespianNetwork())
     join_timeout_s: float = 30.0  # warn (and keep waiting) if the host has not answered by then
     log_level: str = "INFO"
     structured_logging: bool = False
@@ -392,6 +505,8 @@ def build_worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", dest="worker_id", help="worker id; default: generated")
     p.add_argument("--data-dir")
     p.add_argument("--log-level")
+    p.add_argument("--convention-bind", metavar="ADDRESS",
+                   help="address this worker listens on (default 127.0.0.1; another machine's host needs a reachable one)")
     return p
 
 
@@ -429,6 +544,10 @@ def load_worker_config(argv: Sequence[str] = (), environ: Mapping[str, str] | No
     admin_port = int(_number("HOSTCORE_WORKER_ADMIN_PORT", pick("HOSTCORE_WORKER_ADMIN_PORT", flags.admin_port, "0")))
     if admin_port == int(port):
         raise ConfigError(f"--admin-port: {admin_port} is the host's admin port; the worker needs its own")
+    network = _network(lambda key, json_key, default: pick(key, None, default), flags.convention_bind)
+    if network.loopback and not is_loopback(host):
+        raise ConfigError(f"--convention-bind: the host at {host} cannot reach a worker listening on {network.bind}; "
+                          "give an address of this machine that the host can reach")
     return WorkerConfig(
         join=(host, int(port)),
         worker_id=pick("HOSTCORE_WORKER_ID", flags.worker_id) or f"worker-{uuid.uuid4().hex[:12]}",
@@ -436,6 +555,7 @@ def load_worker_config(argv: Sequence[str] = (), environ: Mapping[str, str] | No
         admin_port=admin_port,
         data_dir=Path(data_dir).expanduser() if data_dir else Path.home() / ".hostcore",
         convention=_convention_timing(lambda key, json_key, default: pick(key, None, default)),
+        network=network,
         log_level="WARNING" if level == "WARN" else level,
         structured_logging=_bool("WASMCLOUD_STRUCTURED_LOGGING_ENABLED",
                                  pick("WASMCLOUD_STRUCTURED_LOGGING_ENABLED", None, "false")),
@@ -446,24 +566,58 @@ def load_worker_config(argv: Sequence[str] = (), environ: Mapping[str, str] | No
 class ClientConfig:
     """What a control-interface client (the CLI's ctl/call commands) needs."""
 
-    nats_url: str
+    nats_url: str  # display form of the control server (no credentials)
     lattice_prefix: str
     ctl_topic_prefix: str
     timeout_s: float
-    cluster_seed: str  # signs `call` invocations; "" when unset
+    cluster_seed: str = field(repr=False)  # signs `call` invocations; "" when unset
+    ctl: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="ctl", servers=()))
+
+
+_CTL_FLAGS = ("ctl_host", "ctl_port", "ctl_seed", "ctl_jwt", "ctl_tls", "nats_creds", "nats_ca")
+
+
+def add_ctl_flags(p: argparse.ArgumentParser) -> None:
+    """The control connection's flags of the CLI (same meaning as WASMCLOUD_CTL_* / HOSTCORE_NATS_*)."""
+    p.add_argument("--ctl-host", help="control NATS host (WASMCLOUD_CTL_HOST)")
+    p.add_argument("--ctl-port", help="control NATS port (WASMCLOUD_CTL_PORT)")
+    p.add_argument("--ctl-seed", help="nkey seed for the control connection (WASMCLOUD_CTL_SEED)")
+    p.add_argument("--ctl-jwt", help="user JWT for the control connection (WASMCLOUD_CTL_JWT)")
+    p.add_argument("--ctl-tls", action="store_const", const="true", help="use TLS (WASMCLOUD_CTL_TLS)")
+    p.add_argument("--nats-creds", help="NATS .creds file (HOSTCORE_NATS_CREDS)")
+    p.add_argument("--nats-ca", help="CA file that signed the NATS server's certificate (HOSTCORE_NATS_CA)")
 
 
 def load_client_config(*, nats_url: str | None = None, lattice_prefix: str | None = None,
                        timeout_ms: int | None = None, cluster_seed: str | None = None,
-                       environ: Mapping[str, str] | None = None) -> ClientConfig:
-    """Client settings: flags win over WASMCLOUD_* environment variables, then defaults."""
+                       environ: Mapping[str, str] | None = None, flags: object = None) -> ClientConfig:
+    """Client settings: flags win over WASMCLOUD_* environment variables, then defaults.
+
+    `flags` is the parsed namespace of a parser given `add_ctl_flags` (or None)."""
     env = os.environ if environ is None else environ
-    host = env.get("WASMCLOUD_CTL_HOST", "127.0.0.1")
-    port = env.get("WASMCLOUD_CTL_PORT", "4222")
+    given = {name: getattr(flags, name, None) for name in _CTL_FLAGS}
+    env_keys = {"ctl_host": "WASMCLOUD_CTL_HOST", "ctl_port": "WASMCLOUD_CTL_PORT", "ctl_seed": "WASMCLOUD_CTL_SEED",
+                "ctl_jwt": "WASMCLOUD_CTL_JWT", "ctl_tls": "WASMCLOUD_CTL_TLS", "nats_creds": "HOSTCORE_NATS_CREDS",
+                "nats_ca": "HOSTCORE_NATS_CA"}
+
+    def pick(key: str, json_key: str, default: str) -> str:
+        name = next((n for n, k in env_keys.items() if k == key), "")
+        value = given.get(name)
+        return str(value) if value is not None else env.get(key, default)
+
+    shortcut = nats_url or env.get("WASMCLOUD_NATS_URL") or ""
+    if not shortcut and not (pick("WASMCLOUD_CTL_HOST", "", "") or pick("WASMCLOUD_CTL_PORT", "", "")):
+        shortcut = "nats://127.0.0.1:4222"
+    if nats_url:  # an explicit --nats-url wins over the environment's host and port
+        given["ctl_host"], given["ctl_port"] = None, None
+        env = {k: v for k, v in env.items() if k not in ("WASMCLOUD_CTL_HOST", "WASMCLOUD_CTL_PORT")}
+    ctl = _endpoints(lambda key, json_key, default: pick(key, json_key, default) if "CTL" in key or "NATS" in key
+                     else "", shortcut)["ctl"]
     timeout = timeout_ms if timeout_ms is not None else _number(
         "WASMCLOUD_CTL_TIMEOUT_MS", env.get("WASMCLOUD_CTL_TIMEOUT_MS", "2000"))
     return ClientConfig(
-        nats_url=nats_url or env.get("WASMCLOUD_NATS_URL") or f"nats://{host}:{port}",
+        ctl=ctl,
+        nats_url=ctl.url,
         lattice_prefix=lattice_prefix or env.get("WASMCLOUD_LATTICE_PREFIX", "default"),
         ctl_topic_prefix=env.get("WASMCLOUD_CTL_TOPIC_PREFIX", "wasmbus.ctl"),
         timeout_s=timeout / 1000,

@@ -17,10 +17,7 @@ import logging
 import logging.config
 import os
 import signal
-import socket
 import threading
-import time
-import urllib.parse
 from types import FrameType
 from typing import Any
 
@@ -28,15 +25,17 @@ from thespian.actors import ActorSystem
 
 from hostcore.actors.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 from hostcore.actors.placement import HOST_CAPABILITY
-from hostcore.config import ConventionTiming, HostConfig
+from hostcore.config import ConventionTiming, HostConfig, Placement
 from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import EmbeddedNatsServer
-from hostcore.procutil import descendants, free_port, set_launcher, pid_alive, wait_for
+from hostcore.natsconn import wait_for_endpoints
+from hostcore.procutil import descendants, free_port, pid_alive, set_launcher, wait_for
 from hostcore.telemetry.launcher import LauncherTelemetry
+from hostcore.thespian_net import ThespianUnverified, secure_thespian
 from hostcore.web import DashboardServer, DashboardSettings
 
-__all__ = ["configure_convention", "reap_admin", "run_node", "wait_for_nats"]
+__all__ = ["configure_convention", "reap_admin", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,11 @@ def run_node(config: HostConfig) -> int:
     """Run one host until it is stopped. Returns the process exit code."""
     logging.config.dictConfig(log_defs(config.log_level, config.structured_logging))
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # before the ActorSystem forks: every process of the tree inherits the bind address and the secret
+        secure_thespian(config.network, convention=config.placement is not Placement.LOCAL)
+    except ThespianUnverified as err:
+        log.error("refusing to start", extra={"error": str(err)})
+        return 1
     nats: EmbeddedNatsServer | None = None
     if not config.nats_url:
         nats = EmbeddedNatsServer(config.data_dir / "nats" / config.host_id[:16]).start()
@@ -59,8 +63,9 @@ def run_node(config: HostConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # OTP issue #22: a host started before its NATS server waits for it instead of failing.
-    if not wait_for_nats(config.nats_url, stop):
+    # OTP issue #22: a host started before its NATS server waits for it instead of failing. A full
+    # handshake per connection: bad credentials or TLS are logged and retried like an absent server.
+    if not wait_for_endpoints((config.ctl, config.rpc), stop):
         return 0
     # Thespian's own diagnostics go to a file of ours, not to /tmp shared with other hosts.
     os.environ.setdefault("THESPLOG_FILE", str(config.data_dir / "thespian.log"))
@@ -124,25 +129,6 @@ def _start_dashboard(config: HostConfig) -> DashboardServer | None:
     server = DashboardServer(DashboardSettings.from_host_config(config, token=config.dashboard_token),
                              host=config.dashboard_host, port=config.dashboard_port)
     return server if server.start() else None
-
-
-def wait_for_nats(url: str, stop: threading.Event, log_every_s: float = 5.0) -> bool:
-    """Block (no threads: Thespian forks later) until `url` accepts TCP connections. Returns
-    False if a stop signal came first."""
-    parsed = urllib.parse.urlsplit(url if "://" in url else f"nats://{url}")
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
-    next_log = 0.0
-    while not stop.is_set():
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return True
-        except OSError as err:
-            now = time.monotonic()
-            if now >= next_log:
-                log.warning("waiting for NATS", extra={"nats_url": url, "error": str(err)})
-                next_log = now + log_every_s
-        stop.wait(0.25)
-    return False
 
 
 def configure_convention(timing: ConventionTiming) -> None:

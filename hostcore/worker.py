@@ -58,7 +58,8 @@ from hostcore.actors.placement import (
 from hostcore.config import WorkerConfig
 from hostcore.logs import log_defs
 from hostcore.node import configure_convention, reap_admin
-from hostcore.procutil import descendants, end_admin_tree, free_port, set_launcher, pid_alive, set_pdeathsig
+from hostcore.procutil import descendants, end_admin_tree, free_port, pid_alive, set_launcher, set_pdeathsig
+from hostcore.thespian_net import ThespianUnverified, secure_thespian
 
 __all__ = ["WorkerWatch", "run_worker"]
 
@@ -113,6 +114,11 @@ def run_worker(config: WorkerConfig) -> int:
     os.environ.setdefault("SPT_NOENV", "1")  # keep /proc/<pid>/environ readable (see hostcore.node)
     configure_convention(config.convention)
     set_launcher(os.getpid())  # every process of the tree can watch this launcher
+    try:  # before the ActorSystem forks (see hostcore.thespian_net)
+        secure_thespian(config.network, convention=True)
+    except ThespianUnverified as err:
+        log.error("refusing to start", extra={"error": str(err)})
+        return 1
     asys = _start_actor_system(config)
     admin_pid: int | None = None
     fields = {"worker_id": config.worker_id, "join": f"{config.join[0]}:{config.join[1]}"}

@@ -22,6 +22,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
 
+from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.process import count_reconnect
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class NatsBridgeActor(InboxActor):
 
     def nats_start(
         self,
-        url: str,
+        url: str | NatsEndpoint,
         setup: Callable[[NatsClient], Awaitable[None]],
         *,
         name: str,
@@ -111,9 +112,9 @@ class NatsBridgeActor(InboxActor):
 
         async def connect() -> None:
             self.nc = await nats.connect(
-                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                **NatsEndpoint.kwargs_for(url, _on_error), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
-                error_cb=_on_error, disconnected_cb=_on_disconnect(name), reconnected_cb=_on_reconnect(name),
+                disconnected_cb=_on_disconnect(name), reconnected_cb=_on_reconnect(name),
             )
             await setup(self.nc)
             await self.nc.flush()

@@ -101,7 +101,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
         self.config, self.instance_id = cfg, msg.instance_id
         self.telemetry = InstanceTelemetry.open(cfg, actor_key=claims.public_key, instance_id=msg.instance_id)
         self.rpcevt_subject = f"wasmbus.rpcevt.{cfg.lattice_prefix}"
-        self.outbound = OutboundConnection(cfg.nats_url, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}")
+        self.outbound = OutboundConnection(cfg.rpc, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}")
         try:
             self.engine = new_engine()
             self.ticker = EpochTicker(self.engine)
@@ -125,7 +125,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
                 await nc.subscribe(subject, queue=subject, cb=self.telemetry.wrap_rpc(self._on_rpc),
                                    pending_msgs_limit=65536)
 
-            self.nats_start(cfg.nats_url, setup, name=f"hostcore-actor-{claims.public_key[:8]}-{msg.instance_id[:8]}")
+            self.nats_start(cfg.rpc, setup, name=f"hostcore-actor-{claims.public_key[:8]}-{msg.instance_id[:8]}")
             self.telemetry.start(self.loop)
             self.outlive_parent(self.loop)
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed

@@ -423,6 +423,7 @@ class StartProviderProcess:
     annotations: dict[str, str]
     config_json: str
     links: tuple[Any, ...]  # LinkDefinition, known at spawn
+    events: Any = None  # LatticeEvents: health events go out on the control connection (protocol.md §1.1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocati
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyPair
+from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.process import count_reconnect
 from hostcore.telemetry.tracing import Tracer, client_span
 
@@ -48,7 +49,7 @@ class OutboundConnection:
     Owned by the ActorModule that created it; `close()` ends connection and thread (idempotent).
     """
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str | NatsEndpoint, name: str) -> None:
         self.url, self.name = url, name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: NatsClient | None = None
@@ -60,7 +61,7 @@ class OutboundConnection:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, daemon=True, name="nats-out").start()
-                connect = nats.connect(self.url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                connect = nats.connect(**NatsEndpoint.kwargs_for(self.url), name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                        reconnected_cb=self._reconnected)
                 self._nc = asyncio.run_coroutine_threadsafe(connect, loop).result(timeout_s)
                 self._loop = loop

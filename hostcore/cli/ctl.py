@@ -12,11 +12,12 @@ from typing import Any
 import msgpack
 import nats
 
-from hostcore.config import ClientConfig, load_client_config
+from hostcore.config import ClientConfig, add_ctl_flags, load_client_config
 from hostcore.control.client import ControlClient
 from hostcore.control.linkdefs import LinkDefinition
 from hostcore.errors import HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
+from hostcore.natsconn import ignore_errors
 
 __all__ = ["register", "json_to_msgpack", "msgpack_to_json"]
 
@@ -26,6 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lattice", "-x", dest="lattice_prefix")
     p.add_argument("--timeout-ms", type=int)
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    add_ctl_flags(p)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -127,11 +129,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def _run(args: argparse.Namespace, action: Callable[[ControlClient, ClientConfig, argparse.Namespace], Awaitable[Any]]) -> int:
     cfg = load_client_config(nats_url=args.nats_url, lattice_prefix=args.lattice_prefix, timeout_ms=args.timeout_ms,
-                             cluster_seed=getattr(args, "cluster_seed", None))
+                             cluster_seed=getattr(args, "cluster_seed", None), flags=args)
 
     async def go() -> Any:
         async with asyncio.timeout(cfg.timeout_s + 1):
-            nc = await nats.connect(cfg.nats_url, connect_timeout=cfg.timeout_s, allow_reconnect=False)
+            nc = await nats.connect(**cfg.ctl.connect_kwargs(ignore_errors), connect_timeout=cfg.timeout_s, allow_reconnect=False)
         try:
             return await action(ControlClient(nc, lattice_prefix=cfg.lattice_prefix,
                                               ctl_topic_prefix=cfg.ctl_topic_prefix, timeout_s=cfg.timeout_s), cfg, args)

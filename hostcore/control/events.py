@@ -130,7 +130,7 @@ class LatticeEvents(Rewirable, NatsBridgeActor):
             return None
 
         try:
-            self.nats_start(msg.config.nats_url, setup, name=f"hostcore-events-{msg.config.host_id[:8]}")
+            self.nats_start(msg.config.ctl, setup, name=f"hostcore-events-{msg.config.host_id[:8]}")
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor, which gives up
             self.send(sender, InitFailed(role="events", error=f"NATS connection failed: {err}"))
             return

@@ -148,7 +148,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
                 await self.policy.subscribe_changes(self.config.policy_changes_topic)
 
         try:
-            self.nats_start(self.config.nats_url, setup, name=f"hostcore-lattice-{self.config.host_id[:8]}")
+            self.nats_start(self.config.ctl, setup, name=f"hostcore-lattice-{self.config.host_id[:8]}")
         except Exception as err:  # noqa: BLE001 -- the supervisor reports and gives up
             self.send(sender, InitFailed(role="lattice", error=f"lattice cache unavailable: {err}"))
             return

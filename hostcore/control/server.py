@@ -89,8 +89,8 @@ def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
         "id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
         "friendly_name": config.friendly_name, "uptime_seconds": uptime, "uptime_human": humanize_seconds(uptime),
         "version": COMPAT_VERSION, "cluster_issuers": ",".join(config.cluster_issuers),
-        "js_domain": config.js_domain, "ctl_host": config.nats_url, "prov_rpc_host": config.nats_url,
-        "rpc_host": config.nats_url, "lattice_prefix": config.lattice_prefix,
+        "js_domain": config.js_domain, "ctl_host": config.ctl.url, "prov_rpc_host": config.prov_rpc.url,
+        "rpc_host": config.rpc.url, "lattice_prefix": config.lattice_prefix,
     }
 
 
@@ -145,7 +145,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
             await nc.subscribe(f"{p}.auction.>", cb=self._on_request)  # every host; matching ones bid
 
         try:
-            self.nats_start(cfg.nats_url, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
+            self.nats_start(cfg.ctl, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
         except Exception as err:  # noqa: BLE001 -- the supervisor reports and gives up
             self.send(sender, InitFailed(role="control", error=f"NATS connection failed: {err}"))
             return

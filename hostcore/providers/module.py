@@ -24,12 +24,13 @@ from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest
 
 from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import LatticeSnapshot, ProviderFailed, ProviderStarted, StartProviderProcess
-from hostcore.config import HostConfig
+from hostcore.actors.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
+                                      StartProviderProcess)
+from hostcore.config import SECRET_ENV, HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition
 from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import ORPHANED, Adoptable, Adopted
+from hostcore.supervision import ORPHANED, Adoptable, Adopted, Rewirable
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,20 @@ _READY_DEADLINE_S = 30.0
 _HEALTH_INTERVAL_S = 30.0
 _SHUTDOWN_TIMEOUT_S = 2.0
 # protocol.md §11.7: the provider's environment is cut down to the OTEL variables; we also pass
-# PATH and hostcore's own HOSTCORE_* variables (the launcher's interpreter, leak-check markers).
-_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH")
+# PATH, PYTHONPATH (bundled providers import the host's hostcore) and hostcore's own HOSTCORE_*
+# variables (the launcher's interpreter, leak-check markers) but not the secret ones.
+_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH", "PYTHONPATH")
 
 
 def provider_env(environ: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_"))}
+    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_")) and k not in SECRET_ENV}
 
 
 def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
     """The §11.7 host data map (v0.59 field names)."""
-    url = cfg.nats_url.split("://", 1)[-1]
     return {
         "host_id": cfg.host_id, "lattice_rpc_prefix": cfg.lattice_prefix, "link_name": msg.link_name,
-        "lattice_rpc_user_jwt": "", "lattice_rpc_user_seed": "", "lattice_rpc_url": url, "lattice_rpc_tls": False,
+        **cfg.prov_rpc.host_data_fields(),
         "env_values": {}, "instance_id": msg.instance_id, "provider_key": msg.claims.public_key,
         "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
         "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),
@@ -62,7 +63,7 @@ def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
     }
 
 
-class ProviderModule(Adoptable, NatsBridgeActor):
+class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
     """Supervised by ProviderSupervisor; an ActorExitRequest stops the provider and this process.
     It outlives a supervisor that dies, so the provider keeps serving while a successor adopts it
     (hostcore/supervision.py)."""
@@ -71,7 +72,7 @@ class ProviderModule(Adoptable, NatsBridgeActor):
 
     def receiveMsg_StartProviderProcess(self, msg: StartProviderProcess, sender: Any) -> None:
         set_pdeathsig()
-        self.config, self.start = msg.config, msg
+        self.config, self.start, self.events = msg.config, msg, msg.events
         self.links = {ld.id: ld for ld in msg.links}
         pk = msg.claims.public_key
         self.topic = f"wasmbus.rpc.{msg.config.lattice_prefix}.{pk}.{msg.link_name}"
@@ -81,7 +82,7 @@ class ProviderModule(Adoptable, NatsBridgeActor):
                 return None
 
             self.proc = self._spawn(msg)  # before nats_start: fork while this process has one thread
-            self.nats_start(msg.config.nats_url, setup, name=f"hostcore-provider-{pk[:8]}-{msg.link_name}")
+            self.nats_start(msg.config.rpc, setup, name=f"hostcore-provider-{pk[:8]}-{msg.link_name}")
         except Exception as err:  # noqa: BLE001 -- reported as provider_start_failed
             log.exception("provider failed to start", extra={"provider_key": pk})
             self.send(sender, ProviderFailed(instance_id=msg.instance_id, error=str(getattr(err, "wire", err))))
@@ -116,6 +117,8 @@ class ProviderModule(Adoptable, NatsBridgeActor):
         code = self.proc.wait()
         self.to_actor(("exited", code))
 
+    PEERS = frozenset({"events"})  # health events go through LatticeEvents, which may be restarted
+
     def adoption_reply(self, instance_id: str) -> Adopted:
         return Adopted(instance_id=instance_id, pid=os.getpid(),
                        running=self.proc is not None and self.proc.poll() is None)
@@ -123,6 +126,8 @@ class ProviderModule(Adoptable, NatsBridgeActor):
     def on_inbox_item(self, item: Any) -> None:
         if item is ORPHANED:
             self.stop_orphan()
+        elif item[0] == "event":
+            self.send(self.events, item[1])
         elif item[0] == "exited" and not getattr(self, "stopping", False):
             # The provider died on its own: this module ends too; the supervisor reports it.
             log.warning("provider process exited", extra={"provider_key": self.start.claims.public_key,
@@ -156,7 +161,11 @@ class ProviderModule(Adoptable, NatsBridgeActor):
 
     def _health_event(self, ok: bool) -> None:
         data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name}
-        event = cloud_event("health_check_passed" if ok else "health_check_failed", data, self.config.host_id)
+        kind = "health_check_passed" if ok else "health_check_failed"
+        if self.events is not None:
+            self.to_actor(("event", PublishEvent(event_type=kind, data=data)))
+            return
+        event = cloud_event(kind, data, self.config.host_id)
         self.loop.create_task(self.nc.publish(event_subject(self.config.lattice_prefix), event))
 
     async def _resend_links(self) -> None:
@@ -167,6 +176,15 @@ class ProviderModule(Adoptable, NatsBridgeActor):
         mine: dict[str, LinkDefinition] = {ld.id: ld for ld in msg.links
                                            if ld.provider_id == self.start.claims.public_key
                                            and ld.link_name == self.start.link_name}
+        if self.config.rpc.servers != self.config.ctl.servers and getattr(self, "loop", None) is not None:
+            # LatticeCache announces links on the control connection, which a provider on another
+            # server does not hear: forward the changes on RPC (protocol.md §1.1).
+            for ld in mine.values():
+                if self.links.get(ld.id) != ld:
+                    self.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
+            for ld in self.links.values():
+                if ld.id not in mine:
+                    self.publish(f"{self.topic}.linkdefs.del", ld.to_msgpack(deleted=True))
         self.links = mine
 
     # --- stop ----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, ClassVar, Self
 
@@ -71,6 +72,7 @@ from hostcore.native.invocation import (
     new_invocation,
 )
 from hostcore.native.nkeys import KeyPair
+from hostcore.natsconn import NatsEndpoint
 from hostcore.procutil import set_pdeathsig
 
 __all__ = [
@@ -160,6 +162,7 @@ class HostData:
     lattice_rpc_user_seed: str = field(default="", repr=False)
     lattice_rpc_url: str = "127.0.0.1:4222"
     lattice_rpc_tls: bool = False
+    lattice_rpc_tls_ca_file: str | None = None  # hostcore extension: CA of the server's certificate
     env_values: dict[str, str] = field(default_factory=dict)
     instance_id: str = ""
     provider_key: str
@@ -249,6 +252,7 @@ class HostData:
             lattice_rpc_user_seed=text("lattice_rpc_user_seed"),
             lattice_rpc_url=text("lattice_rpc_url"),
             lattice_rpc_tls=bool(fields.get("lattice_rpc_tls") or False),
+            lattice_rpc_tls_ca_file=optional_text("lattice_rpc_tls_ca_file"),
             env_values=_str_map(fields.get("env_values"), "`env_values`"),
             instance_id=text("instance_id"),
             provider_key=provider_key,
@@ -373,8 +377,9 @@ class HostBridge:
             stop_event.set()
 
         # Reconnect forever, as wasmbus-rpc does: a NATS restart must not take providers down.
-        self._nc = await nats.connect(servers=[hd.nats_url], name=f"provider {hd.provider_key}/{hd.link_name}",
-                                      max_reconnect_attempts=-1, closed_cb=closed, **self._auth_options())
+        self._nc = await nats.connect(**self._endpoint().connect_kwargs(),
+                                      name=f"provider {hd.provider_key}/{hd.link_name}",
+                                      max_reconnect_attempts=-1, closed_cb=closed)
         self._chunks = ChunkStore(self._nc.jetstream(domain=hd.js_domain), hd.lattice_rpc_prefix)
         self._provider._bridge = self
         try:
@@ -397,16 +402,12 @@ class HostBridge:
         finally:
             await self._close()
 
-    def _auth_options(self) -> dict[str, Any]:
-        # wasmbus-rpc: JWT auth when either credential is present; otherwise anonymous.
-        jwt, seed = self._hd.lattice_rpc_user_jwt.strip(), self._hd.lattice_rpc_user_seed.strip()
-        if not jwt and not seed:
-            return {}
-        user = KeyPair.from_seed(seed)
-        return {
-            "user_jwt_cb": lambda: jwt.encode(),
-            "signature_cb": lambda nonce: base64.b64encode(user.sign(nonce.encode())),
-        }
+    def _endpoint(self) -> NatsEndpoint:
+        """The lattice connection from host data: JWT + seed, or a seed alone (nkey user)."""
+        hd = self._hd
+        ca = Path(hd.lattice_rpc_tls_ca_file) if hd.lattice_rpc_tls_ca_file else None
+        return NatsEndpoint.from_url("prov_rpc", hd.nats_url, seed=hd.lattice_rpc_user_seed.strip(),
+                                     jwt=hd.lattice_rpc_user_jwt.strip(), tls=hd.lattice_rpc_tls, ca_file=ca)
 
     async def _close(self) -> None:
         nc = self._nc

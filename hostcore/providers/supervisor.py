@@ -56,6 +56,7 @@ from hostcore.supervision import (
     Forget,
     Remember,
     Rewirable,
+    Rewire,
     crash_if_asked,
 )
 
@@ -130,7 +131,10 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
     def peer_restarted(self, role: str) -> None:
         """Starts waiting on the lost NativeWorker or LatticeCache fail visibly (not replayed)."""
         error = RoleRestarted({"native": "native worker", "lattice": "lattice cache"}.get(role, role)).wire
-        if role == "native":
+        if role == "events":  # provider modules send their health events there
+            for prov in self.providers.values():
+                self.send(prov.address, Rewire(role=role, address=self.events))
+        elif role == "native":
             for request_id in list(self.pending):
                 self._start_failed(self.pending.pop(request_id), error)
         elif role == "lattice":
@@ -230,7 +234,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         self.send(prov.address, StartProviderProcess(
             config=self.config, claims=claims, binary=binary, link_name=req.link_name,
             instance_id=prov.instance_id, image_ref=req.provider_ref, annotations=prov.annotations,
-            config_json=req.configuration, links=links))
+            config_json=req.configuration, links=links, events=self.events))
 
     def receiveMsg_ProviderStarted(self, msg: ProviderStarted, sender: Any) -> None:
         prov = self.providers.get(msg.instance_id)

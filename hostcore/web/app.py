@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 from hostcore.control.client import ControlClient
 from hostcore.errors import NkeyError
 from hostcore.native.nkeys import KeyPair
+from hostcore.natsconn import NatsEndpoint
 from hostcore.web import actions, views
 from hostcore.web.auth import TokenMiddleware
 from hostcore.web.model import LatticeModel
@@ -66,8 +67,9 @@ async def _connect(settings: DashboardSettings) -> NatsClient:
         log.info("dashboard NATS connection restored", extra={"nats_url": settings.nats_url})
 
     async with asyncio.timeout(settings.timeout_s + 1):
-        return await nats.connect(settings.nats_url, name="hostcore-dashboard", connect_timeout=settings.timeout_s,
-                                  max_reconnect_attempts=-1, reconnect_time_wait=1, error_cb=on_error,
+        return await nats.connect(**NatsEndpoint.kwargs_for(settings.ctl or settings.nats_url, on_error),
+                                  name="hostcore-dashboard", connect_timeout=settings.timeout_s,
+                                  max_reconnect_attempts=-1, reconnect_time_wait=1,
                                   disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
 
 

@@ -7,10 +7,11 @@ directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.metrics import metrics_dir
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class DashboardSettings:
     metrics_dir: Path | None = None  # the host's Prometheus multiprocess dir: serve /metrics
     max_upload_bytes: int = 64 * 1024 * 1024
     event_buffer: int = 200
+    ctl: NatsEndpoint | None = field(default=None, repr=False)  # credentials for nats_url, from the host
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "host_timeout_s", "discovery_wait_s", "start_wait_s"):
@@ -73,7 +75,7 @@ class DashboardSettings:
                          ) -> DashboardSettings:
         """Settings for the dashboard a host node serves: same NATS, lattice and cluster key;
         uploads under the host's data dir; hosts dropped after three missed heartbeats."""
-        return cls(nats_url=config.nats_url, lattice_prefix=config.lattice_prefix,
+        return cls(nats_url=config.nats_url, ctl=config.ctl, lattice_prefix=config.lattice_prefix,
                    ctl_topic_prefix=config.ctl_topic_prefix, timeout_s=max(config.rpc_timeout_s, 2.0),
                    token=token, cluster_seed=config.cluster_key.seed,
                    host_timeout_s=host_timeout_s or 3 * config.heartbeat_interval_s,
