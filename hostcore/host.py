@@ -36,6 +36,7 @@ from hostcore.actors.messages import (
     PublishEvent,
     Purge,
     Ready,
+    SendHeartbeat,
     StartHost,
     StopHost,
 )
@@ -97,6 +98,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             cfg = self.config
             self.send(self.events, PublishEvent(event_type="host_started",
                                                 data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
+            self.send(self.events, SendHeartbeat())  # the first heartbeat follows host_started
             log.info("host started", extra={"host_id": cfg.host_id, "lattice": cfg.lattice_prefix,
                                             "nats_url": cfg.nats_url})
             self.send(self.launcher, HostReady(host_id=cfg.host_id, admin_pid=os.getppid()))

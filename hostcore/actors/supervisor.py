@@ -24,6 +24,7 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate, ActorTypeDispatcher, ChildActorExited
 
+from hostcore.actors.batches import BatchTracker
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.messages import (
     ActorPrepared,
@@ -145,6 +146,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.policy_pending: dict[str, tuple[ActorPrepared, _PendingStart]] = {}
         self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor (issue 8)
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
+        self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         set_pdeathsig()
         self.config, self.events, self.native, self.lattice = msg.config, msg.events, msg.native, msg.lattice
         self.telemetry = SupervisorTelemetry.open(msg.config)
+        self.batches.host_id = msg.config.host_id
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
@@ -171,6 +174,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                 span.fail(err.wire)
                 log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
                 self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
+                self.batches.start_failed(public_key=msg.actor_id, image_ref=msg.actor_ref, annotations={},
+                                          error=err.wire)
 
     def scale_actor(self, msg: ScaleActor) -> None:
         """Bring this host's instances of `msg.actor_id` to `msg.count`. Returns once starts or
@@ -188,13 +193,16 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         diff = scale_diff(len(live), msg.count)
         if diff > 0:
             with self.telemetry.span("terminate_actor", actor_key=key, count=diff):
-                self.terminate_actor(key, diff, {})
+                halted = self.terminate_actor(key, diff, {})
+            self.batches.stopping(halted, public_key=key, count=diff, remaining=len(self._live(key)), annotations={})
         elif diff < 0:
             if not ref:
                 raise ScaleWithoutRef()
             running = next((i for i in live if i.image_ref == ref), None)
             if running is not None:  # same module already here: no fetch needed
-                self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
+                ids = self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
+                self.batches.starting(ids, public_key=key, image_ref=ref, annotations={},
+                                      claims=running.claims.to_event_claims())
             else:
                 self._prepare(_PendingStart(actor_ref=ref, count=-diff, annotations={}, expect_key=key))
 
@@ -220,6 +228,9 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.telemetry.start_failed(msg.request_id, msg.error)
         log.error("actor start failed", extra={"actor_ref": msg.actor_ref, "error": msg.error})
         self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": msg.error})
+        if start is not None:
+            self.batches.start_failed(public_key=start.expect_key, image_ref=msg.actor_ref,
+                                      annotations=start.annotations, error=msg.error)
         if start is not None and start.expect_key:
             self._release(start.expect_key)
 
@@ -247,6 +258,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         error = PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire
         log.error("actor start denied by policy", extra={"actor_ref": prepared.actor_ref, "error": error})
         self._event("actor_start_failed", {"actor_ref": prepared.actor_ref, "error": error})
+        self.batches.start_failed(public_key=prepared.claims.public_key, image_ref=prepared.actor_ref,
+                                  annotations=start.annotations, error=error)
         if start.expect_key:
             self._release(start.expect_key)
 
@@ -257,6 +270,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         except HostcoreError as err:
             log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
             self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
+            self.batches.start_failed(public_key=msg.claims.public_key, image_ref=msg.actor_ref,
+                                      annotations=start.annotations, error=err.wire)
         finally:
             if start.expect_key:
                 self._release(start.expect_key)
@@ -278,16 +293,18 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             raise HostcoreError(f"Reference {start.actor_ref} holds actor {pk}, not {start.expect_key}")
         if any(i.image_ref != start.actor_ref for i in self._live(pk)):
             raise OtherRefRunning(pk, start.actor_ref)
-        self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
+        ids = self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
+        self.batches.starting(ids, public_key=pk, image_ref=start.actor_ref, annotations=start.annotations,
+                              claims=claims.to_event_claims())
         self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
-        if start.actor_ref:
+        if start.actor_ref:  # its refmap_set event follows each instance's actor_started
             self.send(self.lattice, PutRefmap(actor_ref=start.actor_ref, public_key=pk))
-            self._event("refmap_set", {"oci_url": start.actor_ref, "public_key": pk})
 
     def _start_instances(self, claims: ActorClaims, cwasm_path: Path, ref: str, count: int,
-                         annotations: dict[str, str]) -> None:
+                         annotations: dict[str, str]) -> list[str]:
         assert self.config is not None
         image: bytes | None = None
+        ids = []
         for _ in range(count):
             node = self._place(claims.public_key)
             inst = _Instance(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path, image_ref=ref,
@@ -301,6 +318,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
+            ids.append(inst.instance_id)
+        return ids
 
     def _place(self, public_key: str) -> str:
         assert self.config is not None
@@ -333,6 +352,9 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             "instance_id": inst.instance_id, "annotations": inst.annotations,
             "claims": inst.claims.to_event_claims(),
         })
+        if inst.image_ref:  # OTP: once per instance, after its actor_started
+            self._event("refmap_set", {"oci_url": inst.image_ref, "public_key": inst.public_key})
+        self.batches.instance_started(inst.instance_id)
 
     def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
@@ -343,6 +365,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
         # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
         self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": msg.error})
+        self.batches.instance_failed(inst.instance_id, msg.error)
         self.send(inst.address, ActorExitRequest())
 
     # --- terminate_actor -----------------------------------------------------------------------
@@ -350,6 +373,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_TerminateActor(self, msg: TerminateActor, sender: Any) -> None:
         with self.telemetry.span("terminate_actor", msg.trace, actor_key=msg.actor_id, count=msg.count):
             halted = self.terminate_actor(msg.actor_id, msg.count, dict(msg.annotations))
+        self.batches.stopping(halted, public_key=msg.actor_id, count=msg.count,
+                              remaining=len(self._live(msg.actor_id)), annotations=dict(msg.annotations))
         self._wait(msg.request_id, sender, halted)
 
     def terminate_actor(self, public_key: str, count: int, annotations: dict[str, str]) -> set[str]:
@@ -470,6 +495,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         if inst.state != "failed":
             self._event("actor_stopped", {"public_key": inst.public_key, "instance_id": inst.instance_id})
+        self.batches.instance_gone(inst.instance_id)
         if inst.live:  # nobody asked it to stop
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                     "node": inst.node or "host"})
@@ -544,7 +570,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_GetInventory(self, msg: GetInventory, sender: Any) -> None:
         self.send(sender, Inventory(request_id=msg.request_id, instances=tuple(
             InstanceInfo(public_key=i.public_key, instance_id=i.instance_id, image_ref=i.image_ref,
-                         name=i.claims.name or "N/A", revision=i.claims.revision,
+                         name=i.claims.name or "", revision=i.claims.revision,
                          annotations=i.annotations, claims_record=i.claims.to_cache_record())
             for i in self.instances.values() if i.state == "running")))
 

@@ -3,13 +3,17 @@
 
 Every host watches the bucket, so every host sees the same data; this actor keeps the in-memory
 view, answers get.links / get.claims, and pushes a LatticeSnapshot to the ActorSupervisor when
-links or aliases change, so instances resolve host calls without asking anyone (issue 4).
+links or aliases change, so instances resolve host calls without asking anyone.
+
+A link another client writes into the bucket (wadm does, and OTP v0.60+ hosts) is announced as
+OTP's metadata cache loader does: `linkdef_set` / `linkdef_deleted` and the msgpack link to its
+provider. Our own writes are announced where they are made, so their echo from the watch is not.
+On start, a legacy `LATTICECACHE_{lattice}` stream is migrated into the bucket (migration.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.control.migration import migrate_legacy_cache, refmap_key
 from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
 from hostcore.procutil import set_pdeathsig
 from hostcore.telemetry.process import open_process
@@ -55,15 +60,16 @@ def bucket_name(lattice_prefix: str) -> str:
     return f"LATTICEDATA_{lattice_prefix}"
 
 
-def refmap_key(ref: str) -> str:
-    return "REFMAP_" + base64.urlsafe_b64encode(ref.encode()).decode().rstrip("=")
-
-
 @dataclass(frozen=True, slots=True)
 class _KvUpdate:
     key: str
     value: bytes
     deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayDone:
+    """The watch delivered the bucket's contents as of start; later updates are live changes."""
 
 
 class LatticeView:
@@ -127,6 +133,8 @@ class LatticeCache(NatsBridgeActor):
         self.supervisors = (msg.actor_supervisor, msg.provider_supervisor)
         self.view = LatticeView(claims_matter=bool(msg.config.policy_topic))
         self.kv: KeyValue | None = None
+        self.live = False  # past the watch's initial replay
+        self.own_writes: dict[str, bytes | None] = {}  # key → value we wrote (None: purged), until its echo
 
         async def setup(nc: NatsClient) -> None:
             js = nc.jetstream(domain=self.config.js_domain)
@@ -135,6 +143,7 @@ class LatticeCache(NatsBridgeActor):
                 self.kv = await js.key_value(name)
             except BucketNotFoundError:
                 self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE))
+            await migrate_legacy_cache(js, self.kv, self.config.lattice_prefix)  # before the watch: in its replay
             watcher = await self.kv.watchall()
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(watcher))
             self.policy = PolicyEvaluator(nc, topic=self.config.policy_topic, timeout_s=self.config.policy_timeout_s,
@@ -156,11 +165,15 @@ class LatticeCache(NatsBridgeActor):
             except asyncio.TimeoutError:
                 continue
             if entry is None:  # end of the initial replay
+                self.to_actor(_ReplayDone())
                 continue
             self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
 
     def on_inbox_item(self, item: Any) -> None:
-        if isinstance(item, _KvUpdate):
+        if isinstance(item, _ReplayDone):
+            self.live = True
+        elif isinstance(item, _KvUpdate):
+            self._announce_external(item)
             if self.view.apply(item.key, item.value, item.deleted):
                 snapshot = self.view.snapshot()
                 for supervisor in self.supervisors:
@@ -168,6 +181,27 @@ class LatticeCache(NatsBridgeActor):
         else:
             reply_to, verdict = item
             self.send(reply_to, verdict)
+
+    def _announce_external(self, item: _KvUpdate) -> None:
+        """A live link change written by someone else → the same announcements as our own puts
+        and deletes (OTP v0.63 metadata_cache_loader.ex). Called before the view applies it."""
+        if not item.key.startswith("LINKDEF_"):
+            return
+        mine = self.own_writes.pop(item.key, False)
+        if mine is not False and mine == (None if item.deleted else item.value):
+            return  # the echo of our own write, announced when we made it
+        if not self.live:
+            return
+        if item.deleted:
+            gone = self.view.links.get(item.key.removeprefix("LINKDEF_"))
+            if gone is not None:
+                self._announce_link(gone, deleted=True)
+            return
+        try:
+            link = LinkDefinition.from_map(json.loads(item.value))
+        except Exception:  # noqa: BLE001 -- the view logs the malformed record
+            return
+        self._announce_link(link, deleted=False)
 
     # --- policy for starts (protocol.md §9; invocations are checked in the instances) -------------
 
@@ -213,6 +247,7 @@ class LatticeCache(NatsBridgeActor):
 
     def receiveMsg_PutLink(self, msg: PutLink, sender: Any) -> None:
         link: LinkDefinition = msg.link
+        self.own_writes[f"LINKDEF_{link.id}"] = link.to_json()
         self._kv_put(f"LINKDEF_{link.id}", link.to_json())
         self._announce_link(link, deleted=False)
         self.send(sender, Done(request_id=msg.request_id))
@@ -222,6 +257,7 @@ class LatticeCache(NatsBridgeActor):
         if link is None:
             log.warning("link to delete not found", extra={"actor_id": msg.actor_id, "contract_id": msg.contract_id})
         else:
+            self.own_writes[f"LINKDEF_{link.id}"] = None
             self._kv("purge", f"LINKDEF_{link.id}")
             self._announce_link(link, deleted=True)
         self.send(sender, Done(request_id=msg.request_id))

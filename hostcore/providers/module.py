@@ -38,21 +38,21 @@ _FIRST_PROBE_S = 0.1
 _READY_DEADLINE_S = 30.0
 _HEALTH_INTERVAL_S = 30.0
 _SHUTDOWN_TIMEOUT_S = 2.0
-# protocol.md §11.7: the provider's environment is cut down to the OTEL variables; we also pass
-# PATH and hostcore's own HOSTCORE_* variables (the launcher's interpreter, leak-check markers).
-_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH")
 
 
 def provider_env(environ: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_"))}
+    """protocol.md Corrections (§11.7): the provider inherits the host's whole environment, as
+    OTP's `Port.open` with `{:env, …}` extends it; providers read RUST_LOG and their own settings
+    from it."""
+    return dict(environ)
 
 
 def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
-    """The §11.7 host data map (v0.59 field names)."""
+    """The §11.7 host data map (v0.59 field names). QUIRK: `lattice_rpc_tls` is an integer 0/1."""
     url = cfg.nats_url.split("://", 1)[-1]
     return {
         "host_id": cfg.host_id, "lattice_rpc_prefix": cfg.lattice_prefix, "link_name": msg.link_name,
-        "lattice_rpc_user_jwt": "", "lattice_rpc_user_seed": "", "lattice_rpc_url": url, "lattice_rpc_tls": False,
+        "lattice_rpc_user_jwt": "", "lattice_rpc_user_seed": "", "lattice_rpc_url": url, "lattice_rpc_tls": 0,
         "env_values": {}, "instance_id": msg.instance_id, "provider_key": msg.claims.public_key,
         "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
         "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),

@@ -73,8 +73,9 @@ class _PendingProvider:
 
 
 def provider_claims_record(claims: Any) -> dict[str, Any]:
-    """protocol.md §5.7 record for a provider (v0.63 adds contract_id)."""
-    return {"call_alias": "", "iss": claims.issuer, "name": claims.name or "", "caps": claims.capid,
+    """protocol.md §5.7 record for a provider (v0.63 adds contract_id). QUIRK: `caps` is `""`, as
+    OTP stores a provider's absent caps claim."""
+    return {"call_alias": "", "iss": claims.issuer, "name": claims.name or "", "caps": "",
             "rev": str(claims.revision), "tags": "", "version": claims.ver, "sub": claims.public_key,
             "contract_id": claims.capid}
 
@@ -180,6 +181,7 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.send(self.lattice, PutClaims(record=provider_claims_record(claims)))
         if prov.image_ref and prov.image_ref != claims.public_key:
             self.send(self.lattice, PutRefmap(actor_ref=prov.image_ref, public_key=claims.public_key))
+            self._event("refmap_set", {"oci_url": prov.image_ref, "public_key": claims.public_key})
 
     def receiveMsg_ProviderFailed(self, msg: ProviderFailed, sender: Any) -> None:
         prov = self.providers.get(msg.instance_id)
@@ -224,7 +226,8 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             return
         del self.providers[prov.instance_id]
         if prov.state != "failed":
-            reason = "normal" if prov.state == "stopping" else "provider process exited"
+            # QUIRK: OTP's port closes with reason `normal` however the process ended.
+            reason = "normal"
             self._event("provider_stopped", {"public_key": prov.claims.public_key, "link_name": prov.link_name,
                                              "contract_id": prov.claims.capid, "instance_id": prov.instance_id,
                                              "reason": reason})
@@ -248,6 +251,6 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_GetInventory(self, msg: GetInventory, sender: Any) -> None:
         self.send(sender, ProviderInventory(request_id=msg.request_id, providers=tuple(
             ProviderInfo(public_key=p.claims.public_key, link_name=p.link_name, contract_id=p.claims.capid,
-                         instance_id=p.instance_id, image_ref=p.image_ref, name=p.claims.name or "N/A",
+                         instance_id=p.instance_id, image_ref=p.image_ref, name=p.claims.name or "",
                          revision=p.claims.revision, annotations=p.annotations)
             for p in self.providers.values() if p.state == "running")))
