@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -157,6 +158,7 @@ async def test_capability_and_link_errors_for_keyvalue_calls(
     for _ in range(50):  # the link reaches the instance asynchronously
         if b"missing capability claim" in body:
             break
+        await asyncio.sleep(0.1)
         body = await unpriv_error()
     assert b"missing capability claim for wasmcloud:keyvalue" in body, body
 
