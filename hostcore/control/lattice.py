@@ -142,7 +142,9 @@ class LatticeCache(NatsBridgeActor):
             try:
                 self.kv = await js.key_value(name)
             except BucketNotFoundError:
-                self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE))
+                # As v0.63.2 creates it (allow_direct too); an existing bucket is used as it is.
+                self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE,
+                                                                   direct=True))
             await migrate_legacy_cache(js, self.kv, self.config.lattice_prefix)  # before the watch: in its replay
             watcher = await self.kv.watchall()
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(watcher))

@@ -88,6 +88,8 @@ async def test_a_059_lattice_cache_is_migrated_and_removed(
     assert json.loads((await kv.get(refmap_key(ref))).value) == {"oci_url": ref, "public_key": ECHO}
     with pytest.raises(NotFoundError):
         await nc.jetstream().stream_info(f"LATTICECACHE_{lattice}")
+    bucket = (await nc.jetstream().stream_info(f"KV_LATTICEDATA_{lattice}")).config
+    assert (bucket.allow_direct, bucket.max_msgs_per_subject) == (True, 1)  # as v0.63.2 creates it
     assert "migrated the legacy lattice cache stream" in host.log()
 
     # Stored under the deterministic id, so the control interface can remove it.
@@ -105,6 +107,8 @@ async def test_batches_order_and_annotation_filtered_stops(
     kinds = [e["type"].rsplit(".", 1)[-1] for e in events.events]
     assert kinds.index("host_started") < kinds.index("host_heartbeat")
     assert SEMVER.match(first_heartbeat[0]["data"]["version"])
+    assert set(first_heartbeat[0]["data"]) == {"actors", "providers", "labels", "friendly_name", "version",
+                                               "uptime_seconds", "uptime_human"}
 
     ref = file_ref(fixture_actor("echo.wasm"))
     managed = {"wasmcloud.dev/managed-by": "wadm", "wasmcloud.dev/appspec": "echo", "wasmcloud.dev/scaler": "s1"}
