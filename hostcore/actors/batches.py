@@ -50,12 +50,12 @@ class BatchTracker:
 
     # --- starts ----------------------------------------------------------------------------------
 
-    def start_failed(self, *, public_key: str, image_ref: str, annotations: dict[str, str], error: str) -> None:
+    def start_failed(self, public_key: str, image_ref: str, annotations: dict[str, str], error: str) -> None:
         """The whole batch was refused before any instance (fetch, claims, policy, other ref)."""
         self._publish("actors_start_failed", {"public_key": public_key, "image_ref": image_ref,
                                               "annotations": dict(annotations), "error": error})
 
-    def starting(self, instance_ids: Iterable[str], *, public_key: str, image_ref: str,
+    def starting(self, instance_ids: Iterable[str], public_key: str, image_ref: str,
                  annotations: dict[str, str], claims: dict[str, Any]) -> None:
         """A batch's instances were asked to start; its event waits for each of them."""
         pending = set(instance_ids)
@@ -86,12 +86,11 @@ class BatchTracker:
                                              "annotations": batch.annotations, "claims": batch.claims,
                                              "count": batch.started})
         if batch.errors:
-            self.start_failed(public_key=batch.public_key, image_ref=batch.image_ref,
-                              annotations=batch.annotations, error=batch.errors[0])
+            self.start_failed(batch.public_key, batch.image_ref, batch.annotations, batch.errors[0])
 
     # --- stops -----------------------------------------------------------------------------------
 
-    def stopping(self, instance_ids: Iterable[str], *, public_key: str, count: int, remaining: int,
+    def stopping(self, instance_ids: Iterable[str], public_key: str, count: int, remaining: int,
                  annotations: dict[str, str]) -> None:
         """A stop request halted `instance_ids`; `count` is the request's, `remaining` the live
         instances of the key left on this host."""

@@ -174,8 +174,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                 span.fail(err.wire)
                 log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
                 self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
-                self.batches.start_failed(public_key=msg.actor_id, image_ref=msg.actor_ref, annotations={},
-                                          error=err.wire)
+                self.batches.start_failed(msg.actor_id, msg.actor_ref, {}, err.wire)
 
     def scale_actor(self, msg: ScaleActor) -> None:
         """Bring this host's instances of `msg.actor_id` to `msg.count`. Returns once starts or
@@ -194,15 +193,14 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if diff > 0:
             with self.telemetry.span("terminate_actor", actor_key=key, count=diff):
                 halted = self.terminate_actor(key, diff, {})
-            self.batches.stopping(halted, public_key=key, count=diff, remaining=len(self._live(key)), annotations={})
+            self.batches.stopping(halted, key, diff, len(self._live(key)), {})
         elif diff < 0:
             if not ref:
                 raise ScaleWithoutRef()
             running = next((i for i in live if i.image_ref == ref), None)
             if running is not None:  # same module already here: no fetch needed
                 ids = self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
-                self.batches.starting(ids, public_key=key, image_ref=ref, annotations={},
-                                      claims=running.claims.to_event_claims())
+                self.batches.starting(ids, key, ref, {}, running.claims.to_event_claims())
             else:
                 self._prepare(_PendingStart(actor_ref=ref, count=-diff, annotations={}, expect_key=key))
 
@@ -229,8 +227,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         log.error("actor start failed", extra={"actor_ref": msg.actor_ref, "error": msg.error})
         self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": msg.error})
         if start is not None:
-            self.batches.start_failed(public_key=start.expect_key, image_ref=msg.actor_ref,
-                                      annotations=start.annotations, error=msg.error)
+            self.batches.start_failed(start.expect_key, msg.actor_ref, start.annotations, msg.error)
         if start is not None and start.expect_key:
             self._release(start.expect_key)
 
@@ -258,8 +255,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         error = PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire
         log.error("actor start denied by policy", extra={"actor_ref": prepared.actor_ref, "error": error})
         self._event("actor_start_failed", {"actor_ref": prepared.actor_ref, "error": error})
-        self.batches.start_failed(public_key=prepared.claims.public_key, image_ref=prepared.actor_ref,
-                                  annotations=start.annotations, error=error)
+        self.batches.start_failed(prepared.claims.public_key, prepared.actor_ref, start.annotations, error)
         if start.expect_key:
             self._release(start.expect_key)
 
@@ -270,8 +266,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         except HostcoreError as err:
             log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
             self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
-            self.batches.start_failed(public_key=msg.claims.public_key, image_ref=msg.actor_ref,
-                                      annotations=start.annotations, error=err.wire)
+            self.batches.start_failed(msg.claims.public_key, msg.actor_ref, start.annotations, err.wire)
         finally:
             if start.expect_key:
                 self._release(start.expect_key)
@@ -294,8 +289,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if any(i.image_ref != start.actor_ref for i in self._live(pk)):
             raise OtherRefRunning(pk, start.actor_ref)
         ids = self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
-        self.batches.starting(ids, public_key=pk, image_ref=start.actor_ref, annotations=start.annotations,
-                              claims=claims.to_event_claims())
+        self.batches.starting(ids, pk, start.actor_ref, start.annotations, claims.to_event_claims())
         self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
         if start.actor_ref:  # its refmap_set event follows each instance's actor_started
             self.send(self.lattice, PutRefmap(actor_ref=start.actor_ref, public_key=pk))
@@ -373,8 +367,7 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_TerminateActor(self, msg: TerminateActor, sender: Any) -> None:
         with self.telemetry.span("terminate_actor", msg.trace, actor_key=msg.actor_id, count=msg.count):
             halted = self.terminate_actor(msg.actor_id, msg.count, dict(msg.annotations))
-        self.batches.stopping(halted, public_key=msg.actor_id, count=msg.count,
-                              remaining=len(self._live(msg.actor_id)), annotations=dict(msg.annotations))
+        self.batches.stopping(halted, msg.actor_id, msg.count, len(self._live(msg.actor_id)), dict(msg.annotations))
         self._wait(msg.request_id, sender, halted)
 
     def terminate_actor(self, public_key: str, count: int, annotations: dict[str, str]) -> set[str]:

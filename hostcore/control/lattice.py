@@ -7,7 +7,8 @@ links or aliases change, so instances resolve host calls without asking anyone.
 
 A link another client writes into the bucket (wadm does, and OTP v0.60+ hosts) is announced as
 OTP's metadata cache loader does: `linkdef_set` / `linkdef_deleted` and the msgpack link to its
-provider. Our own writes are announced where they are made, so their echo from the watch is not.
+provider. Our own writes are announced where they are made, so their echo from the watch is not;
+every other host announces them too, so a link is announced once per host (as in OTP v0.63).
 On start, a legacy `LATTICECACHE_{lattice}` stream is migrated into the bucket (migration.py).
 """
 
@@ -189,8 +190,7 @@ class LatticeCache(NatsBridgeActor):
         and deletes (OTP v0.63 metadata_cache_loader.ex). Called before the view applies it."""
         if not item.key.startswith("LINKDEF_"):
             return
-        mine = self.own_writes.pop(item.key, False)
-        if mine is not False and mine == (None if item.deleted else item.value):
+        if item.key in self.own_writes and self.own_writes.pop(item.key) == (None if item.deleted else item.value):
             return  # the echo of our own write, announced when we made it
         if not self.live:
             return
@@ -237,6 +237,7 @@ class LatticeCache(NatsBridgeActor):
             asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.config.rpc_timeout_s + 1)
         except Exception as err:  # noqa: BLE001 -- lattice writes are best effort, as in OTP
             log.error("lattice cache write failed", extra={"key": key, "error": str(err)})
+            self.own_writes.pop(key, None)  # no echo will come
 
     def _kv_put(self, key: str, value: bytes) -> None:
         self._kv("put", key, value)

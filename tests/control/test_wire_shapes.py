@@ -198,7 +198,7 @@ def test_start_batch_is_published_once_all_instances_answered() -> None:
     out = Published()
     batches = BatchTracker(out)
     batches.host_id = "NH"
-    batches.starting(["i1", "i2"], public_key="MA", image_ref="ref", annotations={"k": "v"}, claims={"name": "a"})
+    batches.starting(["i1", "i2"], "MA", "ref", {"k": "v"}, {"name": "a"})
     batches.instance_started("i1")
     batches.instance_started("restart-not-in-a-batch")
     assert out == []
@@ -210,13 +210,13 @@ def test_start_batch_is_published_once_all_instances_answered() -> None:
 def test_partly_failed_start_batch_reports_both() -> None:
     out = Published()
     batches = BatchTracker(out)
-    batches.starting(["i1", "i2", "i3"], public_key="MA", image_ref="ref", annotations={}, claims={})
+    batches.starting(["i1", "i2", "i3"], "MA", "ref", {}, {})
     batches.instance_started("i1")
     batches.instance_failed("i2", "boom")
     batches.instance_gone("i3")  # died while starting
     assert [(t, d.get("count"), d.get("error")) for t, d in out] == [("actors_started", 1, None),
                                                                      ("actors_start_failed", None, "boom")]
-    batches.start_failed(public_key="", image_ref="bad", annotations={"x": "y"}, error="no such file")
+    batches.start_failed("", "bad", {"x": "y"}, "no such file")
     assert out[-1] == ("actors_start_failed", {"public_key": "", "image_ref": "bad", "annotations": {"x": "y"},
                                                "error": "no such file", "host_id": ""})
 
@@ -224,11 +224,11 @@ def test_partly_failed_start_batch_reports_both() -> None:
 def test_stop_batch_waits_for_its_instances() -> None:
     out = Published()
     batches = BatchTracker(out)
-    batches.stopping(["i1", "i2"], public_key="MA", count=2, remaining=1, annotations={"k": "v"})
+    batches.stopping(["i1", "i2"], "MA", 2, 1, {"k": "v"})
     batches.instance_gone("i1")
     assert out == []
     batches.instance_gone("i2")
     assert out == [("actors_stopped", {"public_key": "MA", "count": 2, "remaining": 1, "annotations": {"k": "v"},
                                        "host_id": ""})]
-    batches.stopping([], public_key="MB", count=3, remaining=0, annotations={})  # nothing matched
+    batches.stopping([], "MB", 3, 0, {})  # nothing matched
     assert out[-1][1]["count"] == 3 and out[-1][1]["remaining"] == 0
