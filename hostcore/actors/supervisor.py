@@ -487,7 +487,8 @@ class ActorSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         del self.instances[inst.instance_id]
         self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         if inst.state != "failed":
-            self._event("actor_stopped", {"public_key": inst.public_key, "instance_id": inst.instance_id})
+            self._event("actor_stopped", {"public_key": inst.public_key, "instance_id": inst.instance_id,
+                                          "annotations": inst.annotations})  # v0.63 adds the annotations
         self.batches.instance_gone(inst.instance_id)
         if inst.live:  # nobody asked it to stop
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,

@@ -230,7 +230,7 @@ class ProviderSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             reason = "normal"
             self._event("provider_stopped", {"public_key": prov.claims.public_key, "link_name": prov.link_name,
                                              "contract_id": prov.claims.capid, "instance_id": prov.instance_id,
-                                             "reason": reason})
+                                             "annotations": prov.annotations, "reason": reason})
         for reply_to, request_id in prov.waiters:
             self.send(reply_to, Done(request_id=request_id))
         purge = getattr(self, "purge_waiting", None)

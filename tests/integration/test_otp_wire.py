@@ -130,6 +130,7 @@ async def test_batches_order_and_annotation_filtered_stops(
     [stopped] = await events.wait_for("actors_stopped")
     assert stopped["data"] == {"public_key": ECHO, "count": 2, "remaining": 1,
                                "annotations": {"wasmcloud.dev/managed-by": "wadm"}, "host_id": host.host_id}
+    assert [e["data"]["annotations"] for e in events.of_type("actor_stopped")] == [managed, managed]
     kinds = [e["type"].rsplit(".", 1)[-1] for e in events.events]
     assert kinds.count("actor_stopped") == 2 and kinds.index("actors_stopped") > max(
         i for i, k in enumerate(kinds) if k == "actor_stopped")
@@ -235,7 +236,8 @@ async def test_provider_start_inherits_the_environment_and_publishes_its_refmap(
     par_path.write_bytes(par)
     host = await started_host(host_factory, events, env={"RUST_LOG": "info,hyper=warn", "HOST_region": "eu-west"})
     ref = file_ref(par_path)
-    assert (await client.launch_provider(host.host_id, ref)).accepted
+    managed = {"wasmcloud.dev/managed-by": "wadm"}
+    assert (await client.launch_provider(host.host_id, ref, annotations=managed)).accepted
     [started] = await events.wait_for("provider_started")
     [refmap] = await events.wait_for("refmap_set")
     assert refmap["data"] == {"oci_url": ref, "public_key": service.public_key}
@@ -252,6 +254,10 @@ async def test_provider_start_inherits_the_environment_and_publishes_its_refmap(
     [claims] = [c for c in await client.get_claims() if c["sub"] == service.public_key]
     assert claims["caps"] == "" and claims["contract_id"] == "test:dump"
     assert started["data"]["contract_id"] == "test:dump"
+
+    assert (await client.stop_provider(host.host_id, service.public_key, "default", "test:dump")).accepted
+    [stopped] = await events.wait_for("provider_stopped")
+    assert (stopped["data"]["annotations"], stopped["data"]["reason"]) == (managed, "normal")
 
 
 # --- chunking under a JetStream domain -----------------------------------------------------------------
