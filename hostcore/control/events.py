@@ -83,13 +83,13 @@ _HUMAN_UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400
 
 def humanize_seconds(seconds: int) -> str:
     """Timex-style duration text, e.g. `1 week, 1 day, 2 minutes` (protocol.md §2.4).
-    QUIRK: a zero duration is `""`, as Timex renders it."""
+    QUIRK: a zero duration is `0 microseconds`, as Timex 3.7 (OTP's) renders it."""
     parts = []
     for unit, size in _HUMAN_UNITS:
         n, seconds = divmod(seconds, size)
         if n:
             parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
-    return ", ".join(parts)
+    return ", ".join(parts) or "0 microseconds"
 
 
 def heartbeat_data(config: HostConfig, inventory: HostInventory, started_at: float) -> dict[str, Any]:
