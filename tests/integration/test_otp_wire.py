@@ -18,9 +18,11 @@ import pytest
 from conftest import LOOPING_WAT, EventWatcher, HostProcess, fixture_actor, signed_wat_actor, started_host
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+from test_chunking_policy import BIG_ECHO_WAT, FORWARD_WAT, write_actor
+from test_providers import http_get
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import link_id
+from hostcore.control.linkdefs import LinkDefinition, link_id
 from hostcore.control.migration import refmap_key
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.claims import extract_claims
@@ -29,7 +31,7 @@ from hostcore.procutil import free_port, wait_for
 from hostcore.providers.par import builtin_provider_key, create_par, native_target
 
 ECHO = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
-KVCOUNTER_ACCOUNT = "ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW"
+ECHO_ISSUER = "ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW"
 HTTP = "wasmcloud:httpserver"
 KV = "wasmcloud:keyvalue"
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
@@ -60,7 +62,7 @@ async def test_a_059_lattice_cache_is_migrated_and_removed(
         lattice: str) -> None:
     kv_actor = extract_claims(fixture_actor("kvcounter.wasm").read_bytes()).public_key
     provider = builtin_provider_key("keyvalue")
-    echo_claims = {"call_alias": "", "iss": KVCOUNTER_ACCOUNT, "name": "Echo", "caps": HTTP, "rev": "4",
+    echo_claims = {"call_alias": "", "iss": ECHO_ISSUER, "name": "Echo", "caps": HTTP, "rev": "4",
                    "tags": "", "version": "0.3.4", "sub": ECHO}
 
     def link(actor: str, link_name: str, **extra: Any) -> dict[str, Any]:
@@ -117,7 +119,7 @@ async def test_batches_order_and_annotation_filtered_stops(
     assert batch["source"] == host.host_id
     data = batch["data"]
     assert (data["public_key"], data["image_ref"], data["count"], data["annotations"]) == (ECHO, ref, 2, managed)
-    assert data["claims"]["name"] == "Echo" and data["claims"]["issuer"] == KVCOUNTER_ACCOUNT
+    assert data["claims"]["name"] == "Echo" and data["claims"]["issuer"] == ECHO_ISSUER
     # Each instance: actor_started, then its refmap_set; the batch event after all of them.
     order = [(e["type"].rsplit(".", 1)[-1], e["data"].get("instance_id"))
              for e in events.events if e["type"].rsplit(".", 1)[-1] in ("actor_started", "refmap_set", "actors_started")]
@@ -170,8 +172,6 @@ async def test_scale_publishes_batches_and_unnamed_actors_have_empty_names(
 async def test_links_written_into_the_bucket_are_announced_and_reach_the_provider(
         host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient, nc: Any,
         lattice: str) -> None:
-    from test_providers import http_get
-
     host = await started_host(host_factory, events)
     await client.scale_actor(host.host_id, ECHO, file_ref(fixture_actor("echo.wasm")), 1)
     await events.wait_for("actor_started")
@@ -207,7 +207,6 @@ async def test_links_written_into_the_bucket_are_announced_and_reach_the_provide
     # A link put through the control interface is announced once (not again for its bucket echo),
     # and a purge by another client is a deletion too.
     other = KeyPair.generate(KeyKind.MODULE).public_key
-    from hostcore.control.linkdefs import LinkDefinition
     assert (await client.put_link(LinkDefinition(actor_id=other, provider_id=provider, link_name="default",
                                                  contract_id=HTTP, values={"PORT": str(free_port())}))).accepted
     await kv.purge(f"LINKDEF_{link_id(other, HTTP, 'default')}")
@@ -283,8 +282,6 @@ def hub_and_leaf(tmp_path: Path) -> Any:
 
 async def test_actor_to_actor_chunking_uses_the_js_domain(
         host_factory: Callable[..., HostProcess], hub_and_leaf: Any, lattice: str, tmp_path: Path) -> None:
-    from test_chunking_policy import BIG_ECHO_WAT, FORWARD_WAT, write_actor
-
     hub, leaf = hub_and_leaf
     hub_nc = await nats.connect(hub.url)
     try:
