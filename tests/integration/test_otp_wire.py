@@ -177,7 +177,8 @@ async def test_links_written_into_the_bucket_are_announced_and_reach_the_provide
     await events.wait_for("actor_started")
     assert (await client.launch_provider(host.host_id, "builtin:httpserver")).accepted
     provider = builtin_provider_key("httpserver")
-    await events.wait_for("health_check_passed", lambda d: d["public_key"] == provider, timeout=30)
+    [healthy] = await events.wait_for("health_check_passed", lambda d: d["public_key"] == provider, timeout=30)
+    assert healthy["data"] == {"public_key": provider, "link_name": "default", "contract_id": HTTP}  # wadm needs all
     to_provider: list[tuple[str, dict[str, Any]]] = []
 
     async def on_provider_msg(msg: Any) -> None:
