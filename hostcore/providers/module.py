@@ -57,7 +57,7 @@ def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
         "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
         "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),
         "invocation_seed": cfg.cluster_key.seed, "js_domain": cfg.js_domain,
-        "enable_structured_logging": cfg.structured_logging,
+        "enable_structured_logging": cfg.structured_logging, "structured_logging": cfg.structured_logging,  # v0.63 name
     }
 
 

@@ -48,8 +48,8 @@ def config() -> Any:
 def provider_claims(name: str | None = "HTTP Server") -> ProviderClaims:
     return ProviderClaims(public_key="VAG3QITQQ2ODAOWB5TTQSDJ53XK3SHBEIFNK4AYJ5RKAX2UNSCAPHA5M",
                           issuer="ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW", name=name,
-                          capid="wasmcloud:httpserver", vendor="wasmCloud", rev=3, ver="0.17.0", issued_at=1, expires=None,
-                          target_hashes={}, jwt="x")
+                          capid="wasmcloud:httpserver", vendor="wasmCloud", rev=3, ver="0.17.0", issued_at=1,
+                          expires=None, target_hashes={}, jwt="x")
 
 
 def inventory() -> HostInventory:
@@ -124,7 +124,7 @@ def test_provider_host_data_golden_shape(config: Any) -> None:
         "link_definitions": [{"id": "str", "actor_id": "str", "provider_id": "str", "link_name": "str",
                               "contract_id": "str", "values": {"PORT": "str"}}],
         "config_json": "str", "default_rpc_timeout_ms": "int", "cluster_issuers": ["str"], "invocation_seed": "str",
-        "js_domain": "NoneType", "enable_structured_logging": "bool",
+        "js_domain": "NoneType", "enable_structured_logging": "bool", "structured_logging": "bool",
     }
     assert data["lattice_rpc_tls"] == 0 and data["lattice_rpc_url"] == "10.1.2.3:4222"
 
