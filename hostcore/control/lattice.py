@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LatticeCache", "LatticeView", "bucket_name", "refmap_key"]
 
 _PURGE_OPS = frozenset({"DEL", "PURGE"})
+_REPLAY_GAP_S = 3.0  # the longest wait for the next initial value of the bucket
 
 
 def bucket_name(lattice_prefix: str) -> str:
@@ -148,6 +149,7 @@ class LatticeCache(NatsBridgeActor):
                                                                    direct=True))
             await migrate_legacy_cache(js, self.kv, self.config.lattice_prefix)  # before the watch: in its replay
             watcher = await self.kv.watchall()
+            await self._replay(watcher)  # the bucket as of now is in the inbox before we report Ready
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(watcher))
             self.policy = PolicyEvaluator(nc, topic=self.config.policy_topic, timeout_s=self.config.policy_timeout_s,
                                           host=PolicyHost.from_config(self.config))
@@ -161,14 +163,26 @@ class LatticeCache(NatsBridgeActor):
             return
         self.send(sender, Ready(role="lattice"))
 
+    async def _replay(self, watcher: Any) -> None:
+        """Hand the watch's initial values to the actor thread; later updates are live changes."""
+        while True:
+            try:
+                entry = await watcher.updates(timeout=_REPLAY_GAP_S)
+            except asyncio.TimeoutError:
+                log.warning("lattice bucket replay stalled; continuing with what arrived")
+                break
+            if entry is None:  # end of the initial replay
+                break
+            self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
+        self.to_actor(_ReplayDone())
+
     async def _watch(self, watcher: Any) -> None:
         while True:
             try:
                 entry = await watcher.updates(timeout=3600)
             except asyncio.TimeoutError:
                 continue
-            if entry is None:  # end of the initial replay
-                self.to_actor(_ReplayDone())
+            if entry is None:
                 continue
             self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
 
@@ -274,6 +288,9 @@ class LatticeCache(NatsBridgeActor):
                      cloud_event("linkdef_deleted" if deleted else "linkdef_set", link.to_map(), self.config.host_id))
 
     def receiveMsg_GetLatticeData(self, msg: GetLatticeData, sender: Any) -> None:
+        # Bucket updates already received answer too, even if their wake-up is still queued.
+        while self._inbox:
+            self.on_inbox_item(self._inbox.popleft())
         if msg.kind == "links":
             items = tuple(link.to_map() for link in self.view.links.values())
         else:

@@ -251,13 +251,24 @@ async def test_provider_start_inherits_the_environment_and_publishes_its_refmap(
     hostdata = json.loads(base64.b64decode((out / "hostdata.b64").read_text()))
     assert hostdata["lattice_rpc_tls"] == 0 and hostdata["provider_key"] == service.public_key
 
-    [claims] = [c for c in await client.get_claims() if c["sub"] == service.public_key]
+    claims = await provider_claims(client, service.public_key)  # written to the bucket after provider_started
     assert claims["caps"] == "" and claims["contract_id"] == "test:dump"
     assert started["data"]["contract_id"] == "test:dump"
 
     assert (await client.stop_provider(host.host_id, service.public_key, "default", "test:dump")).accepted
     [stopped] = await events.wait_for("provider_stopped")
     assert (stopped["data"]["annotations"], stopped["data"]["reason"]) == (managed, "normal")
+
+
+async def provider_claims(client: ControlClient, key: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        found = [c for c in await client.get_claims() if c["sub"] == key]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    pytest.fail(f"no claims for {key} in get.claims after {timeout_s} s")
 
 
 # --- chunking under a JetStream domain -----------------------------------------------------------------
