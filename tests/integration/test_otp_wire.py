@@ -109,6 +109,9 @@ async def test_batches_order_and_annotation_filtered_stops(
     kinds = [e["type"].rsplit(".", 1)[-1] for e in events.events]
     assert kinds.index("host_started") < kinds.index("host_heartbeat")
     assert SEMVER.match(first_heartbeat[0]["data"]["version"])
+    [ping] = await client.ping_hosts(1.0)
+    assert (ping["ctl_host"], ping["rpc_host"], ping["version"]) == ("127.0.0.1", "127.0.0.1",
+                                                                     first_heartbeat[0]["data"]["version"])
     assert set(first_heartbeat[0]["data"]) == {"actors", "providers", "labels", "friendly_name", "version",
                                                "uptime_seconds", "uptime_human"}
 
