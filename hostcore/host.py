@@ -52,6 +52,7 @@ from hostcore.actors.messages import (
     PublishEvent,
     Purge,
     Ready,
+    SendHeartbeat,
     StartHost,
     StopHost,
 )
@@ -154,8 +155,10 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if self.ready == set(_ROLES):
             self.started = True
             cfg = self.config
-            self.send(self.children["events"], PublishEvent(
-                event_type="host_started", data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
+            events = self.children["events"]
+            self.send(events, PublishEvent(event_type="host_started",
+                                           data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
+            self.send(events, SendHeartbeat())  # the first heartbeat follows host_started
             log.info("host started", extra={"host_id": cfg.host_id, "lattice": cfg.lattice_prefix,
                                             "nats_url": cfg.nats_url})
             self.send(self.launcher, HostReady(host_id=cfg.host_id, admin_pid=os.getppid()))

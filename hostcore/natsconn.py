@@ -163,7 +163,7 @@ class NatsEndpoint:
         jwt, seed = self.user_credentials()
         hostport = urllib.parse.urlsplit(self.url if "://" in self.url else f"nats://{self.url}").netloc
         fields: dict[str, Any] = {"lattice_rpc_url": hostport, "lattice_rpc_user_jwt": jwt,
-                                  "lattice_rpc_user_seed": seed, "lattice_rpc_tls": self.tls}
+                                  "lattice_rpc_user_seed": seed, "lattice_rpc_tls": int(self.tls)}
         if self.ca_file is not None:  # hostcore extension: OTP providers use the system's roots
             fields["lattice_rpc_tls_ca_file"] = str(self.ca_file)
         return fields

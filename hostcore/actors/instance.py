@@ -101,7 +101,8 @@ class ActorModule(Adoptable, NatsBridgeActor):
         self.config, self.instance_id = cfg, msg.instance_id
         self.telemetry = InstanceTelemetry.open(cfg, actor_key=claims.public_key, instance_id=msg.instance_id)
         self.rpcevt_subject = f"wasmbus.rpcevt.{cfg.lattice_prefix}"
-        self.outbound = OutboundConnection(cfg.rpc, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}")
+        self.outbound = OutboundConnection(cfg.rpc, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}",
+                                           js_domain=cfg.js_domain)
         try:
             self.engine = new_engine()
             self.ticker = EpochTicker(self.engine)

@@ -49,8 +49,9 @@ class OutboundConnection:
     Owned by the ActorModule that created it; `close()` ends connection and thread (idempotent).
     """
 
-    def __init__(self, url: str | NatsEndpoint, name: str) -> None:
+    def __init__(self, url: str | NatsEndpoint, name: str, *, js_domain: str | None = None) -> None:
         self.url, self.name = url, name
+        self.js_domain = js_domain  # the chunking object store's JetStream domain (protocol.md §12.4)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: NatsClient | None = None
         self._chunks: ChunkStore | None = None
@@ -77,7 +78,7 @@ class OutboundConnection:
         """The object store for chunked payloads on this connection (opened once)."""
         if self._chunks is None:
             _, nc = self._ensure(_LARGE_TIMEOUT_S)
-            self._chunks = ChunkStore(nc.jetstream(), lattice_prefix)
+            self._chunks = ChunkStore(nc.jetstream(domain=self.js_domain), lattice_prefix)
         return self._chunks
 
     async def _reconnected(self) -> None:
@@ -138,8 +139,8 @@ class HostCallRouter:
         """The call's target (protocol.md §4.10), or HostCallError with the documented text.
 
         Namespaces with a ':' are contracts (wasmcloud:keyvalue); others are actor keys or call
-        aliases. So a contract call without a link reports the missing link (or the missing claim
-        when the actor lacks it), and an unknown alias reports the alias.
+        aliases. QUIRK: as in OTP, a contract call without a link falls through to the alias
+        lookup and reports `Call alias not found`, whatever the actor's claims.
         """
         provider = self._links.get((namespace, binding or "default"))
         if provider is not None:
@@ -150,11 +151,6 @@ class HostCallRouter:
             return WasmCloudEntity(namespace)
         if namespace in self._aliases:
             return WasmCloudEntity(self._aliases[namespace])
-        if ":" in namespace:
-            if not self.claims.has_cap(namespace):
-                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
-            raise HostCallError(f"Invocation not authorized: missing link definition for {namespace} on "
-                                f"{self.lattice_prefix}")
         raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
 
     def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:

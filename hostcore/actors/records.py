@@ -38,7 +38,9 @@ class InstanceRecord:
         return self.state in ("starting", "running")
 
     def stopped_event(self) -> tuple[str, dict[str, Any]]:
-        return "actor_stopped", {"public_key": self.public_key, "instance_id": self.instance_id}
+        # v0.63 adds the annotations
+        return "actor_stopped", {"public_key": self.public_key, "instance_id": self.instance_id,
+                                 "annotations": self.annotations}
 
 
 @dataclass(slots=True, kw_only=True)

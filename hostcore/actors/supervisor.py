@@ -24,6 +24,7 @@ from typing import Any
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
 
 from hostcore.actors.adoption import InstanceAdoption
+from hostcore.actors.batches import BatchTracker
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.worker_nodes import WorkerNodes
@@ -110,6 +111,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
         self.exits = ExitWatch()  # adopted instances
         self.adopting: set[str] = set()
+        self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.host = sender
         self.restarts = RestartWindow(msg.config.restart_intensity, msg.config.restart_period_s)
         self.telemetry = SupervisorTelemetry.open(msg.config)
+        self.batches.host_id = msg.config.host_id
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
@@ -159,6 +162,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
                 span.fail(err.wire)
                 log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
                 self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
+                self.batches.start_failed(msg.actor_id, msg.actor_ref, {}, err.wire)
 
     def scale_actor(self, msg: ScaleActor) -> None:
         """Bring this host's instances of `msg.actor_id` to `msg.count`. Returns once starts or
@@ -176,13 +180,15 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         diff = scale_diff(len(live), msg.count)
         if diff > 0:
             with self.telemetry.span("terminate_actor", actor_key=key, count=diff):
-                self.terminate_actor(key, diff, {})
+                halted = self.terminate_actor(key, diff, {})
+            self.batches.stopping(halted, key, diff, len(self._live(key)), {})
         elif diff < 0:
             if not ref:
                 raise ScaleWithoutRef()
             running = next((i for i in live if i.image_ref == ref), None)
             if running is not None:  # same module already here: no fetch needed
-                self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
+                ids = self._start_instances(running.claims, running.cwasm_path, ref, -diff, {})
+                self.batches.starting(ids, key, ref, {}, running.claims.to_event_claims())
             else:
                 self._prepare(ref, -diff, {}, expect_key=key)
 
@@ -213,6 +219,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         log.error("actor start failed", extra={"actor_ref": actor_ref, "error": error})
         self._event("actor_start_failed", {"actor_ref": actor_ref, "error": error})
         if start is not None:
+            self.batches.start_failed(start.expect_key, actor_ref, start.annotations, error)
             self._forget(start.key)
             if start.expect_key:
                 self._release(start.expect_key)
@@ -238,7 +245,9 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.telemetry.policy_decision(msg.request_id, msg.permitted, msg.message)
         if msg.permitted:
             return self._start_prepared(prepared, start)
-        self._refused(start, prepared.actor_ref, PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire)
+        error = PolicyDeniedStartActor(prepared.claims.public_key, msg.message).wire
+        self.batches.start_failed(prepared.claims.public_key, prepared.actor_ref, start.annotations, error)
+        self._refused(start, prepared.actor_ref, error)
 
     def _refused(self, start: PendingStart, actor_ref: str, error: str) -> None:
         log.error("actor start refused", extra={"actor_ref": actor_ref, "error": error})
@@ -254,6 +263,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         except HostcoreError as err:
             log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
             self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
+            self.batches.start_failed(msg.claims.public_key, msg.actor_ref, start.annotations, err.wire)
         finally:
             self._forget(start.key)
             if start.expect_key:
@@ -276,16 +286,17 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             raise HostcoreError(f"Reference {start.actor_ref} holds actor {pk}, not {start.expect_key}")
         if any(i.image_ref != start.actor_ref for i in self._live(pk)):
             raise OtherRefRunning(pk, start.actor_ref)
-        self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
+        ids = self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
+        self.batches.starting(ids, pk, start.actor_ref, start.annotations, claims.to_event_claims())
         self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
-        if start.actor_ref:
+        if start.actor_ref:  # its refmap_set event follows each instance's actor_started
             self.send(self.lattice, PutRefmap(actor_ref=start.actor_ref, public_key=pk))
-            self._event("refmap_set", {"oci_url": start.actor_ref, "public_key": pk})
 
     def _start_instances(self, claims: ActorClaims, cwasm_path: Path, ref: str, count: int,
-                         annotations: dict[str, str]) -> None:
+                         annotations: dict[str, str]) -> list[str]:
         assert self.config is not None
         image: bytes | None = None
+        ids = []
         for _ in range(count):
             node = self._place(claims.public_key)
             inst = InstanceRecord(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path,
@@ -300,6 +311,8 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
+            ids.append(inst.instance_id)
+        return ids
 
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
@@ -319,6 +332,9 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             "instance_id": inst.instance_id, "annotations": inst.annotations,
             "claims": inst.claims.to_event_claims(),
         })
+        if inst.image_ref:  # OTP: once per instance, after its actor_started
+            self._event("refmap_set", {"oci_url": inst.image_ref, "public_key": inst.public_key})
+        self.batches.instance_started(inst.instance_id)
 
     def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
@@ -329,6 +345,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
         # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
         self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": msg.error})
+        self.batches.instance_failed(inst.instance_id, msg.error)
         self.send(inst.address, ActorExitRequest())
 
     # --- terminate_actor -----------------------------------------------------------------------
@@ -336,6 +353,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
     def receiveMsg_TerminateActor(self, msg: TerminateActor, sender: Any) -> None:
         with self.telemetry.span("terminate_actor", msg.trace, actor_key=msg.actor_id, count=msg.count):
             halted = self.terminate_actor(msg.actor_id, msg.count, dict(msg.annotations))
+        self.batches.stopping(halted, msg.actor_id, msg.count, len(self._live(msg.actor_id)), dict(msg.annotations))
         self._wait(msg.request_id, sender, halted)
 
     def terminate_actor(self, public_key: str, count: int, annotations: dict[str, str]) -> set[str]:
@@ -406,6 +424,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
             event_type, data = inst.stopped_event()
             self._event(event_type, data)
+        self.batches.instance_gone(inst.instance_id)
         if inst.live:  # nobody asked it to stop
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                     "node": inst.node or "host"})
@@ -422,7 +441,8 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
     def _restart(self, inst: InstanceRecord, *, counted: bool = True) -> None:
         assert self.config is not None
         if not counted:
-            return self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+            self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+            return
         if not self.restarts.allow(inst.public_key):
             error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
                      f"{self.config.restart_period_s:g} s; giving up")
@@ -444,7 +464,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
     def receiveMsg_GetInventory(self, msg: GetInventory, sender: Any) -> None:
         self.send(sender, Inventory(request_id=msg.request_id, instances=tuple(
             InstanceInfo(public_key=i.public_key, instance_id=i.instance_id, image_ref=i.image_ref,
-                         name=i.claims.name or "N/A", revision=i.claims.revision,
+                         name=i.claims.name or "", revision=i.claims.revision,
                          annotations=i.annotations, claims_record=i.claims.to_cache_record())
             for i in self.instances.values() if i.state == "running")))
 

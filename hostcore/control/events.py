@@ -78,14 +78,20 @@ def invocation_event_data(source: Any, dest: Any, operation: str, size: int) -> 
     return {"source": entity(source), "dest": entity(dest), "operation": operation, "bytes": size}
 
 
+# Timex's humanized units (its `deconstruct`): a year is 365 days and a month 30.
+_HUMAN_UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
+                ("hour", 3600), ("minute", 60), ("second", 1))
+
+
 def humanize_seconds(seconds: int) -> str:
-    """Timex-style duration text, e.g. `1 hour, 2 minutes, 3 seconds` (protocol.md §2.4)."""
+    """Timex-style duration text, e.g. `1 week, 1 day, 2 minutes` (protocol.md §2.4).
+    QUIRK: a zero duration is `0 microseconds`, as Timex 3.7 (OTP's) renders it."""
     parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+    for unit, size in _HUMAN_UNITS:
         n, seconds = divmod(seconds, size)
         if n:
             parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
-    return ", ".join(parts) or "0 seconds"
+    return ", ".join(parts) or "0 microseconds"
 
 
 def heartbeat_data(config: HostConfig, inventory: HostInventory, started_at: float) -> dict[str, Any]:
@@ -134,8 +140,9 @@ class LatticeEvents(Rewirable, NatsBridgeActor):
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor, which gives up
             self.send(sender, InitFailed(role="events", error=f"NATS connection failed: {err}"))
             return
+        # The first heartbeat is asked for by the HostSupervisor right after host_started (OTP's
+        # child order publishes host_started first), the next ones every interval.
         self.wakeupAfter(dt.timedelta(seconds=msg.config.heartbeat_interval_s))
-        self._heartbeat()  # v0.59: one at start
         self.send(sender, Ready(role="events"))
 
     def _heartbeat(self) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from hostcore.actors.messages import Inventory, ProviderInventory
 from hostcore.config import HostConfig
 
-__all__ = ["HostInventory", "InventoryJoin", "inventory_reply"]
+__all__ = ["HostInventory", "InventoryJoin", "inventory_reply", "nats_host"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +52,15 @@ def inventory_reply(config: HostConfig, inv: HostInventory) -> dict[str, Any]:
                   "contract_id": p.contract_id} for p in inv.providers.providers]
     return {"host_id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
             "friendly_name": config.friendly_name, "actors": list(actors.values()), "providers": providers}
+
+
+def nats_host(nats_url: str) -> str:
+    """The host name of the (first) NATS URL, as OTP reports its configured `ctl_host`/`rpc_host`
+    (`nats://127.0.0.1:4222` → `127.0.0.1`)."""
+    first = nats_url.split(",", 1)[0].strip()
+    if "://" not in first:
+        first = f"nats://{first}"
+    try:
+        return urlsplit(first).hostname or first
+    except ValueError:
+        return first

@@ -3,13 +3,18 @@
 
 Every host watches the bucket, so every host sees the same data; this actor keeps the in-memory
 view, answers get.links / get.claims, and pushes a LatticeSnapshot to the ActorSupervisor when
-links or aliases change, so instances resolve host calls without asking anyone (issue 4).
+links or aliases change, so instances resolve host calls without asking anyone.
+
+A link another client writes into the bucket (wadm does, and OTP v0.60+ hosts) is announced as
+OTP's metadata cache loader does: `linkdef_set` / `linkdef_deleted` and the msgpack link to its
+provider. Our own writes are announced where they are made, so their echo from the watch is not;
+every other host announces them too, so a link is announced once per host (as in OTP v0.63).
+On start, a legacy `LATTICECACHE_{lattice}` stream is migrated into the bucket (migration.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.control.migration import migrate_legacy_cache, refmap_key
 from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import Rewirable, crash_if_asked
@@ -50,14 +56,11 @@ log = logging.getLogger(__name__)
 __all__ = ["LatticeCache", "LatticeView", "bucket_name", "refmap_key"]
 
 _PURGE_OPS = frozenset({"DEL", "PURGE"})
+_REPLAY_GAP_S = 3.0  # the longest wait for the next initial value of the bucket
 
 
 def bucket_name(lattice_prefix: str) -> str:
     return f"LATTICEDATA_{lattice_prefix}"
-
-
-def refmap_key(ref: str) -> str:
-    return "REFMAP_" + base64.urlsafe_b64encode(ref.encode()).decode().rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,11 @@ class _KvUpdate:
     key: str
     value: bytes
     deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayDone:
+    """The watch delivered the bucket's contents as of start; later updates are live changes."""
 
 
 class LatticeView:
@@ -132,6 +140,8 @@ class LatticeCache(Rewirable, NatsBridgeActor):
         self.actor_supervisor, self.provider_supervisor = msg.actor_supervisor, msg.provider_supervisor
         self.view = LatticeView(claims_matter=bool(msg.config.policy_topic))
         self.kv: KeyValue | None = None
+        self.live = False  # past the watch's initial replay
+        self.own_writes: dict[str, bytes | None] = {}  # key → value we wrote (None: purged), until its echo
 
         async def setup(nc: NatsClient) -> None:
             js = nc.jetstream(domain=self.config.js_domain)
@@ -139,8 +149,12 @@ class LatticeCache(Rewirable, NatsBridgeActor):
             try:
                 self.kv = await js.key_value(name)
             except BucketNotFoundError:
-                self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE))
+                # As v0.63.2 creates it (allow_direct too); an existing bucket is used as it is.
+                self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE,
+                                                                   direct=True))
+            await migrate_legacy_cache(js, self.kv, self.config.lattice_prefix)  # before the watch: in its replay
             watcher = await self.kv.watchall()
+            await self._replay(watcher)  # the bucket as of now is in the inbox before we report Ready
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(watcher))
             self.policy = PolicyEvaluator(nc, topic=self.config.policy_topic, timeout_s=self.config.policy_timeout_s,
                                           host=PolicyHost.from_config(self.config))
@@ -154,18 +168,34 @@ class LatticeCache(Rewirable, NatsBridgeActor):
             return
         self.send(sender, Ready(role="lattice"))
 
+    async def _replay(self, watcher: Any) -> None:
+        """Hand the watch's initial values to the actor thread; later updates are live changes."""
+        while True:
+            try:
+                entry = await watcher.updates(timeout=_REPLAY_GAP_S)
+            except asyncio.TimeoutError:
+                log.warning("lattice bucket replay stalled; continuing with what arrived")
+                break
+            if entry is None:  # end of the initial replay
+                break
+            self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
+        self.to_actor(_ReplayDone())
+
     async def _watch(self, watcher: Any) -> None:
         while True:
             try:
                 entry = await watcher.updates(timeout=3600)
             except asyncio.TimeoutError:
                 continue
-            if entry is None:  # end of the initial replay
+            if entry is None:
                 continue
             self.to_actor(_KvUpdate(entry.key, bytes(entry.value or b""), entry.operation in _PURGE_OPS))
 
     def on_inbox_item(self, item: Any) -> None:
-        if isinstance(item, _KvUpdate):
+        if isinstance(item, _ReplayDone):
+            self.live = True
+        elif isinstance(item, _KvUpdate):
+            self._announce_external(item)
             if self.view.apply(item.key, item.value, item.deleted):
                 snapshot = self.view.snapshot()
                 for supervisor in (self.actor_supervisor, self.provider_supervisor):
@@ -177,6 +207,26 @@ class LatticeCache(Rewirable, NatsBridgeActor):
     def peer_restarted(self, role: str) -> None:
         # A restarted supervisor starts with no links: give it what we know.
         self.send(getattr(self, role), self.view.snapshot())
+
+    def _announce_external(self, item: _KvUpdate) -> None:
+        """A live link change written by someone else → the same announcements as our own puts
+        and deletes (OTP v0.63 metadata_cache_loader.ex). Called before the view applies it."""
+        if not item.key.startswith("LINKDEF_"):
+            return
+        if item.key in self.own_writes and self.own_writes.pop(item.key) == (None if item.deleted else item.value):
+            return  # the echo of our own write, announced when we made it
+        if not self.live:
+            return
+        if item.deleted:
+            gone = self.view.links.get(item.key.removeprefix("LINKDEF_"))
+            if gone is not None:
+                self._announce_link(gone, deleted=True)
+            return
+        try:
+            link = LinkDefinition.from_map(json.loads(item.value))
+        except Exception:  # noqa: BLE001 -- the view logs the malformed record
+            return
+        self._announce_link(link, deleted=False)
 
     # --- policy for starts (protocol.md §9; invocations are checked in the instances) -------------
 
@@ -210,6 +260,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
             asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.config.rpc_timeout_s + 1)
         except Exception as err:  # noqa: BLE001 -- lattice writes are best effort, as in OTP
             log.error("lattice cache write failed", extra={"key": key, "error": str(err)})
+            self.own_writes.pop(key, None)  # no echo will come
 
     def _kv_put(self, key: str, value: bytes) -> None:
         self._kv("put", key, value)
@@ -222,6 +273,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
 
     def receiveMsg_PutLink(self, msg: PutLink, sender: Any) -> None:
         link: LinkDefinition = msg.link
+        self.own_writes[f"LINKDEF_{link.id}"] = link.to_json()
         self._kv_put(f"LINKDEF_{link.id}", link.to_json())
         self._announce_link(link, deleted=False)
         self.send(sender, Done(request_id=msg.request_id))
@@ -231,6 +283,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
         if link is None:
             log.warning("link to delete not found", extra={"actor_id": msg.actor_id, "contract_id": msg.contract_id})
         else:
+            self.own_writes[f"LINKDEF_{link.id}"] = None
             self._kv("purge", f"LINKDEF_{link.id}")
             self._announce_link(link, deleted=True)
         self.send(sender, Done(request_id=msg.request_id))
@@ -244,6 +297,9 @@ class LatticeCache(Rewirable, NatsBridgeActor):
                      cloud_event("linkdef_deleted" if deleted else "linkdef_set", link.to_map(), self.config.host_id))
 
     def receiveMsg_GetLatticeData(self, msg: GetLatticeData, sender: Any) -> None:
+        # Bucket updates already received answer too, even if their wake-up is still queued.
+        while self._inbox:
+            self.on_inbox_item(self._inbox.popleft())
         if msg.kind == "links":
             items = tuple(link.to_map() for link in self.view.links.values())
         else:

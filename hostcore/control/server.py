@@ -47,7 +47,7 @@ from hostcore.actors.messages import (
 from hostcore.config import HostConfig
 from hostcore.control import topics
 from hostcore.control.events import humanize_seconds
-from hostcore.control.inventory import InventoryJoin, inventory_reply
+from hostcore.control.inventory import InventoryJoin, inventory_reply, nats_host
 from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.control.requests import (
     AuctionActorRequest,
@@ -89,8 +89,9 @@ def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
         "id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
         "friendly_name": config.friendly_name, "uptime_seconds": uptime, "uptime_human": humanize_seconds(uptime),
         "version": COMPAT_VERSION, "cluster_issuers": ",".join(config.cluster_issuers),
-        "js_domain": config.js_domain, "ctl_host": config.ctl.url, "prov_rpc_host": config.prov_rpc.url,
-        "rpc_host": config.rpc.url, "lattice_prefix": config.lattice_prefix,
+        "js_domain": config.js_domain, "ctl_host": nats_host(config.ctl.url),
+        "prov_rpc_host": nats_host(config.prov_rpc.url), "rpc_host": nats_host(config.rpc.url),
+        "lattice_prefix": config.lattice_prefix,
     }
 
 
@@ -199,9 +200,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
                     actor_id=stop.actor_ref, count=stop.count, annotations=stop.annotations,
                     request_id=self._await("sa", req.reply), trace=self.telemetry.carrier()))
             case ("cmd", "stop"):
-                stop_host = StopHostRequest.from_wire(req.data)
-                if stop_host.host_id and stop_host.host_id != self.config.host_id:
-                    raise WrongHostStop()
+                StopHostRequest.from_wire(req.data)  # the body's host_id is ignored, as in OTP
                 self._reply(req.reply, success_ack())
                 self.send(self.host_supervisor, StopHost(reason="stop requested over the control interface"))
             case ("cmd", "upd"):

@@ -40,18 +40,17 @@ _FIRST_PROBE_S = 0.1
 _READY_DEADLINE_S = 30.0
 _HEALTH_INTERVAL_S = 30.0
 _SHUTDOWN_TIMEOUT_S = 2.0
-# protocol.md §11.7: the provider's environment is cut down to the OTEL variables; we also pass
-# PATH, PYTHONPATH (bundled providers import the host's hostcore) and hostcore's own HOSTCORE_*
-# variables (the launcher's interpreter, leak-check markers) but not the secret ones.
-_PASSED_ENV = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "PATH", "PYTHONPATH")
 
 
 def provider_env(environ: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k in _PASSED_ENV or k.startswith(("OTEL_", "HOSTCORE_")) and k not in SECRET_ENV}
+    """protocol.md Corrections (§11.7): the provider inherits the host's whole environment, as
+    OTP's `Port.open` with `{:env, …}` extends it (providers read RUST_LOG and their own settings
+    from it), less the secrets only hostcore has (the convention secret, the dashboard token)."""
+    return {k: v for k, v in environ.items() if k not in SECRET_ENV}
 
 
 def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
-    """The §11.7 host data map (v0.59 field names)."""
+    """The §11.7 host data map (v0.59 field names). QUIRK: `lattice_rpc_tls` is an integer 0/1."""
     return {
         "host_id": cfg.host_id, "lattice_rpc_prefix": cfg.lattice_prefix, "link_name": msg.link_name,
         **cfg.prov_rpc.host_data_fields(),
@@ -59,7 +58,7 @@ def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
         "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
         "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),
         "invocation_seed": cfg.cluster_key.seed, "js_domain": cfg.js_domain,
-        "enable_structured_logging": cfg.structured_logging,
+        "enable_structured_logging": cfg.structured_logging, "structured_logging": cfg.structured_logging,  # v0.63 name
     }
 
 
@@ -147,8 +146,7 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
             if self.healthy is None and not ok and loop.time() < deadline:
                 await asyncio.sleep(_FIRST_PROBE_S)
                 continue
-            if ok != self.healthy:
-                self._health_event(ok)
+            self._health_event(ok, changed=ok != self.healthy)  # v0.63: a status event when unchanged
             self.healthy = ok
             await asyncio.sleep(_HEALTH_INTERVAL_S)
 
@@ -159,9 +157,10 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
             return False
         return True
 
-    def _health_event(self, ok: bool) -> None:
-        data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name}
-        kind = "health_check_passed" if ok else "health_check_failed"
+    def _health_event(self, ok: bool, *, changed: bool) -> None:
+        data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name,
+                "contract_id": self.start.claims.capid}  # wadm requires the contract (v0.63)
+        kind = ("health_check_passed" if ok else "health_check_failed") if changed else "health_check_status"
         if self.events is not None:
             self.to_actor(("event", PublishEvent(event_type=kind, data=data)))
             return

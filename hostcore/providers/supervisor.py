@@ -86,15 +86,17 @@ class _Provider:
     def key(self) -> tuple[str, str]:
         return (self.claims.public_key, self.link_name)
 
-    def stopped_event(self, reason: str = "normal") -> tuple[str, dict[str, Any]]:
+    def stopped_event(self) -> tuple[str, dict[str, Any]]:
+        # QUIRK: OTP's port closes with reason `normal` however the process ended.
         return "provider_stopped", {"public_key": self.claims.public_key, "link_name": self.link_name,
                                     "contract_id": self.claims.capid, "instance_id": self.instance_id,
-                                    "reason": reason}
+                                    "annotations": self.annotations, "reason": "normal"}
 
 
 def provider_claims_record(claims: Any) -> dict[str, Any]:
-    """protocol.md §5.7 record for a provider (v0.63 adds contract_id)."""
-    return {"call_alias": "", "iss": claims.issuer, "name": claims.name or "", "caps": claims.capid,
+    """protocol.md §5.7 record for a provider (v0.63 adds contract_id). QUIRK: `caps` is `""`, as
+    OTP stores a provider's absent caps claim."""
+    return {"call_alias": "", "iss": claims.issuer, "name": claims.name or "", "caps": "",
             "rev": str(claims.revision), "tags": "", "version": claims.ver, "sub": claims.public_key,
             "contract_id": claims.capid}
 
@@ -256,6 +258,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         self.send(self.lattice, PutClaims(record=provider_claims_record(claims)))
         if prov.image_ref and prov.image_ref != claims.public_key:
             self.send(self.lattice, PutRefmap(actor_ref=prov.image_ref, public_key=claims.public_key))
+            self._event("refmap_set", {"oci_url": prov.image_ref, "public_key": claims.public_key})
 
     def receiveMsg_ProviderFailed(self, msg: ProviderFailed, sender: Any) -> None:
         prov = self.providers.get(msg.instance_id)
@@ -313,7 +316,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         self.send(self.host, Forget(role="provider_supervisor", key=prov.instance_id,
                                     pid=prov.pid if prov.adopted else 0))
         if prov.state in ("running", "stopping"):  # it was announced with provider_started
-            event_type, data = prov.stopped_event("normal" if prov.state == "stopping" else "provider process exited")
+            event_type, data = prov.stopped_event()
             self._event(event_type, data)
         for reply_to, request_id in prov.waiters:
             self.send(reply_to, Done(request_id=request_id))
@@ -332,6 +335,6 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
     def receiveMsg_GetInventory(self, msg: GetInventory, sender: Any) -> None:
         self.send(sender, ProviderInventory(request_id=msg.request_id, providers=tuple(
             ProviderInfo(public_key=p.claims.public_key, link_name=p.link_name, contract_id=p.claims.capid,
-                         instance_id=p.instance_id, image_ref=p.image_ref, name=p.claims.name or "N/A",
+                         instance_id=p.instance_id, image_ref=p.image_ref, name=p.claims.name or "",
                          revision=p.claims.revision, annotations=p.annotations)
             for p in self.providers.values() if p.state == "running")))

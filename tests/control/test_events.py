@@ -17,8 +17,11 @@ def test_cloud_event_envelope() -> None:
 
 
 def test_humanize() -> None:
-    assert humanize_seconds(0) == "0 seconds"
+    assert humanize_seconds(0) == "0 microseconds"  # Timex 3.7's text for an empty duration
     assert humanize_seconds(3723) == "1 hour, 2 minutes, 3 seconds"
+    assert humanize_seconds(8 * 86400) == "1 week, 1 day"
+    assert humanize_seconds(400 * 86400 + 1) == "1 year, 1 month, 5 days, 1 second"
+    assert humanize_seconds(2 * 365 * 86400 + 2 * 30 * 86400 + 14 * 86400) == "2 years, 2 months, 2 weeks"
 
 
 def test_heartbeat_counts_instances_per_actor() -> None:

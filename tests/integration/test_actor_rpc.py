@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -140,15 +141,26 @@ async def _wait_alias(client: ControlClient, host: HostProcess, caller_key: str,
 async def test_capability_and_link_errors_for_keyvalue_calls(
         host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient) -> None:
     host = await started_host(host_factory, events)
-    unpriv = await start(client, host, events, fixture_actor("kvcounter_unpriv_s.wasm"))
-    status, body = await http_call(client, host, unpriv)
-    assert status == 500
-    assert b"missing capability claim for wasmcloud:keyvalue" in body, body
-
+    # OTP (imports.ex identify_target): with no link, the namespace is looked up as a call alias.
     counter = await start(client, host, events, fixture_actor("kvcounter.wasm"))
     status, body = await http_call(client, host, counter)
     assert status == 500
-    assert f"missing link definition for wasmcloud:keyvalue on {host.lattice}".encode() in body, body
+    assert f"Call alias not found: wasmcloud:keyvalue on {host.lattice}".encode() in body, body
+
+    unpriv = await start(client, host, events, fixture_actor("kvcounter_unpriv_s.wasm"))
+    assert (await client.put_link(LinkDefinition(actor_id=unpriv, provider_id=PROVIDER, link_name="default",
+                                                 contract_id="wasmcloud:keyvalue"))).accepted
+    await events.wait_for("linkdef_set", lambda d: d["actor_id"] == unpriv)
+
+    async def unpriv_error() -> bytes:
+        return (await http_call(client, host, unpriv))[1]
+    body = await unpriv_error()
+    for _ in range(50):  # the link reaches the instance asynchronously
+        if b"missing capability claim" in body:
+            break
+        await asyncio.sleep(0.1)
+        body = await unpriv_error()
+    assert b"missing capability claim for wasmcloud:keyvalue" in body, body
 
 
 async def test_link_definitions_put_get_delete(
