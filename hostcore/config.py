@@ -98,7 +98,11 @@ class ConventionTiming:
 
 
 # Environment variables holding secrets: never passed on to provider processes.
-SECRET_ENV = frozenset({"HOSTCORE_CONVENTION_SECRET", "HOSTCORE_DASHBOARD_TOKEN"})
+SECRET_ENV = frozenset({
+    "HOSTCORE_CONVENTION_SECRET", "HOSTCORE_DASHBOARD_TOKEN", "HOSTCORE_NATS_CREDS",
+    "WASMCLOUD_HOST_SEED", "WASMCLOUD_CLUSTER_SEED",
+    *(f"WASMCLOUD_{conn}_{kind}" for conn in ("RPC", "CTL", "PROV_RPC") for kind in ("SEED", "JWT")),
+})
 
 
 def is_loopback(address: str) -> bool:

@@ -124,7 +124,8 @@ def test_dashboard_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
 
 def test_providers_do_not_inherit_hostcore_secrets() -> None:
     env = provider_env({"PATH": "/bin", "HOSTCORE_TEST_MARK": "m", "HOSTCORE_CONVENTION_SECRET": "x" * 20,
-                        "HOSTCORE_DASHBOARD_TOKEN": "t", "WASMCLOUD_RPC_SEED": USER.seed})
+                        "HOSTCORE_DASHBOARD_TOKEN": "t", "WASMCLOUD_RPC_SEED": USER.seed,
+                        "WASMCLOUD_HOST_SEED": "SN…", "WASMCLOUD_CLUSTER_SEED": "SC…"})
     assert env == {"PATH": "/bin", "HOSTCORE_TEST_MARK": "m"}
 
 
