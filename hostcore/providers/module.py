@@ -132,8 +132,7 @@ class ProviderModule(NatsBridgeActor):
             if self.healthy is None and not ok and loop.time() < deadline:
                 await asyncio.sleep(_FIRST_PROBE_S)
                 continue
-            if ok != self.healthy:
-                self._health_event(ok)
+            self._health_event(ok, changed=ok != self.healthy)
             self.healthy = ok
             await asyncio.sleep(_HEALTH_INTERVAL_S)
 
@@ -144,9 +143,14 @@ class ProviderModule(NatsBridgeActor):
             return False
         return True
 
-    def _health_event(self, ok: bool) -> None:
-        data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name}
-        event = cloud_event("health_check_passed" if ok else "health_check_failed", data, self.config.host_id)
+    def _health_event(self, ok: bool, *, changed: bool) -> None:
+        data: dict[str, Any] = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name}
+        if changed:
+            etype = "health_check_passed" if ok else "health_check_failed"
+        else:  # v0.63: every unchanged check says so; `healthy` (ours) tells a late observer the state
+            etype = "health_check_status"
+            data.update(contract_id=self.start.claims.capid, healthy=ok)
+        event = cloud_event(etype, data, self.config.host_id)
         self.loop.create_task(self.nc.publish(event_subject(self.config.lattice_prefix), event))
 
     async def _resend_links(self) -> None:
