@@ -47,6 +47,7 @@ class ConnectionMonitor:
         reason = str(err) or type(err).__name__
         if not self.connected:
             self._suppressed += 1
+            log.debug("dashboard NATS reconnect attempt failed", extra={"nats_url": self.nats_url, "error": reason})
         elif isinstance(err, _CONNECTION_ERRORS):  # the disconnect that follows logs it
             self._pending_reason = reason
             log.debug("dashboard NATS connection error", extra={"nats_url": self.nats_url, "error": reason})
