@@ -219,6 +219,14 @@ class LatticeModel:
                 self._mutate(record, replay=True)
         self.version += 1
 
+    def apply_claims(self, entries: Iterable[dict[str, Any]]) -> None:
+        """A `get.claims` reply: names for keys the dashboard saw no event or inventory for (a
+        link to an actor that runs nowhere yet is still shown by name)."""
+        for entry in entries:
+            if isinstance(entry.get("sub"), str) and entry.get("name") and entry.get("name") != "N/A":
+                self.names[entry["sub"]] = str(entry["name"])
+        self.version += 1
+
     def expire(self) -> list[str]:
         """Drop hosts not heard from for `host_timeout_s`; returns their ids. Nothing expires
         while the dashboard's own NATS connection is down (it hears nobody then)."""

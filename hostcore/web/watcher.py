@@ -217,11 +217,17 @@ class LatticeWatcher:
         self._notify()
 
     def refresh_links(self) -> None:
-        """Re-read the link definitions soon (one request in flight)."""
+        """Re-read the claims (for names) and link definitions soon (one request in flight)."""
         if self._links_task is None or self._links_task.done():
             self._links_task = self._spawn(self._refresh_links())
 
     async def _refresh_links(self) -> None:
+        try:
+            claims = [c for c in await self.client.get_claims() if isinstance(c, dict)]
+        except (ControlTimeout, KeyError, ValueError, nats.errors.Error) as err:  # names are a nicety
+            log.debug("no claims from the lattice", extra={"error": str(err)})
+        else:
+            self.model.apply_claims(claims)
         since = self.model.seq
         try:
             links = [LinkView.from_obj(obj) for obj in await self.client.get_links() if isinstance(obj, dict)]

@@ -258,3 +258,15 @@ def test_set_connected_only_counts_changes() -> None:
     m.set_connected(False)
     m.set_connected(False)
     assert m.version == version + 1
+
+
+def test_claims_name_the_keys_of_links_whose_actor_runs_nowhere() -> None:
+    m = model()
+    m.apply_links([LinkView(actor_id=ECHO, provider_id=PROV, link_name="default", contract_id="wasmcloud:httpserver")],
+                  m.seq)
+    assert m.snapshot()["links"][0]["actor_name"] == ""
+    m.apply_claims([{"sub": ECHO, "name": "Echo", "rev": "1"}, {"sub": PROV, "name": "HTTP Server"},
+                    {"sub": "Mnoname", "name": ""}, {"name": "no key"}])
+    link = m.snapshot()["links"][0]
+    assert (link["actor_name"], link["provider_name"]) == ("Echo", "HTTP Server")
+    assert "Mnoname" not in m.names
