@@ -252,6 +252,10 @@ class HostConfig:
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 
+    @property
+    def uploads_dir(self) -> Path:  # the dashboard's uploads: loadable even without allow_file_load
+        return self.data_dir / "uploads"
+
     def with_nats_url(self, url: str) -> HostConfig:
         """This config on the server at `url` (the embedded one) for all three connections."""
         return dataclasses.replace(self, nats_url=url, rpc=self.rpc.with_servers(url), ctl=self.ctl.with_servers(url),

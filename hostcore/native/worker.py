@@ -53,12 +53,14 @@ def read_file_ref(ref: str, config: HostConfig) -> bytes:
     """The bytes behind a `file://` ref (protocol.md §8.1, v0.61+).
 
     Raises:
-        FileLoadDisabled: WASMCLOUD_ALLOW_FILE_LOAD is off.
+        FileLoadDisabled: WASMCLOUD_ALLOW_FILE_LOAD is off and the file is not directly in
+            the data directory's `uploads/` (where the dashboard puts uploaded modules).
         ActorFetchFailed: the file cannot be read.
     """
-    if not config.allow_file_load:
-        raise FileLoadDisabled()
     path = Path(urllib.parse.unquote(ref[len("file://"):]))
+    # Files the dashboard stored for this host are loadable without file loading in general.
+    if not config.allow_file_load and path.resolve().parent != config.uploads_dir.resolve():
+        raise FileLoadDisabled()
     try:
         return path.read_bytes()
     except OSError as err:

@@ -158,9 +158,13 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
         return True
 
     def _health_event(self, ok: bool, *, changed: bool) -> None:
-        data = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name,
-                "contract_id": self.start.claims.capid}  # wadm requires the contract (v0.63)
-        kind = ("health_check_passed" if ok else "health_check_failed") if changed else "health_check_status"
+        data: dict[str, Any] = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name,
+                                "contract_id": self.start.claims.capid}  # wadm requires the contract (v0.63)
+        if changed:
+            kind = "health_check_passed" if ok else "health_check_failed"
+        else:  # v0.63: every unchanged check says so; `healthy` (ours) tells a late observer the state
+            kind = "health_check_status"
+            data["healthy"] = ok
         if self.events is not None:
             self.to_actor(("event", PublishEvent(event_type=kind, data=data)))
             return

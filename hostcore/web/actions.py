@@ -150,7 +150,8 @@ def _store_upload(directory: Path, module: bytes) -> tuple[str, Path]:
 
 @_action
 async def upload_actor(request: Request, dash: Dashboard) -> Body:
-    """Start an uploaded signed module: stored under `upload_dir`, launched as a `file://` ref."""
+    """Start an uploaded signed module: stored under `upload_dir` by content, launched as a
+    `file://` ref on the chosen host (default: the dashboard's own host, else an auction)."""
     async with request.form(max_files=1, max_fields=8) as form:
         upload = form.get("actor")
         if not isinstance(upload, UploadFile):
@@ -167,7 +168,10 @@ async def upload_actor(request: Request, dash: Dashboard) -> Body:
     except HostcoreError as err:
         raise ActionFailed(f"Not a signed actor module: {err.wire}") from None
     log.info("actor uploaded", extra={"actor_key": actor_id, "bytes": len(module)})
-    result = await _launch(dash, fields.get("host_id", ""), path.resolve().as_uri(), count,
+    # The dashboard's own host loads its uploads/ even with file loading off; any other host
+    # needs WASMCLOUD_ALLOW_FILE_LOAD and this machine's files (the form says so).
+    host_id = fields.get("host_id") or dash.settings.local_host_id
+    result = await _launch(dash, host_id, path.resolve().as_uri(), count,
                            field_pairs(fields.get("constraints"), "Constraints"))
     return {**result, "actor_id": result["actor_id"] or actor_id}
 

@@ -29,6 +29,7 @@ from hostcore.native.nkeys import KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.web import actions, views
 from hostcore.web.auth import TokenMiddleware
+from hostcore.web.connection import ConnectionMonitor
 from hostcore.web.model import LatticeModel
 from hostcore.web.settings import DashboardSettings
 from hostcore.web.watcher import LatticeWatcher
@@ -56,21 +57,12 @@ class Dashboard:
     fragment_cache: tuple[int, dict[str, str]] = field(default=(-1, {}))
 
 
-async def _connect(settings: DashboardSettings) -> NatsClient:
-    async def on_error(err: Exception) -> None:
-        log.warning("dashboard NATS connection error", extra={"error": str(err)})
-
-    async def on_disconnect() -> None:
-        log.warning("dashboard NATS connection lost", extra={"nats_url": settings.nats_url})
-
-    async def on_reconnect() -> None:
-        log.info("dashboard NATS connection restored", extra={"nats_url": settings.nats_url})
-
+async def _connect(settings: DashboardSettings, monitor: ConnectionMonitor) -> NatsClient:
     async with asyncio.timeout(settings.timeout_s + 1):
-        return await nats.connect(**NatsEndpoint.kwargs_for(settings.ctl or settings.nats_url, on_error),
+        return await nats.connect(**NatsEndpoint.kwargs_for(settings.ctl or settings.nats_url, monitor.on_error),
                                   name="hostcore-dashboard", connect_timeout=settings.timeout_s,
                                   max_reconnect_attempts=-1, reconnect_time_wait=1,
-                                  disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
+                                  disconnected_cb=monitor.on_disconnect, reconnected_cb=monitor.on_reconnect)
 
 
 def _signer(settings: DashboardSettings) -> KeyPair | None:
@@ -92,18 +84,21 @@ def create_app(settings: DashboardSettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Compile the templates off the loop now rather than inside the first requests.
         await asyncio.to_thread(views.load_templates, templates)
-        nc = await _connect(settings)
+        monitor = ConnectionMonitor(settings.nats_url)
+        nc = await _connect(settings, monitor)
         try:
             client = ControlClient(nc, lattice_prefix=settings.lattice_prefix,
                                    ctl_topic_prefix=settings.ctl_topic_prefix, timeout_s=settings.timeout_s)
             model = LatticeModel(settings.lattice_prefix, host_timeout_s=settings.host_timeout_s,
                                  event_buffer=settings.event_buffer)
             async with LatticeWatcher(nc, client, model, settings) as watcher:
+                monitor.listener = watcher.on_connection
                 app.state.dashboard = Dashboard(settings=settings, templates=templates, nc=nc, client=client,
                                                 model=model, watcher=watcher, signer=_signer(settings))
                 log.info("dashboard started", extra={"lattice": settings.lattice_prefix})
                 yield
         finally:
+            monitor.closing = True
             try:
                 async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                     await nc.drain()

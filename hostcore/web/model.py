@@ -8,6 +8,11 @@ inventory answers a request sent earlier, so after applying one the model replay
 events received since the request went out (start/stop events are idempotent set operations).
 Hosts whose heartbeat disagrees with the model are marked stale for the owner to re-inventory.
 
+Provider health comes from `health_check_passed/failed` and from `health_check_status` (v0.63:
+sent on every check whose result did not change; hostcore adds a `healthy` flag to it), and for a
+provider found only in an inventory, from the owner's own probe (`apply_probe`), so a provider
+started before the dashboard does not stay "unknown" until its next health change.
+
 Not thread-safe: one event loop owns it.
 """
 
@@ -26,7 +31,7 @@ __all__ = ["ActorView", "EventRecord", "Health", "HostView", "LatticeModel", "Li
 
 # Events that change a host's actors or providers; replayed after an inventory.
 _INSTANCE_EVENTS = frozenset({"actor_started", "actor_stopped", "provider_started", "provider_stopped",
-                              "health_check_passed", "health_check_failed"})
+                              "health_check_passed", "health_check_failed", "health_check_status"})
 
 
 class Health(enum.StrEnum):
@@ -139,6 +144,7 @@ class LatticeModel:
         self.events: deque[EventRecord] = deque(maxlen=event_buffer)
         self.seq = 0
         self.version = 0
+        self.nats_connected = True  # the dashboard's own NATS connection (the page's `live` pill)
         self._stale: set[str] = set()
         # host id → when it said host_stopped: a stopping host may still heartbeat or answer a
         # ping for a moment (protocol.md §2.3 `stop`: purge, host_stopped, 300 ms, exit); those
@@ -213,8 +219,19 @@ class LatticeModel:
                 self._mutate(record, replay=True)
         self.version += 1
 
+    def apply_claims(self, entries: Iterable[dict[str, Any]]) -> None:
+        """A `get.claims` reply: names for keys the dashboard saw no event or inventory for (a
+        link to an actor that runs nowhere yet is still shown by name)."""
+        for entry in entries:
+            if isinstance(entry.get("sub"), str) and entry.get("name") and entry.get("name") != "N/A":
+                self.names[entry["sub"]] = str(entry["name"])
+        self.version += 1
+
     def expire(self) -> list[str]:
-        """Drop hosts not heard from for `host_timeout_s`; returns their ids."""
+        """Drop hosts not heard from for `host_timeout_s`; returns their ids. Nothing expires
+        while the dashboard's own NATS connection is down (it hears nobody then)."""
+        if not self.nats_connected:
+            return []
         now = self.clock()
         gone = [h for h, host in self.hosts.items() if now - host.last_seen > self.host_timeout_s]
         for host_id in gone:
@@ -224,6 +241,32 @@ class LatticeModel:
         if gone:
             self.version += 1
         return gone
+
+    def set_connected(self, connected: bool) -> None:
+        """The dashboard's NATS connection went down or came back. Back up, every host gets a
+        fresh `host_timeout_s` to be heard from: the silence was ours, not theirs."""
+        if connected == self.nats_connected:
+            return
+        self.nats_connected = connected
+        if connected:
+            now = self.clock()
+            for host in self.hosts.values():
+                host.last_seen = now
+        self.version += 1
+
+    def apply_probe(self, host_id: str, provider_id: str, link_name: str, healthy: bool) -> None:
+        """The owner's own health probe of a provider whose health no event told yet; the host's
+        events win over it (a probe result never replaces a known state)."""
+        host = self.hosts.get(host_id)
+        provider = host.providers.get((provider_id, link_name)) if host else None
+        if provider is not None and provider.health is Health.UNKNOWN:
+            provider.health = Health.HEALTHY if healthy else Health.UNHEALTHY
+            self.version += 1
+
+    def unknown_health(self, host_id: str) -> list[tuple[str, str]]:
+        """(provider key, link name) of the host's providers whose health is not known."""
+        host = self.hosts.get(host_id)
+        return [key for key, p in host.providers.items() if p.health is Health.UNKNOWN] if host else []
 
     def take_stale(self) -> set[str]:
         """Hosts whose actors/providers should be re-read from an inventory (cleared here)."""
@@ -314,10 +357,14 @@ class LatticeModel:
                     self.names[pkey[0]] = str(claims["name"])
             case "provider_stopped":
                 host.providers.pop((str(d.get("public_key", "")), str(d.get("link_name") or "default")), None)
-            case "health_check_passed" | "health_check_failed":
+            case "health_check_passed" | "health_check_failed" | "health_check_status":
                 checked = host.providers.get((str(d.get("public_key", "")), str(d.get("link_name") or "default")))
-                if checked is not None:
+                if checked is None:
+                    return
+                if ev.type != "health_check_status":
                     checked.health = Health.HEALTHY if ev.type == "health_check_passed" else Health.UNHEALTHY
+                elif isinstance(d.get("healthy"), bool):  # OTP's status carries no state; hostcore's does
+                    checked.health = Health.HEALTHY if d["healthy"] else Health.UNHEALTHY
 
     def _heartbeat(self, host: HostView, d: dict[str, Any]) -> None:
         host.friendly_name = str(d.get("friendly_name") or host.friendly_name)
@@ -357,7 +404,8 @@ class LatticeModel:
                   "provider_id": lk.provider_id, "provider_name": self.names.get(lk.provider_id, ""),
                   "link_name": lk.link_name, "contract_id": lk.contract_id, "values": lk.values, "id": lk.id}
                  for lk in sorted(self.links.values(), key=lambda lk: lk.key)]
-        return {"lattice_prefix": self.lattice_prefix, "version": self.version, "hosts": out_hosts,
+        return {"lattice_prefix": self.lattice_prefix, "version": self.version, "nats_connected": self.nats_connected,
+                "hosts": out_hosts,
                 "actors": actors, "providers": providers, "links": links}
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:

@@ -37,6 +37,8 @@ class DashboardSettings:
         start_wait_s: how long a start/scale action waits for `actor_started` or
             `actor_start_failed`, so a failure can be shown in the modal that caused it.
         upload_dir: where uploaded actor modules are stored; hosts load them by `file://` ref.
+        local_host_id: the host whose launcher runs this dashboard ("" if none): uploads start
+            there, since that host loads files from its own `uploads/` even without file loading.
         max_upload_bytes: the largest actor module the upload form accepts.
         event_buffer: how many recent CloudEvents the events view keeps.
     """
@@ -51,6 +53,7 @@ class DashboardSettings:
     discovery_wait_s: float = 1.0
     start_wait_s: float = 10.0
     upload_dir: Path = Path("uploads")
+    local_host_id: str = ""
     metrics_dir: Path | None = None  # the host's Prometheus multiprocess dir: serve /metrics
     max_upload_bytes: int = 64 * 1024 * 1024
     event_buffer: int = 200
@@ -74,10 +77,10 @@ class DashboardSettings:
     def from_host_config(cls, config: HostConfig, *, token: str = "", host_timeout_s: float | None = None
                          ) -> DashboardSettings:
         """Settings for the dashboard a host node serves: same NATS, lattice and cluster key;
-        uploads under the host's data dir; hosts dropped after three missed heartbeats."""
+        uploads under the host's data dir, started on that host; hosts dropped after three missed heartbeats."""
         return cls(nats_url=config.nats_url, ctl=config.ctl, lattice_prefix=config.lattice_prefix,
                    ctl_topic_prefix=config.ctl_topic_prefix, timeout_s=max(config.rpc_timeout_s, 2.0),
                    token=token, cluster_seed=config.cluster_key.seed,
                    host_timeout_s=host_timeout_s or 3 * config.heartbeat_interval_s,
-                   upload_dir=config.data_dir / "uploads",
+                   upload_dir=config.uploads_dir, local_host_id=config.host_id,
                    metrics_dir=metrics_dir(config) if config.telemetry.metrics else None)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["events", "index", "lattice", "livez", "load_templates", "readyz", "render_fragments", "stream"]
 
 FRAGMENTS = ("hosts", "actors", "providers", "links", "events", "host_filter", "host_options",
-             "actor_keys", "provider_keys")
+             "upload_host_options", "actor_keys", "provider_keys")
 _EVENTS_SHOWN = 50
 _KEEPALIVE_S = 15.0
 _MIN_PUSH_INTERVAL_S = 0.1  # coalesce bursts of events (e.g. 100 actor_started) into one push
@@ -45,7 +45,8 @@ def _context(dash: Dashboard) -> dict[str, Any]:
     actor_keys = sorted({(a["id"], a["name"]) for a in snap["actors"]}, key=lambda kv: (kv[1], kv[0]))
     provider_keys = list({(p["id"], p["link_name"]): p for p in snap["providers"]}.values())
     return {"snap": snap, "events": dash.model.recent_events(_EVENTS_SHOWN), "actor_keys": actor_keys,
-            "provider_keys": provider_keys, "invoke_enabled": dash.signer is not None}
+            "provider_keys": provider_keys, "invoke_enabled": dash.signer is not None,
+            "local_host_id": dash.settings.local_host_id}
 
 
 def render_fragments(dash: Dashboard) -> dict[str, str]:
@@ -99,7 +100,8 @@ async def events(request: Request) -> Response:
 
 
 async def stream(request: Request) -> Response:
-    """Server-sent events: `state` (the fragments) now and after every change; a comment every
+    """Server-sent events: `state` (the fragments and whether the dashboard's NATS connection is
+    up: the page's `live` pill) now and after every change; a comment every
     15 s keeps proxies from closing the stream. Ends when the dashboard shuts down."""
     dash = _dashboard(request)
 
@@ -109,7 +111,8 @@ async def stream(request: Request) -> Response:
         while not dash.watcher.closing:
             if await dash.watcher.wait_changed(version, _KEEPALIVE_S):
                 version = dash.model.version
-                payload = json.dumps({"version": version, "fragments": render_fragments(dash)})
+                payload = json.dumps({"version": version, "nats_connected": dash.model.nats_connected,
+                                      "fragments": render_fragments(dash)})
                 yield f"event: state\ndata: {payload}\n\n"
                 await asyncio.sleep(_MIN_PUSH_INTERVAL_S)
             elif not dash.watcher.closing:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Self
 
+import msgpack
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 EventPredicate = Callable[[dict[str, Any]], bool]
 
 _CLOSE_TIMEOUT_S = 2.0
+_HEALTH_REQUEST = msgpack.packb({"placeholder": True})  # what hosts send (protocol.md §4.11)
 
 
 class LatticeWatcher:
@@ -50,6 +52,7 @@ class LatticeWatcher:
         self._refreshing: set[str] = set()
         self._again: set[str] = set()
         self._links_task: asyncio.Task[None] | None = None
+        self._probing: set[tuple[str, str, str]] = set()
         self._waiters: list[tuple[EventPredicate, asyncio.Future[dict[str, Any]]]] = []
         self._changed = asyncio.Event()
         self.closing = False
@@ -114,6 +117,16 @@ class LatticeWatcher:
 
     # --- inputs ----------------------------------------------------------------------------------
 
+    def on_connection(self, connected: bool) -> None:
+        """The dashboard's NATS connection went down or came back (from its ConnectionMonitor).
+        Back up, everything is read again: events sent meanwhile were missed."""
+        self.model.set_connected(connected)
+        if connected and not self.closing:
+            for host_id in list(self.model.hosts):
+                self.refresh_host(host_id)
+            self._spawn(self._discover())
+        self._notify()
+
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = json.loads(msg.data)
@@ -173,18 +186,48 @@ class LatticeWatcher:
                     log.warning("inventory request failed", extra={"host_id": host_id, "error": str(err)})
                     return
                 self.model.apply_inventory(host_id, inventory, since)
+                self._probe_health(host_id)
                 self._notify()
                 if host_id not in self._again:
                     return
         finally:
             self._refreshing.discard(host_id)
 
+    def _probe_health(self, host_id: str) -> None:
+        """Ask each of the host's providers of unknown health directly, as its host does, so one
+        started before the dashboard shows its health now rather than at its next change."""
+        for provider_id, link_name in self.model.unknown_health(host_id):
+            key = (host_id, provider_id, link_name)
+            if key not in self._probing:
+                self._probing.add(key)
+                self._spawn(self._probe(key))
+
+    async def _probe(self, key: tuple[str, str, str]) -> None:
+        host_id, provider_id, link_name = key
+        subject = f"wasmbus.rpc.{self.settings.lattice_prefix}.{provider_id}.{link_name}.health"
+        try:
+            await self.nc.request(subject, _HEALTH_REQUEST, timeout=self.settings.timeout_s)
+        except (nats.errors.Error, TimeoutError) as err:
+            # Starting, or gone: its host's next health event tells (a guess here could be wrong).
+            log.debug("no answer to a provider health probe", extra={"provider_key": provider_id, "error": str(err)})
+            return
+        finally:
+            self._probing.discard(key)
+        self.model.apply_probe(host_id, provider_id, link_name, True)  # any reply is healthy (§4.11)
+        self._notify()
+
     def refresh_links(self) -> None:
-        """Re-read the link definitions soon (one request in flight)."""
+        """Re-read the claims (for names) and link definitions soon (one request in flight)."""
         if self._links_task is None or self._links_task.done():
             self._links_task = self._spawn(self._refresh_links())
 
     async def _refresh_links(self) -> None:
+        try:
+            claims = [c for c in await self.client.get_claims() if isinstance(c, dict)]
+        except (ControlTimeout, KeyError, ValueError, nats.errors.Error) as err:  # names are a nicety
+            log.debug("no claims from the lattice", extra={"error": str(err)})
+        else:
+            self.model.apply_claims(claims)
         since = self.model.seq
         try:
             links = [LinkView.from_obj(obj) for obj in await self.client.get_links() if isinstance(obj, dict)]

@@ -185,3 +185,88 @@ def test_link_view_from_a_get_links_entry_tolerates_missing_values() -> None:
     link = LinkView.from_obj({"actor_id": "M1", "provider_id": "V1", "link_name": "l", "contract_id": "c",
                               "values": None, "id": "abc"})
     assert link.values == {} and link.id == "abc" and link.key == ("M1", "c", "l")
+
+
+def inventory_with_provider(m: LatticeModel, host: str = H1) -> None:
+    """A host found by ping whose inventory lists a running provider (started before the dashboard)."""
+    m.apply_ping({"id": host, "friendly_name": "h"})
+    m.apply_inventory(host, {"actors": [], "providers": [
+        {"id": PROV, "link_name": "default", "contract_id": "wasmcloud:httpserver", "name": "HTTP"}]}, m.seq)
+
+
+def test_a_provider_known_only_from_an_inventory_gets_its_health_from_a_status_event() -> None:
+    m = model()
+    inventory_with_provider(m)
+    assert m.unknown_health(H1) == [(PROV, "default")]
+    # OTP's status event carries no state: it cannot tell.
+    m.apply_event(ev("health_check_status", H1, public_key=PROV, link_name="default", contract_id="c"))
+    assert m.hosts[H1].providers[(PROV, "default")].health is Health.UNKNOWN
+    # hostcore's carries `healthy`.
+    m.apply_event(ev("health_check_status", H1, public_key=PROV, link_name="default", contract_id="c", healthy=True))
+    assert m.snapshot()["providers"][0]["health"] == "healthy"
+    assert m.unknown_health(H1) == []
+    m.apply_event(ev("health_check_status", H1, public_key=PROV, link_name="default", contract_id="c", healthy=False))
+    assert m.snapshot()["providers"][0]["health"] == "unhealthy"
+
+
+def test_a_probe_fills_unknown_health_only_and_events_win_over_it() -> None:
+    m = model()
+    inventory_with_provider(m)
+    before = m.version
+    m.apply_probe(H1, PROV, "default", True)
+    assert m.hosts[H1].providers[(PROV, "default")].health is Health.HEALTHY and m.version > before
+    m.apply_event(ev("health_check_failed", H1, public_key=PROV, link_name="default"))
+    m.apply_probe(H1, PROV, "default", True)  # a late probe answer does not undo the host's verdict
+    assert m.hosts[H1].providers[(PROV, "default")].health is Health.UNHEALTHY
+    m.apply_probe(H2, PROV, "default", True)  # unknown host or provider: ignored
+    m.apply_probe(H1, PROV, "other", True)
+
+
+def test_health_survives_a_later_inventory_and_a_status_event_is_replayed_after_one() -> None:
+    m = model()
+    inventory_with_provider(m)
+    since = m.seq
+    m.apply_event(ev("health_check_status", H1, public_key=PROV, link_name="default", healthy=True))
+    # An inventory requested before that event answers after it: the event is replayed on top.
+    m.apply_inventory(H1, {"actors": [], "providers": [{"id": PROV, "link_name": "default"}]}, since)
+    assert m.hosts[H1].providers[(PROV, "default")].health is Health.HEALTHY
+    assert m.hosts[H1].providers[(PROV, "default")].contract_id == "wasmcloud:httpserver"
+
+
+def test_nothing_expires_while_the_dashboard_is_cut_off_and_hosts_get_a_fresh_timeout_after() -> None:
+    clock = FakeClock()
+    m = model(clock)
+    m.apply_ping({"id": H1})
+    m.set_connected(False)
+    assert m.snapshot()["nats_connected"] is False
+    clock.now += 60  # long past host_timeout_s, but we heard nobody because our connection was down
+    assert m.expire() == [] and H1 in m.hosts
+    version = m.version
+    m.set_connected(True)
+    assert m.version > version and m.snapshot()["nats_connected"] is True
+    clock.now += 9
+    assert m.expire() == []
+    clock.now += 2  # still silent a whole timeout after we came back: gone
+    assert m.expire() == [H1] and m.snapshot()["hosts"] == []
+
+
+def test_set_connected_only_counts_changes() -> None:
+    m = model()
+    version = m.version
+    m.set_connected(True)
+    assert m.version == version
+    m.set_connected(False)
+    m.set_connected(False)
+    assert m.version == version + 1
+
+
+def test_claims_name_the_keys_of_links_whose_actor_runs_nowhere() -> None:
+    m = model()
+    m.apply_links([LinkView(actor_id=ECHO, provider_id=PROV, link_name="default", contract_id="wasmcloud:httpserver")],
+                  m.seq)
+    assert m.snapshot()["links"][0]["actor_name"] == ""
+    m.apply_claims([{"sub": ECHO, "name": "Echo", "rev": "1"}, {"sub": PROV, "name": "HTTP Server"},
+                    {"sub": "Mnoname", "name": ""}, {"name": "no key"}])
+    link = m.snapshot()["links"][0]
+    assert (link["actor_name"], link["provider_name"]) == ("Echo", "HTTP Server")
+    assert "Mnoname" not in m.names

@@ -36,14 +36,15 @@
     }
   }
 
+  // "live" only while both the page's stream and the dashboard's own NATS connection are up.
   function connect() {
     const source = new EventSource("/api/stream");
-    source.addEventListener("open", () => setStatus("live", "status-live"));
     source.addEventListener("state", (msg) => {
       const state = JSON.parse(msg.data);
       document.body.dataset.version = state.version;
       applyFragments(state.fragments);
-      setStatus("live", "status-live");
+      if (state.nats_connected) setStatus("live", "status-live");
+      else setStatus("NATS down", "status-down");
     });
     source.addEventListener("error", () => setStatus("reconnecting…", "status-down"));
   }
