@@ -68,6 +68,7 @@ async def run(rounds: int, keep_logs: bool) -> None:
         watcher = EventWatcher()
         await nc.subscribe(f"wasmbus.evt.{host.lattice}", cb=watcher.on_msg)
         client = ControlClient(nc, lattice_prefix=host.lattice, timeout_s=2.0)
+        probe = ControlClient(nc, lattice_prefix=host.lattice, timeout_s=0.25)
         host.start()
         await watcher.wait_for("host_started", host)
         await client.scale_actor(host.host_id, ECHO_KEY, f"file://{ECHO}", 2)
@@ -99,8 +100,8 @@ async def run(rounds: int, keep_logs: bool) -> None:
                 async def pinged() -> bool:
                     return any(h["id"] == host.host_id for h in await client.ping_hosts(wait_s=0.05))
 
-                async def restored() -> bool:
-                    return shape(await client.get_inventory(host.host_id)) == before
+                async def restored() -> bool:  # short timeout: a request the dead role took is not waited out
+                    return shape(await probe.get_inventory(host.host_id)) == before
 
                 ping_s, inv_s = await asyncio.gather(until(pinged), until(restored))
                 results[role].append((baseline, ping_s, inv_s, failed - failed_before))
