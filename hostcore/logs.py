@@ -147,7 +147,8 @@ class ChildLogRelay:
         text = "\n".join(self._lines).rstrip()
         self._lines = []
         if text:
-            self.logger.log(self._level, "[%s] %s", self.tag, text, extra={**self._fields, **self.extra})
+            mine = {k: v for k, v in self.extra.items() if f"{k}=" not in text}  # the child may name them itself
+            self.logger.log(self._level, "[%s] %s", self.tag, text, extra={**self._fields, **mine})
 
     @staticmethod
     def _parse(line: str) -> tuple[int, str, dict[str, Any]] | None:
