@@ -13,6 +13,7 @@ import os
 import re
 import select
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 __all__ = ["ChildLogRelay", "JsonFormatter", "KeyValueFormatter", "RepeatFilter", "log_defs", "relay_output",
@@ -64,16 +65,16 @@ class RepeatFilter(logging.Filter):
     """Lets the first of identical warnings (same logger, text and fields) through, then drops
     repeats for `window_s`; the next one that passes carries `repeated=N`. INFO and below pass."""
 
-    def __init__(self, window_s: float = 30.0) -> None:
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.window_s = window_s
+        self.window_s, self.clock = window_s, clock
         self._seen: dict[tuple[Any, ...], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         key = (record.name, record.levelno, record.getMessage(), repr(sorted(_extras(record).items(), key=str)))
-        now = time.monotonic()
+        now = self.clock()
         first, dropped = self._seen.get(key, (0.0, 0))
         if first and now - first < self.window_s:
             self._seen[key] = (first, dropped + 1)

@@ -331,7 +331,7 @@ async def _scale_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Names
         elif args.count < running:
             await _settle(args, events, ExpectActorStops(args.host_id, args.actor_id, running - args.count), what)
     text = (f"Request to scale actor {args.actor_id} to {args.count} instances received" if args.skip_wait
-            else f"Actor {args.actor_id} runs {args.count} instances on host {args.host_id}")
+            else f"Actor {args.actor_id} runs {args.count} instance(s) on host {args.host_id}")
     _emit(args, {"accepted": True, "error": "", "count": args.count}, text)
     return 0
 
