@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import urllib.parse
@@ -20,6 +21,8 @@ from hostcore.procutil import pid_alive
 
 __all__ = ["LocalContext", "announce_host", "context_path", "live_context", "read_context", "remove_context",
            "second_host_refusal", "write_context"]
+
+log = logging.getLogger(__name__)
 
 _FILE = "context.json"
 
@@ -106,5 +109,9 @@ def announce_host(data_dir: Path, ctx: LocalContext) -> bool:
     current = live_context(data_dir)
     if current is not None and current.pid != ctx.pid:
         return False
-    write_context(data_dir, ctx)
+    try:
+        write_context(data_dir, ctx)
+    except OSError as err:  # the host runs on; only the no-flag CLI cannot find it
+        log.warning("cannot write the context file", extra={"path": str(context_path(data_dir)), "error": str(err)})
+        return False
     return True

@@ -75,13 +75,14 @@ async def connect(cfg: ClientConfig, *, reconnect: bool = False,
     """Connect to cfg.nats_url. nats-py's own error logging is replaced by our callbacks (they keep
     the last error for the message). Raises NatsUnreachable."""
     last: list[BaseException] = []
+    client: list[NatsClient] = []
 
     async def on_error(err: Exception) -> None:
         last[:] = [err]
 
     async def on_disconnect() -> None:
-        if on_state is not None:
-            await on_state("disconnected")
+        if on_state is not None and not (client and client[0].is_closed):  # not our own close
+            await on_state("lost; reconnecting")
 
     async def on_reconnect() -> None:
         if on_state is not None:
@@ -89,9 +90,11 @@ async def connect(cfg: ClientConfig, *, reconnect: bool = False,
 
     try:
         async with asyncio.timeout(cfg.timeout_s + 1):
-            return await nats.connect(cfg.nats_url, connect_timeout=cfg.timeout_s, allow_reconnect=reconnect,
-                                      max_reconnect_attempts=-1 if reconnect else 1, reconnect_time_wait=0.1,
-                                      error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
+            client.append(await nats.connect(
+                cfg.nats_url, connect_timeout=cfg.timeout_s, allow_reconnect=reconnect,
+                max_reconnect_attempts=-1 if reconnect else 1, reconnect_time_wait=0.1 if not reconnect else 1.0,
+                error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect))
+            return client[0]
     except (OSError, TimeoutError, nats.errors.Error) as err:
         raise NatsUnreachable(cfg, _reason(last[0] if last else err)) from None
 
