@@ -22,6 +22,7 @@ from hostcore.nats_server import DEFAULT_PORT, port_free
 from hostcore.procutil import free_port, wait_for
 
 ECHO_KEY = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
+HTTP_KEY = "VDEXNMBHDOPGY74LACEMQZ7EFSPL3DZHGKMFI4AD6GZHBIE6ER7WLFTG"  # builtin:httpserver
 REQUEST = '{"method":"GET","path":"/first-run","queryString":"","header":{},"body":""}'
 # Settings that would point the CLI or the host somewhere else than "no flags" means.
 _CLEARED = ("WASMCLOUD_NATS_URL", "WASMCLOUD_CTL_HOST", "WASMCLOUD_CTL_PORT", "WASMCLOUD_LATTICE_PREFIX",
@@ -125,11 +126,34 @@ def test_a_local_host_is_driven_with_no_flags(local_hosts: list[LocalHost], tmp_
     assert "no host NBOGUS in lattice default" in one_error_line(
         host.cli("ctl", "scale", "actor", "NBOGUS", ECHO_KEY, "", "-c", "1"))
 
-    # A successful scale returns once the instances run.
-    out = host.cli("ctl", "scale", "actor", ctx.host_id, ECHO_KEY, f"file://{fixture_actor('echo.wasm')}", "-c", "3")
+    # A successful scale returns once the instances run; `ctl watch` shows them as they start.
+    watch_out = tmp_path / "watch.out"
+    with open(watch_out, "w") as out_file:
+        watcher = subprocess.Popen([sys.executable, "-m", "hostcore", "ctl", "watch", "--type", "actor_started",
+                                    "--host-id", ctx.host_id[:10], "--count", "3"], stdout=out_file,
+                                   stderr=subprocess.STDOUT, env=host.env, cwd=host.home)
+    try:
+        assert wait_for(lambda: "-- watching lattice default" in watch_out.read_text(), 30), watch_out.read_text()
+        out = host.cli("ctl", "scale", "actor", ctx.host_id, ECHO_KEY, f"file://{fixture_actor('echo.wasm')}",
+                       "-c", "3")
+        assert out.returncode == 0, out.stderr
+        inv = json.loads(host.cli("ctl", "get", "inventory", ctx.host_id, "-o", "json").stdout)
+        assert [len(a["instances"]) for a in inv["actors"] if a["id"] == ECHO_KEY] == [3]
+        assert watcher.wait(30) == 0
+    finally:
+        watcher.kill()
+        watcher.wait()
+    lines = watch_out.read_text().splitlines()[1:]
+    assert len(lines) == 3 and all(" actor_started " in x and f"host={ctx.host_id} {ECHO_KEY}" in x for x in lines)
+
+    # Providers too: the start waits for provider_started, the inventory lists it, the stop waits.
+    out = host.cli("ctl", "start", "provider", "builtin:httpserver")
+    assert out.returncode == 0 and HTTP_KEY in out.stdout, out.stderr
+    out = host.cli("ctl", "get", "inventory", ctx.host_id)
+    assert f"{HTTP_KEY}   HTTP Server" in out.stdout and "wasmcloud:httpserver" in out.stdout, out.stdout
+    out = host.cli("ctl", "stop", "provider", ctx.host_id, HTTP_KEY)
     assert out.returncode == 0, out.stderr
-    inv = json.loads(host.cli("ctl", "get", "inventory", ctx.host_id, "-o", "json").stdout)
-    assert [len(a["instances"]) for a in inv["actors"] if a["id"] == ECHO_KEY] == [3]
+    assert "is not running on host" in one_error_line(host.cli("ctl", "stop", "provider", ctx.host_id, HTTP_KEY))
 
     out = host.cli("call", ECHO_KEY, "HttpServer.HandleRequest", REQUEST)  # signed with the context's seed
     assert out.returncode == 0, out.stderr
