@@ -230,10 +230,6 @@ async def _settle(args: argparse.Namespace, events: EventStream, expect: Expecta
         await await_outcome(events, expect, timeout_s=args.wait_timeout, what=what)
 
 
-async def _inventory(c: ControlClient, host_id: str) -> dict[str, Any]:
-    return await c.get_inventory(host_id)
-
-
 def _instances(inv: dict[str, Any], actor_id: str) -> int:
     return sum(len(a.get("instances", [])) for a in inv.get("actors", []) if a.get("id") == actor_id)
 
@@ -308,7 +304,7 @@ async def _link_del(c: ControlClient, cfg: ClientConfig, args: argparse.Namespac
 
 
 async def _update_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
-    running = _instances(await _inventory(c, args.host_id), args.actor_id)
+    running = _instances(await c.get_inventory(args.host_id), args.actor_id)
     if not running:
         raise CliError(f"actor {args.actor_id} is not running on host {args.host_id}; nothing to update")
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
@@ -321,7 +317,7 @@ async def _update_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Name
 
 
 async def _scale_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
-    running = _instances(await _inventory(c, args.host_id), args.actor_id)
+    running = _instances(await c.get_inventory(args.host_id), args.actor_id)
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
         _accepted(await c.scale_actor(args.host_id, args.actor_id, args.actor_ref, args.count))
         what = f"scaling {args.actor_id} on host {args.host_id} from {running} to {args.count}"
@@ -382,7 +378,7 @@ async def _start_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Na
 
 
 async def _stop_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
-    inv = await _inventory(c, args.host_id)
+    inv = await c.get_inventory(args.host_id)
     if not any(p["id"] == args.provider_id and p["link_name"] == args.link_name for p in inv.get("providers", [])):
         raise CliError(f"provider {args.provider_id} (link {args.link_name}) is not running on host {args.host_id}")
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
@@ -394,7 +390,7 @@ async def _stop_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Nam
 
 
 async def _stop_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
-    running = _instances(await _inventory(c, args.host_id), args.actor_id)
+    running = _instances(await c.get_inventory(args.host_id), args.actor_id)
     if not running:
         raise CliError(f"actor {args.actor_id} is not running on host {args.host_id}")
     count = running if args.count <= 0 else min(args.count, running)
