@@ -482,11 +482,12 @@ def load_client_config(*, nats_url: str | None = None, lattice_prefix: str | Non
                        environ: Mapping[str, str] | None = None) -> ClientConfig:
     """Client settings: flags win over WASMCLOUD_* environment variables, then the local host's
     context file (hostcore.context, in HOSTCORE_DATA_DIR or ~/.hostcore), then defaults. The
-    context also supplies the lattice and cluster seed, but only when it supplied the URL."""
+    context also supplies the lattice and cluster seed when the URL is its host's."""
     env = os.environ if environ is None else environ
     timeout = timeout_ms if timeout_ms is not None else _number(
         "WASMCLOUD_CTL_TIMEOUT_MS", env.get("WASMCLOUD_CTL_TIMEOUT_MS", "2000"))
     ctx: LocalContext | None = None
+    source = "default"
     if nats_url:
         source = "--nats-url"
     elif env.get("WASMCLOUD_NATS_URL"):
@@ -494,11 +495,14 @@ def load_client_config(*, nats_url: str | None = None, lattice_prefix: str | Non
     elif "WASMCLOUD_CTL_HOST" in env or "WASMCLOUD_CTL_PORT" in env:
         nats_url = f"nats://{env.get('WASMCLOUD_CTL_HOST', '127.0.0.1')}:{env.get('WASMCLOUD_CTL_PORT', '4222')}"
         source = "WASMCLOUD_CTL_HOST/WASMCLOUD_CTL_PORT"
-    else:
-        data_dir = env.get("HOSTCORE_DATA_DIR")
-        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-        ctx = live_context(Path(data_dir).expanduser() if data_dir else home / ".hostcore")
+    data_dir = env.get("HOSTCORE_DATA_DIR")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    local = live_context(Path(data_dir).expanduser() if data_dir else home / ".hostcore")
+    if not nats_url:
+        ctx = local
         nats_url, source = (ctx.nats_url, "the local host") if ctx else ("nats://127.0.0.1:4222", "default")
+    elif local is not None and local.nats_url == nats_url:  # named explicitly, but it is the local host
+        ctx = local
     return ClientConfig(
         nats_url=nats_url,
         lattice_prefix=lattice_prefix or env.get("WASMCLOUD_LATTICE_PREFIX") or (ctx.lattice_prefix if ctx else "default"),

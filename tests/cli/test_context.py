@@ -105,6 +105,8 @@ def test_client_settings_flags_then_environment_then_context_then_default(
     assert (cfg.nats_url, cfg.lattice_prefix, cfg.cluster_seed) == ("nats://elsewhere:4222", "default", "")
     assert load_client_config(nats_url="nats://flag:1", environ={**home, "WASMCLOUD_NATS_URL": "nats://e:2"}).nats_url \
         == "nats://flag:1"
+    cfg = load_client_config(nats_url=f"nats://127.0.0.1:{port}", environ=home)  # named, but it is the local host
+    assert (cfg.lattice_prefix, cfg.cluster_seed, cfg.nats_source) == ("blue", "SCSEED", "--nats-url")
     cfg = load_client_config(environ={"HOME": str(tmp_path / "nobody")})
     assert (cfg.nats_url, cfg.nats_source) == ("nats://127.0.0.1:4222", "default")
 
