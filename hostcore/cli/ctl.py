@@ -72,9 +72,13 @@ def _cmd(sub: Any, name: str, action: Action, help: str, *, waits: bool = False)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    ctl = sub.add_parser("ctl", help="talk to the lattice's control interface",
-                         description="talk to the lattice's control interface").add_subparsers(dest="ctl_command")
-    get = ctl.add_parser("get", help="query hosts, inventories, claims, links").add_subparsers(dest="what")
+    ctl_parser = sub.add_parser("ctl", help="talk to the lattice's control interface",
+                                description="talk to the lattice's control interface")
+    ctl_parser.set_defaults(func=lambda a: _usage(ctl_parser))
+    ctl = ctl_parser.add_subparsers(dest="ctl_command")
+    get_parser = ctl.add_parser("get", help="query hosts, inventories, claims, links")
+    get_parser.set_defaults(func=lambda a: _usage(get_parser))
+    get = get_parser.add_subparsers(dest="what")
     _common(_cmd(get, "hosts", _get_hosts, "ping every host in the lattice"))
     p = _cmd(get, "inventory", _get_inventory, "actors and providers of one host")
     _host_id(p)
@@ -163,6 +167,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--cluster-seed", metavar="SEED",
                    help="cluster seed, SC…, to sign with [WASMCLOUD_CLUSTER_SEED] (default: the local host's)")
     _common(p)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
 
 
 def _client_config(args: argparse.Namespace) -> ClientConfig:
