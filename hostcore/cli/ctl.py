@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
+import nats.errors
 
 from hostcore.cli import watch
 from hostcore.cli.outcome import (
@@ -205,6 +206,8 @@ def _run(args: argparse.Namespace, action: Action) -> int:
         print(f"error: {err.wire} (the host may be busy; --timeout-ms waits longer)", file=sys.stderr)
     except HostcoreError as err:
         print(f"error: {hint_for(err.wire)}", file=sys.stderr)
+    except (nats.errors.Error, OSError) as err:  # the connection broke after it was made
+        print(f"error: NATS connection to {cfg.nats_url} failed: {err or type(err).__name__}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return 1

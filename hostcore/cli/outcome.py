@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
@@ -61,10 +62,10 @@ class EventStream:
         assert self.sub is not None
         try:
             msg = await self.sub.next_msg(timeout=timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
+        except (asyncio.TimeoutError, TimeoutError, nats.errors.TimeoutError):
             return None
-        except Exception:  # noqa: BLE001 -- nats-py raises its own TimeoutError subclass
-            return None
+        except nats.errors.Error as err:
+            raise CliError(f"lost the NATS connection while waiting ({err})") from None
         try:
             event = json.loads(msg.data)
         except ValueError:
