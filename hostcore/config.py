@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hostcore.context import LocalContext, live_context
 from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.natsconn import ROLES, NatsEndpoint
@@ -201,6 +202,7 @@ class HostConfig:
     ctl_topic_prefix: str = "wasmbus.ctl"
     rpc_timeout_s: float = 2.0
     allow_file_load: bool = False
+    allow_second_host: bool = False  # a second embedded NATS while a local host runs (context file)
     allow_latest: bool = False
     allowed_insecure: tuple[str, ...] = ()
     oci_env_registry: tuple[str, str, str] | None = None  # OCI_REGISTRY, _USER, _PASSWORD (§8.2)
@@ -319,24 +321,45 @@ def _seed(key: str, value: str, kind: KeyKind) -> KeyPair | None:
 def build_parser() -> argparse.ArgumentParser:
     """Flags of `python -m hostcore up` (they override the environment)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--nats-url", help="NATS server URL; none = start an embedded nats-server")
-    p.add_argument("--lattice", "-x", dest="lattice_prefix", help="lattice prefix")
-    p.add_argument("--host-seed", help="server nkey seed (SN...)")
-    p.add_argument("--cluster-seed", help="cluster nkey seed (SC...)")
-    p.add_argument("--cluster-issuers", help="comma-separated cluster public keys")
-    p.add_argument("--friendly-name")
-    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--rpc-timeout-ms", type=int)
-    p.add_argument("--allow-file-load", action="store_true", default=None)
-    p.add_argument("--data-dir")
-    p.add_argument("--admin-port", type=int)
-    p.add_argument("--log-level")
-    p.add_argument("--dashboard-port", type=int, help="dashboard port (default 4000; 0 = no dashboard)")
-    p.add_argument("--dashboard-token", help="access token the dashboard requires (default: none)")
+    p.add_argument("--nats-url", metavar="URL",
+                   help="join the lattice on this NATS server [WASMCLOUD_NATS_URL]; default: start an embedded "
+                        "nats-server on 127.0.0.1:4222 (a free port if 4222 is taken)")
+    p.add_argument("--lattice", "-x", dest="lattice_prefix", metavar="PREFIX",
+                   help="lattice prefix [WASMCLOUD_LATTICE_PREFIX] (default: default)")
+    p.add_argument("--host-seed", metavar="SEED", help="the host's server nkey seed, SN… [WASMCLOUD_HOST_SEED] "
+                                                       "(default: a new key each start)")
+    p.add_argument("--cluster-seed", metavar="SEED",
+                   help="cluster nkey seed, SC…, that signs invocations [WASMCLOUD_CLUSTER_SEED] (default: an "
+                        "ad-hoc key)")
+    p.add_argument("--cluster-issuers", metavar="KEYS",
+                   help="comma-separated cluster public keys whose invocations are accepted "
+                        "[WASMCLOUD_CLUSTER_ISSUERS] (the own cluster key is always included)")
+    p.add_argument("--friendly-name", metavar="NAME",
+                   help="the host's display name [WASMCLOUD_FRIENDLY_NAME] (default: adjective-noun-N)")
+    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE",
+                   help="host label, repeatable [HOST_KEY=VALUE environment variables]")
+    p.add_argument("--rpc-timeout-ms", type=int, metavar="MS",
+                   help="timeout of actor and provider calls [WASMCLOUD_RPC_TIMEOUT_MS] (default: 2000)")
+    p.add_argument("--allow-file-load", action="store_true", default=None,
+                   help="allow file:// actor and provider references [WASMCLOUD_ALLOW_FILE_LOAD=true] "
+                        "(default: off)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="module cache, NATS store and context file [HOSTCORE_DATA_DIR] (default: ~/.hostcore)")
+    p.add_argument("--admin-port", type=int, metavar="PORT",
+                   help="Thespian admin port that workers join [HOSTCORE_ADMIN_PORT] (default: a free port)")
+    p.add_argument("--log-level", metavar="LEVEL",
+                   help="debug, info, warning or error [WASMCLOUD_LOG_LEVEL] (default: info)")
+    p.add_argument("--dashboard-port", type=int, metavar="PORT",
+                   help="dashboard port [WASMCLOUD_DASHBOARD_PORT] (default: 4000; 0 = no dashboard)")
+    p.add_argument("--dashboard-token", metavar="TOKEN",
+                   help="access token the dashboard requires [HOSTCORE_DASHBOARD_TOKEN] (default: none)")
     p.add_argument("--placement", choices=[m.value for m in Placement],
-                   help="where instances start: local (default), workers, spread")
+                   help="where instances start: local (default), workers, spread [HOSTCORE_PLACEMENT]")
     p.add_argument("--convention-bind", metavar="ADDRESS",
-                   help="address the Thespian processes listen on (default 127.0.0.1)")
+                   help="address the Thespian processes listen on [HOSTCORE_CONVENTION_BIND] (default 127.0.0.1)")
+    p.add_argument("--allow-second-host", action="store_true", default=None,
+                   help="start a second embedded NATS, a separate lattice, although a host from the same data "
+                        "directory runs [HOSTCORE_ALLOW_SECOND_HOST=true] (default: refuse; join it with --nats-url)")
     return p
 
 
@@ -441,6 +464,8 @@ def load_config(
         allow_file_load=_bool(
             "WASMCLOUD_ALLOW_FILE_LOAD", pick("WASMCLOUD_ALLOW_FILE_LOAD", "enable_actor_from_fs", flags.allow_file_load, "false")
         ),
+        allow_second_host=_bool("HOSTCORE_ALLOW_SECOND_HOST",
+                                pick("HOSTCORE_ALLOW_SECOND_HOST", "allow_second_host", flags.allow_second_host, "false")),
         allow_latest=_bool("WASMCLOUD_OCI_ALLOW_LATEST", pick("WASMCLOUD_OCI_ALLOW_LATEST", "allow_latest", None, "false")),
         allowed_insecure=_csv(pick("WASMCLOUD_OCI_ALLOWED_INSECURE", "allowed_insecure")),
         oci_env_registry=(env["OCI_REGISTRY"], env.get("OCI_REGISTRY_USER", ""), env.get("OCI_REGISTRY_PASSWORD", ""))
@@ -507,14 +532,19 @@ class WorkerConfig:
 def build_worker_parser() -> argparse.ArgumentParser:
     """Flags of `python -m hostcore worker` (they override the environment)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--join", metavar="HOST:PORT", help="the host's Thespian admin address (its HOSTCORE_ADMIN_PORT)")
-    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--admin-port", type=int, help="this worker's admin port; default: a free port")
-    p.add_argument("--name", dest="worker_id", help="worker id; default: generated")
-    p.add_argument("--data-dir")
-    p.add_argument("--log-level")
+    p.add_argument("--join", metavar="HOST:PORT",
+                   help="the host's Thespian admin address, its HOSTCORE_ADMIN_PORT [HOSTCORE_WORKER_JOIN]")
+    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE",
+                   help="worker label, repeatable")
+    p.add_argument("--admin-port", type=int, metavar="PORT",
+                   help="this worker's admin port [HOSTCORE_WORKER_ADMIN_PORT] (default: a free port)")
+    p.add_argument("--name", dest="worker_id", help="worker id [HOSTCORE_WORKER_ID] (default: generated)")
+    p.add_argument("--data-dir", metavar="DIR", help="[HOSTCORE_DATA_DIR] (default: ~/.hostcore)")
+    p.add_argument("--log-level", metavar="LEVEL",
+                   help="debug, info, warning or error [WASMCLOUD_LOG_LEVEL] (default: info)")
     p.add_argument("--convention-bind", metavar="ADDRESS",
-                   help="address this worker listens on (default 127.0.0.1; another machine's host needs a reachable one)")
+                   help="address this worker listens on [HOSTCORE_CONVENTION_BIND] (default 127.0.0.1; "
+                        "another machine's host needs a reachable one)")
     return p
 
 
@@ -578,8 +608,9 @@ class ClientConfig:
     lattice_prefix: str
     ctl_topic_prefix: str
     timeout_s: float
-    cluster_seed: str = field(repr=False)  # signs `call` invocations; "" when unset
+    cluster_seed: str = field(default="", repr=False)  # signs `call` invocations; "" when unset
     ctl: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="ctl", servers=()))
+    nats_source: str = "default"  # where nats_url came from, for error messages
 
 
 _CTL_FLAGS = ("ctl_host", "ctl_port", "ctl_seed", "ctl_jwt", "ctl_tls", "nats_creds", "nats_ca")
@@ -587,19 +618,21 @@ _CTL_FLAGS = ("ctl_host", "ctl_port", "ctl_seed", "ctl_jwt", "ctl_tls", "nats_cr
 
 def add_ctl_flags(p: argparse.ArgumentParser) -> None:
     """The control connection's flags of the CLI (same meaning as WASMCLOUD_CTL_* / HOSTCORE_NATS_*)."""
-    p.add_argument("--ctl-host", help="control NATS host (WASMCLOUD_CTL_HOST)")
-    p.add_argument("--ctl-port", help="control NATS port (WASMCLOUD_CTL_PORT)")
-    p.add_argument("--ctl-seed", help="nkey seed for the control connection (WASMCLOUD_CTL_SEED)")
-    p.add_argument("--ctl-jwt", help="user JWT for the control connection (WASMCLOUD_CTL_JWT)")
-    p.add_argument("--ctl-tls", action="store_const", const="true", help="use TLS (WASMCLOUD_CTL_TLS)")
-    p.add_argument("--nats-creds", help="NATS .creds file (HOSTCORE_NATS_CREDS)")
-    p.add_argument("--nats-ca", help="CA file that signed the NATS server's certificate (HOSTCORE_NATS_CA)")
+    p.add_argument("--ctl-host", help="control NATS host [WASMCLOUD_CTL_HOST]")
+    p.add_argument("--ctl-port", help="control NATS port [WASMCLOUD_CTL_PORT]")
+    p.add_argument("--ctl-seed", help="nkey seed for the control connection [WASMCLOUD_CTL_SEED]")
+    p.add_argument("--ctl-jwt", help="user JWT for the control connection [WASMCLOUD_CTL_JWT]")
+    p.add_argument("--ctl-tls", action="store_const", const="true", help="use TLS [WASMCLOUD_CTL_TLS]")
+    p.add_argument("--nats-creds", help="NATS .creds file [HOSTCORE_NATS_CREDS]")
+    p.add_argument("--nats-ca", help="CA file that signed the NATS server's certificate [HOSTCORE_NATS_CA]")
 
 
 def load_client_config(*, nats_url: str | None = None, lattice_prefix: str | None = None,
                        timeout_ms: int | None = None, cluster_seed: str | None = None,
                        environ: Mapping[str, str] | None = None, flags: object = None) -> ClientConfig:
-    """Client settings: flags win over WASMCLOUD_* environment variables, then defaults.
+    """Client settings: flags win over WASMCLOUD_* environment variables, then the local host's
+    context file (hostcore.context, in HOSTCORE_DATA_DIR or ~/.hostcore), then defaults. The
+    context also supplies the lattice and cluster seed when the URL is its host's.
 
     `flags` is the parsed namespace of a parser given `add_ctl_flags` (or None)."""
     env = os.environ if environ is None else environ
@@ -612,22 +645,36 @@ def load_client_config(*, nats_url: str | None = None, lattice_prefix: str | Non
         name = next((n for n, k in env_keys.items() if k == key), "")
         value = given.get(name)
         return str(value) if value is not None else env.get(key, default)
-
-    shortcut = nats_url or env.get("WASMCLOUD_NATS_URL") or ""
-    if not shortcut and not (pick("WASMCLOUD_CTL_HOST", "", "") or pick("WASMCLOUD_CTL_PORT", "", "")):
-        shortcut = "nats://127.0.0.1:4222"
-    if nats_url:  # an explicit --nats-url wins over the environment's host and port
+    timeout = timeout_ms if timeout_ms is not None else _number(
+        "WASMCLOUD_CTL_TIMEOUT_MS", env.get("WASMCLOUD_CTL_TIMEOUT_MS", "2000"))
+    ctx: LocalContext | None = None
+    source = "default"
+    host_port_given = bool(pick("WASMCLOUD_CTL_HOST", "", "") or pick("WASMCLOUD_CTL_PORT", "", ""))
+    if nats_url:
+        source = "--nats-url"
+    elif env.get("WASMCLOUD_NATS_URL"):
+        nats_url, source = env["WASMCLOUD_NATS_URL"], "WASMCLOUD_NATS_URL"
+    elif host_port_given:
+        source = "WASMCLOUD_CTL_HOST/WASMCLOUD_CTL_PORT"
+    data_dir = env.get("HOSTCORE_DATA_DIR")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    local = live_context(Path(data_dir).expanduser() if data_dir else home / ".hostcore")
+    if not nats_url and not host_port_given:
+        ctx = local
+        nats_url, source = (ctx.nats_url, "the local host") if ctx else ("nats://127.0.0.1:4222", "default")
+    elif nats_url and local is not None and local.nats_url == nats_url:  # named, but it is the local host
+        ctx = local
+    if nats_url:  # a URL (given or the local host's) wins over the environment's host and port
         given["ctl_host"], given["ctl_port"] = None, None
         env = {k: v for k, v in env.items() if k not in ("WASMCLOUD_CTL_HOST", "WASMCLOUD_CTL_PORT")}
     ctl = _endpoints(lambda key, json_key, default: pick(key, json_key, default) if "CTL" in key or "NATS" in key
-                     else "", shortcut)["ctl"]
-    timeout = timeout_ms if timeout_ms is not None else _number(
-        "WASMCLOUD_CTL_TIMEOUT_MS", env.get("WASMCLOUD_CTL_TIMEOUT_MS", "2000"))
+                     else "", nats_url or "")["ctl"]
     return ClientConfig(
         ctl=ctl,
         nats_url=ctl.url,
-        lattice_prefix=lattice_prefix or env.get("WASMCLOUD_LATTICE_PREFIX", "default"),
-        ctl_topic_prefix=env.get("WASMCLOUD_CTL_TOPIC_PREFIX", "wasmbus.ctl"),
+        lattice_prefix=lattice_prefix or env.get("WASMCLOUD_LATTICE_PREFIX") or (ctx.lattice_prefix if ctx else "default"),
+        ctl_topic_prefix=env.get("WASMCLOUD_CTL_TOPIC_PREFIX") or (ctx.ctl_topic_prefix if ctx else "wasmbus.ctl"),
         timeout_s=timeout / 1000,
-        cluster_seed=cluster_seed or env.get("WASMCLOUD_CLUSTER_SEED", ""),
+        cluster_seed=cluster_seed or env.get("WASMCLOUD_CLUSTER_SEED") or (ctx.cluster_seed if ctx else ""),
+        nats_source=source,
     )

@@ -17,7 +17,9 @@ from hostcore.procutil import free_port, set_pdeathsig, stop_process
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedNatsServer", "NatsServerFailed", "nats_server_binary"]
+__all__ = ["DEFAULT_PORT", "EmbeddedNatsServer", "NatsServerFailed", "nats_server_binary", "port_free"]
+
+DEFAULT_PORT = 4222  # where `wash up` runs its NATS and where clients look first
 
 
 class NatsServerFailed(HostcoreError):
@@ -36,16 +38,21 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNatsServer:
-    """A nats-server child process with JetStream, on a free loopback port.
+    """A nats-server child process with JetStream, on a loopback port: `port` if given, else
+    `preferred_port` while it is free, else a free one.
 
     The object that starts the server owns it: `close()` (or leaving the `with` block) stops it,
     and the child gets SIGKILL from the kernel if this process dies first (PDEATHSIG).
     """
 
-    def __init__(self, store_dir: Path, *, port: int = 0, host: str = "127.0.0.1",
+    def __init__(self, store_dir: Path, *, port: int = 0, host: str = "127.0.0.1", preferred_port: int = 0,
                  log_file: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        # Only a port we chose ourselves may be swapped for another when it turns out to be taken.
+        self._may_move = not port and bool(preferred_port) and port_free(host, preferred_port)
+        if not port and preferred_port and not self._may_move:
+            log.info("NATS port in use; the embedded nats-server takes a free one", extra={"port": preferred_port})
+        self.port = port or (preferred_port if self._may_move else free_port(host))
         self.store_dir = store_dir
         self.log_file = log_file or store_dir / "nats-server.log"
         self._extra = extra_args
@@ -61,6 +68,18 @@ class EmbeddedNatsServer:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedNatsServer:
         """Start the server and wait until it accepts clients. Raises NatsServerFailed."""
+        try:
+            return self._start(timeout_s)
+        except NatsServerFailed:
+            if not self._may_move:
+                raise
+        # Someone took the preferred port between our check and the server's bind.
+        self._may_move = False
+        log.info("NATS port taken meanwhile; the embedded nats-server takes a free one", extra={"port": self.port})
+        self.port = free_port(self.host)
+        return self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> EmbeddedNatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js",
                 "-sd", str(self.store_dir), *self._extra]
@@ -89,6 +108,17 @@ class EmbeddedNatsServer:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when a listener could bind `host:port` now (as nats-server does: SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _answers_info(host: str, port: int) -> bool:

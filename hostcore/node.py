@@ -27,8 +27,9 @@ from hostcore.actors.messages import HostFailed, HostReady, HostStopped, StartHo
 from hostcore.actors.placement import HOST_CAPABILITY
 from hostcore.config import ConventionTiming, HostConfig, Placement
 from hostcore.host import HostSupervisor
+from hostcore.context import LocalContext, announce_host, remove_context, second_host_refusal
 from hostcore.logs import log_defs
-from hostcore.nats_server import EmbeddedNatsServer
+from hostcore.nats_server import DEFAULT_PORT, EmbeddedNatsServer
 from hostcore.natsconn import wait_for_endpoints
 from hostcore.procutil import descendants, free_port, pid_alive, set_launcher, wait_for
 from hostcore.telemetry.launcher import LauncherTelemetry
@@ -54,7 +55,10 @@ def run_node(config: HostConfig) -> int:
         return 1
     nats: EmbeddedNatsServer | None = None
     if not config.nats_url:
-        nats = EmbeddedNatsServer(config.data_dir / "nats" / config.host_id[:16]).start()
+        if not config.allow_second_host and (refusal := second_host_refusal(config.data_dir)):
+            log.error(refusal)
+            return 2
+        nats = EmbeddedNatsServer(config.data_dir / "nats" / config.host_id[:16], preferred_port=DEFAULT_PORT).start()
         config = config.with_nats_url(nats.url)
     stop = threading.Event()
 
@@ -97,6 +101,10 @@ def run_node(config: HostConfig) -> int:
                                         "nats_url": config.nats_url, "admin_port": admin_port,
                                         "placement": config.placement.value})
         dashboard = _start_dashboard(config)
+        announce_host(config.data_dir, LocalContext(  # the CLI finds this host's lattice with no flags
+            nats_url=config.nats_url, lattice_prefix=config.lattice_prefix, ctl_topic_prefix=config.ctl_topic_prefix,
+            host_id=config.host_id, pid=os.getpid(), cluster_seed=config.cluster_key.seed,
+            dashboard_url=f"http://{config.dashboard_host}:{config.dashboard_port}" if dashboard else ""))
         stopped = False
         while not stopped and not stop.is_set():
             stopped = isinstance(asys.listen(0.25), HostStopped)
@@ -110,6 +118,7 @@ def run_node(config: HostConfig) -> int:
                 log.warning("host did not stop in time; shutting the actor system down")
         return 0
     finally:
+        remove_context(config.data_dir, os.getpid())
         if dashboard is not None:
             dashboard.close()
         telemetry.close()

@@ -37,8 +37,12 @@ async def _on_error(err: Exception) -> None:
     log.debug("nats error", extra={"error": str(err) or type(err).__name__})
 
 
-def _on_disconnect(name: str) -> Callable[[], Awaitable[None]]:
+def _on_disconnect(name: str, client: Callable[[], NatsClient | None]) -> Callable[[], Awaitable[None]]:
     async def cb() -> None:
+        nc = client()
+        if nc is not None and (nc.is_closed or nc.is_draining):  # our own nats_stop: a normal stop
+            log.debug("NATS connection closed", extra={"connection": name})
+            return
         log.warning("NATS connection lost; reconnecting", extra={"connection": name})
     return cb
 
@@ -114,7 +118,8 @@ class NatsBridgeActor(InboxActor):
             self.nc = await nats.connect(
                 **NatsEndpoint.kwargs_for(url, _on_error), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
-                disconnected_cb=_on_disconnect(name), reconnected_cb=_on_reconnect(name),
+                disconnected_cb=_on_disconnect(name, lambda: getattr(self, "nc", None)),
+                reconnected_cb=_on_reconnect(name),
             )
             await setup(self.nc)
             await self.nc.flush()

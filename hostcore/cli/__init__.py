@@ -1,6 +1,4 @@
-"""`python -m hostcore` / `hostcore`: run a host (`up`, the default) or a worker that joins one
-(`worker --join HOST:PORT`), or use the lattice's control interface (`ctl`, `call`) and the claims
-tools (`claims`, `keys`). The only place that prints."""
+"""The command line: the only part of hostcore that prints. `_DESCRIPTION` is what users see."""
 
 from __future__ import annotations
 
@@ -14,6 +12,12 @@ from hostcore.config import build_parser, build_worker_parser, load_config, load
 from hostcore.errors import ConfigError
 
 __all__ = ["main"]
+
+_DESCRIPTION = """\
+Run a wasmCloud-compatible host (`up`, the default command), or drive the lattice it belongs to:
+`ctl` (hosts, actors, providers, links, events) and `call` find the local host with no flags.
+`claims`, `keys`, `reg` and `par` handle modules, keys, registries and provider archives;
+`worker` runs instances for a host on another machine."""
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -39,7 +43,8 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hostcore", description=__doc__)
+    parser = argparse.ArgumentParser(prog="hostcore", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hostcore {__version__}")
     sub = parser.add_subparsers(dest="command")
     up = sub.add_parser("up", help="run a host node (the default command)", parents=[build_parser()],

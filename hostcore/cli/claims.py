@@ -204,8 +204,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     inspect = claims_sub.add_parser("inspect", help="show the verified claims of a signed module")
     inspect.add_argument("file", help="signed .wasm module, or an OCI reference")
     registry.add_registry_flags(inspect)
-    inspect.add_argument("--allow-latest", action="store_true")
-    inspect.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    inspect.add_argument("--allow-latest", action="store_true", help="allow ':latest' and tag-less references")
+    inspect.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                         help="output format (default: text)")
     inspect.add_argument("--jwt-only", action="store_true", help="print only the raw JWT")
     inspect.set_defaults(func=run_claims_inspect)
 
@@ -227,6 +228,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     keys = subparsers.add_parser("keys", help="generate nkeys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     gen = keys_sub.add_parser("gen", help="generate a key pair")
-    gen.add_argument("keytype", choices=tuple(_KEY_TYPES))
-    gen.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    gen.add_argument("keytype", choices=tuple(_KEY_TYPES), help="kind of key: %(choices)s")
+    gen.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                     help="output format (default: text)")
     gen.set_defaults(func=run_keys_gen)

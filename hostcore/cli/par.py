@@ -132,5 +132,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     inspect = par_sub.add_parser("inspect", help="verify a provider archive and show its claims")
     inspect.add_argument("file", help=".par or .par.gz file")
-    inspect.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    inspect.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                         help="output format (default: text)")
     inspect.set_defaults(func=run_par_inspect)

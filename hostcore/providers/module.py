@@ -29,6 +29,7 @@ from hostcore.actors.messages import (LatticeSnapshot, ProviderFailed, ProviderS
 from hostcore.config import SECRET_ENV, HostConfig
 from hostcore.control.events import cloud_event, event_subject
 from hostcore.control.linkdefs import LinkDefinition
+from hostcore.logs import ChildLogRelay, relay_output
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ORPHANED, Adoptable, Adopted, Rewirable
 
@@ -106,10 +107,9 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
 
     def _pump_output(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
-        plog = logging.getLogger("hostcore.provider")
-        for line in proc.stdout:
-            plog.info("[%s] %s", self.start.claims.public_key[:12], line.decode(errors="replace").rstrip(),
-                      extra={"provider_key": self.start.claims.public_key, "link_name": self.start.link_name})
+        key = self.start.claims.public_key
+        relay_output(proc.stdout, ChildLogRelay(logging.getLogger("hostcore.provider"), key[:12],
+                                                {"provider_key": key, "link_name": self.start.link_name}))
 
     def _reap(self) -> None:
         assert self.proc is not None

@@ -29,7 +29,7 @@ async def test_ctl_and_call_drive_a_host(host_factory: Callable[..., HostProcess
 
     ref = f"file://{fixture_actor('echo.wasm')}"
     out = await hostcore(host, "ctl", "scale", "actor", host.host_id, ECHO_KEY, ref, "-c", "2")
-    assert out.returncode == 0 and "scale actor" in out.stdout, out.stderr
+    assert out.returncode == 0 and f"Actor {ECHO_KEY} runs 2 instance(s)" in out.stdout, out.stderr
     await events.wait_for("actor_started", count=2)
 
     out = await hostcore(host, "ctl", "get", "inventory", host.host_id)
@@ -86,12 +86,12 @@ async def test_links_auction_start_and_update_from_the_command_line(
         paths.append(tmp_path / f"r{rev}.wasm")
         paths[-1].write_bytes(module)
     out = await hostcore(host, "ctl", "start", "actor", f"file://{paths[0]}", "--constraint", "zone=red")
-    assert out.returncode == 1 and "no host satisfied" in out.stderr
+    assert out.returncode == 1 and "satisfied the auction" in out.stderr
     out = await hostcore(host, "ctl", "start", "actor", f"file://{paths[0]}", "--constraint", "zone=blue")
-    assert out.returncode == 0 and host.host_id in out.stdout, out.stderr
+    assert out.returncode == 0 and host.host_id in out.stdout and key in out.stdout, out.stderr
     await events.wait_for("actor_started")
     out = await hostcore(host, "ctl", "update", "actor", host.host_id, key, f"file://{paths[1]}")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and "(1 instances)" in out.stdout, out.stderr
     await events.wait_for("actor_updated")
     out = await hostcore(host, "ctl", "update", "actor", host.host_id, key, f"file://{paths[0]}")
     assert out.returncode == 1 and "not greater than the running revision" in out.stderr
