@@ -11,11 +11,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, async_playwright, expect
 
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.web import DashboardServer, DashboardSettings
+
+# A deadline for what the page must come to show, not a speed target: a loaded 2-core CI machine
+# needs more than Playwright's 5 s default to start a host and let the dashboard discover it.
+expect.set_options(timeout=20_000)
 
 ECHO_KEY = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
