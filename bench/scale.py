@@ -12,6 +12,7 @@ Per N, the floor first, then the host (never both up at once):
   first        request → the first `actor_started`;
   cpu/inst     busy CPU time of the whole machine during 0→N, per instance;
   PSS/inst     sum of the instances' PSS (/proc/<pid>/smaps_rollup) / N, idle, after 0→N;
+  idle CPU     CPU the N idle instances burn over 2 s, in % of one core per instance;
   kill→repl    kill -9 of one instance → its replacement's `actor_started` (median of --kills);
   N→0          request → the last `actor_stopped` (floor: the last child reaped);
   ping, inv    latency (p50 / max) of `ping.hosts` and `get.{host}.inv`, back to back, while 0→N
@@ -55,6 +56,7 @@ from _host import (
     machine_busy_s,
     median,
     percentile,
+    proc_cpu_s,
 )
 from hostcore.control import topics
 from hostcore.control.client import ControlClient
@@ -64,6 +66,7 @@ SIZES = (50, 100, 250, 500)
 TARGETS = {"up_ms_per_inst": 10.0, "pss_mb": 6.0, "kill_ms": 20.0, "down_s_500": 1.0, "probe_ms": 50.0,
            "idle_host_mb": 100.0}  # the issue's goals; printed, never asserted
 SETTLE_S = 1.0  # after 0→N, before reading PSS: let the last starts finish their first allocations
+IDLE_WINDOW_S = 2.0
 PROBE_GAP_S = 0.1  # one probe of each kind in flight, then this pause: light enough not to be the load
 
 
@@ -77,6 +80,7 @@ class Round:
     cpu_s: float = float("nan")
     pss_mb: float = float("nan")
     pss_anon_mb: float = float("nan")
+    idle_cpu_pct: float = float("nan")  # CPU of the N idle instances, % of one core per instance
     kill_s: list[float] = field(default_factory=list)
     down_s: float = float("nan")
     ping_ms: list[float] = field(default_factory=list)
@@ -109,6 +113,13 @@ def proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
         return ""
+
+
+def idle_cpu_pct(pids: list[int], window_s: float = IDLE_WINDOW_S) -> float:
+    """CPU the idle `pids` burn together over `window_s`, in % of one core per process."""
+    before = sum(proc_cpu_s(p) for p in pids)
+    time.sleep(window_s)
+    return (sum(proc_cpu_s(p) for p in pids) - before) / window_s * 100 / max(len(pids), 1)
 
 
 def title(pid: int) -> str:
@@ -232,6 +243,7 @@ async def floor_round(floor: Floor, n: int, kills: int) -> Round:
     if len(pids) != n:
         raise BenchFailed(f"floor: {len(pids)} children at N={n}")
     r.pss_mb, r.pss_anon_mb = pss_mb(pids) / n, pss_mb(pids, "Pss_Anon") / n
+    r.idle_cpu_pct = await asyncio.to_thread(idle_cpu_pct, pids)
     for _ in range(kills):
         victim = random.choice(floor.pids())
         mark = len(floor.started)
@@ -280,6 +292,7 @@ async def host_round(env: BenchEnv, host: Host, client: ControlClient, watcher: 
     if len(pids) != n:
         raise BenchFailed(f"host: {len(pids)} ActorModule processes at N={n}")
     r.pss_mb, r.pss_anon_mb = pss_mb(pids) / n, pss_mb(pids, "Pss_Anon") / n
+    r.idle_cpu_pct = await asyncio.to_thread(idle_cpu_pct, pids)
     for _ in range(kills):
         victim = random.choice(instance_pids(env))
         mark = watcher.mark()
@@ -334,6 +347,7 @@ def report(host_idle: dict[str, Any], floor_idle_mb: float, rows: list[tuple[Rou
         line("cpu/instance", h.cpu_s * 1000 / n, f.cpu_s * 1000 / n, "ms", "{:9.1f}")
         line("PSS/instance", h.pss_mb, f.pss_mb, "MB", "{:9.2f}", f"<= {TARGETS['pss_mb']:g} MB")
         line("  anon/instance", h.pss_anon_mb, f.pss_anon_mb, "MB", "{:9.2f}")
+        line("idle CPU/inst", h.idle_cpu_pct, f.idle_cpu_pct, "% ", "{:9.2f}", "% of one core, per idle instance")
         line("kill->repl p50", median(h.kill_s) * 1000, median(f.kill_s) * 1000, "ms",
              goal=f"<= {TARGETS['kill_ms']:g} ms ({len(h.kill_s)} kills)")
         line("N->0", h.down_s * 1000, f.down_s * 1000, "ms",
