@@ -282,7 +282,7 @@ async def host_round(env: BenchEnv, host: Host, client: ControlClient, watcher: 
     ack = await client.scale_actor(host.host_id, ECHO_KEY, ref, n)
     if not ack.accepted:
         raise BenchFailed(f"scale {n} refused: {ack.error}")
-    started = await watcher.wait_for("actor_started", host, count=n, since=since, timeout_s=60 + n * 1.0)
+    started = await watcher.wait_for("actor_started", host, count=n, since=since, timeout_s=60 + n * 0.4)
     r.up_s, r.first_s = started[-1].arrived - t0, started[0].arrived - t0
     r.cpu_s = machine_busy_s() - busy0
     stop.set()
@@ -398,7 +398,12 @@ async def run(sizes: list[int], kills: int, keep_logs: bool, json_path: str | No
             rows: list[tuple[Round, Round]] = []
             for n in sizes:
                 f = await floor_round(floor, n, kills)
-                h = await host_round(env, host, client, watcher, n, kills, floor_pids)
+                try:
+                    h = await host_round(env, host, client, watcher, n, kills, floor_pids)
+                except BenchFailed as err:  # report the sizes that completed; keep the logs
+                    env.failed = True
+                    print(f"N={n}: host round failed, stopping here: {str(err)[:300]}", file=sys.stderr, flush=True)
+                    break
                 rows.append((h, f))
                 print(f"N={n}: host 0->N {h.up_s:.2f} s, floor {f.up_s:.2f} s", file=sys.stderr, flush=True)
         finally:
