@@ -328,36 +328,38 @@ def lat(values: list[float]) -> tuple[float, float]:
     return (percentile(s, 0.5), s[-1]) if s else (float("nan"), float("nan"))
 
 
-def report(host_idle: dict[str, Any], floor_idle_mb: float, rows: list[tuple[Round, Round]]) -> None:
+def report_idle(host_idle: dict[str, Any], floor_idle_mb: float) -> None:
     print(code_note())
     print(f"idle host PSS {host_idle['pss_mb']:.1f} MB over {host_idle['processes']} processes "
           f"({host_idle['by_role']}); floor parent {floor_idle_mb:.1f} MB = {ratio(host_idle['pss_mb'], floor_idle_mb)}"
           f"  [goal <= {TARGETS['idle_host_mb']:g} MB]")
-    print(f"{'N':>4} {'figure':<15} {'host':>12} {'floor':>12} {'ratio':>7}   goal")
-    for h, f in rows:
-        n = h.n
+    print(f"{'N':>4} {'figure':<15} {'host':>12} {'floor':>12} {'ratio':>7}   goal", flush=True)
 
-        def line(name: str, hv: float, fv: float, unit: str, fmt: str = "{:9.1f}", goal: str = "") -> None:
-            print(f"{n:>4} {name:<15} {fmt.format(hv)} {unit:<2} {fmt.format(fv)} {unit:<2} {ratio(hv, fv):>7}   {goal}")
 
-        line("0->N", h.up_s * 1000, f.up_s * 1000, "ms",
-             goal=f"<= {TARGETS['up_ms_per_inst'] * n:g} ms, <= 1.5x floor")
-        line("  per instance", h.up_s * 1000 / n, f.up_s * 1000 / n, "ms", "{:9.2f}")
-        line("first started", h.first_s * 1000, f.first_s * 1000, "ms")
-        line("cpu/instance", h.cpu_s * 1000 / n, f.cpu_s * 1000 / n, "ms", "{:9.1f}")
-        line("PSS/instance", h.pss_mb, f.pss_mb, "MB", "{:9.2f}", f"<= {TARGETS['pss_mb']:g} MB")
-        line("  anon/instance", h.pss_anon_mb, f.pss_anon_mb, "MB", "{:9.2f}")
-        line("idle CPU/inst", h.idle_cpu_pct, f.idle_cpu_pct, "% ", "{:9.2f}", "% of one core, per idle instance")
-        line("kill->repl p50", median(h.kill_s) * 1000, median(f.kill_s) * 1000, "ms",
-             goal=f"<= {TARGETS['kill_ms']:g} ms ({len(h.kill_s)} kills)")
-        line("N->0", h.down_s * 1000, f.down_s * 1000, "ms",
-             goal=f"<= {TARGETS['down_s_500'] * 1000:g} ms at 500" if n == 500 else "")
-        hp, fp = lat(h.ping_ms), lat(f.ping_ms)
-        hi = lat(h.inv_ms)
-        line("ping p50", hp[0], fp[0], "ms", goal=f"n={len(h.ping_ms)} (floor n={len(f.ping_ms)})")
-        line("ping max", hp[1], fp[1], "ms", goal=f"<= {TARGETS['probe_ms']:g} ms")
-        line("inventory p50", hi[0], fp[0], "ms", goal=f"n={len(h.inv_ms)}")
-        line("inventory max", hi[1], fp[1], "ms", goal=f"<= {TARGETS['probe_ms']:g} ms")
+def report_round(h: Round, f: Round) -> None:
+    """The rows of one N (printed as soon as it completed: a later size may not)."""
+    n = h.n
+
+    def line(name: str, hv: float, fv: float, unit: str, fmt: str = "{:9.1f}", goal: str = "") -> None:
+        print(f"{n:>4} {name:<15} {fmt.format(hv)} {unit:<2} {fmt.format(fv)} {unit:<2} {ratio(hv, fv):>7}   {goal}")
+
+    line("0->N", h.up_s * 1000, f.up_s * 1000, "ms", goal=f"<= {TARGETS['up_ms_per_inst'] * n:g} ms, <= 1.5x floor")
+    line("  per instance", h.up_s * 1000 / n, f.up_s * 1000 / n, "ms", "{:9.2f}")
+    line("first started", h.first_s * 1000, f.first_s * 1000, "ms")
+    line("cpu/instance", h.cpu_s * 1000 / n, f.cpu_s * 1000 / n, "ms", "{:9.1f}", "whole machine during 0->N")
+    line("PSS/instance", h.pss_mb, f.pss_mb, "MB", "{:9.2f}", f"<= {TARGETS['pss_mb']:g} MB")
+    line("  anon/instance", h.pss_anon_mb, f.pss_anon_mb, "MB", "{:9.2f}")
+    line("idle CPU/inst", h.idle_cpu_pct, f.idle_cpu_pct, "% ", "{:9.2f}", "% of one core, per idle instance")
+    line("kill->repl p50", median(h.kill_s) * 1000, median(f.kill_s) * 1000, "ms",
+         goal=f"<= {TARGETS['kill_ms']:g} ms ({len(h.kill_s)} kills)")
+    line("N->0", h.down_s * 1000, f.down_s * 1000, "ms",
+         goal=f"<= {TARGETS['down_s_500'] * 1000:g} ms at 500" if n == 500 else "")
+    hp, fp, hi = lat(h.ping_ms), lat(f.ping_ms), lat(h.inv_ms)
+    line("ping p50", hp[0], fp[0], "ms", goal=f"n={len(h.ping_ms)} (floor n={len(f.ping_ms)})")
+    line("ping max", hp[1], fp[1], "ms", goal=f"<= {TARGETS['probe_ms']:g} ms")
+    line("inventory p50", hi[0], fp[0], "ms", goal=f"n={len(h.inv_ms)}")
+    line("inventory max", hi[1], fp[1], "ms", goal=f"<= {TARGETS['probe_ms']:g} ms", )
+    sys.stdout.flush()
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -395,21 +397,25 @@ async def run(sizes: list[int], kills: int, keep_logs: bool, json_path: str | No
             host_idle = {"pss_mb": pss_mb(own), "processes": len(own),
                          "by_role": ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_role.items(), key=lambda kv: -kv[1]))}
             floor_idle = pss_mb([floor.proc.pid])
+            report_idle(host_idle, floor_idle)
             rows: list[tuple[Round, Round]] = []
             for n in sizes:
                 f = await floor_round(floor, n, kills)
+                mark, began = watcher.mark(), time.perf_counter()
                 try:
                     h = await host_round(env, host, client, watcher, n, kills, floor_pids)
                 except BenchFailed as err:  # report the sizes that completed; keep the logs
                     env.failed = True
-                    print(f"N={n}: host round failed, stopping here: {str(err)[:300]}", file=sys.stderr, flush=True)
+                    print(f"{n:>4} host round FAILED after {time.perf_counter() - began:.0f} s: "
+                          f"{len(watcher.of_type('actor_started', mark))} actor_started events received, "
+                          f"{len(instance_pids(env))} ActorModule processes alive; floor 0->N {f.up_s * 1000:.0f} ms, "
+                          f"PSS {f.pss_mb:.2f} MB/instance. {str(err).splitlines()[0][:120]}", flush=True)
                     break
                 rows.append((h, f))
-                print(f"N={n}: host 0->N {h.up_s:.2f} s, floor {f.up_s:.2f} s", file=sys.stderr, flush=True)
+                report_round(h, f)
         finally:
             floor.close()
             await nc.close()
-        report(host_idle, floor_idle, rows)
         if json_path:
             doc = {"host_idle": host_idle, "floor_idle_mb": floor_idle,
                    "rounds": [{"host": asdict(h), "floor": asdict(f)} for h, f in rows]}
