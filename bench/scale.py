@@ -67,7 +67,8 @@ TARGETS = {"up_ms_per_inst": 10.0, "pss_mb": 6.0, "kill_ms": 20.0, "down_s_500":
            "idle_host_mb": 100.0}  # the goals; printed, never asserted
 SETTLE_S = 1.0  # after 0→N, before reading PSS: let the last starts finish their first allocations
 IDLE_WINDOW_S = 2.0
-PROBE_GAP_S = 0.1  # one probe of each kind in flight, then this pause: light enough not to be the load
+PROBE_GAP_S = 0.5  # one probe of each kind in flight, then this pause: each ping also makes the host
+# publish a heartbeat (an inventory round through the ActorSupervisor), so probing harder becomes the load
 
 
 @dataclass
