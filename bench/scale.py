@@ -15,8 +15,11 @@ Per N, the floor first, then the host (never both up at once):
   idle CPU     CPU the N idle instances burn over 2 s, in % of one core per instance;
   kill→repl    kill -9 of one instance → its replacement's `actor_started` (median of --kills);
   N→0          request → the last `actor_stopped` (floor: the last child reaped);
-  ping, inv    latency (p50 / max) of `ping.hosts` and `get.{host}.inv`, back to back, while 0→N
-               runs (floor: an echo request to a plain nats-py responder process).
+  ping, inv    latency (p50 / max) of `ping.hosts` and `get.{host}.inv`, one of each in flight and
+               0.5 s between them, while 0→N runs (floor: an echo request to a plain nats-py
+               responder process); a probe that got no answer within 10 s counts as inf.
+Each size is printed as soon as it completed; when the host does not reach N in time the run
+stops there, says how far the host got, and keeps the logs.
 Before the first N: the idle host's own PSS (every process of the host tree, no instance; the
 nats-server is the benchmark's, not counted) against the floor parent's.
 
