@@ -286,7 +286,7 @@ async def host_round(env: BenchEnv, host: Host, client: ControlClient, watcher: 
     ack = await client.scale_actor(host.host_id, ECHO_KEY, ref, n)
     if not ack.accepted:
         raise BenchFailed(f"scale {n} refused: {ack.error}")
-    started = await watcher.wait_for("actor_started", host, count=n, since=since, timeout_s=60 + n * 0.4)
+    started = await watcher.wait_for("actor_started", host, count=n, since=since, timeout_s=60 + n * 0.3)
     r.up_s, r.first_s = started[-1].arrived - t0, started[0].arrived - t0
     r.cpu_s = machine_busy_s() - busy0
     stop.set()
