@@ -26,6 +26,7 @@ from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.natsconn import ROLES, NatsEndpoint
 from hostcore.telemetry.settings import TelemetrySettings
+from hostcore.wire.subjects import DEFAULT_CTL_TOPIC_PREFIX
 
 __all__ = [
     "ClientConfig",
@@ -199,7 +200,7 @@ class HostConfig:
     rpc: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="rpc", servers=()))
     ctl: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="ctl", servers=()))
     prov_rpc: NatsEndpoint = field(default_factory=lambda: NatsEndpoint(role="prov_rpc", servers=()))
-    ctl_topic_prefix: str = "wasmbus.ctl"
+    ctl_topic_prefix: str = DEFAULT_CTL_TOPIC_PREFIX
     rpc_timeout_s: float = 2.0
     allow_file_load: bool = False
     allow_second_host: bool = False  # a second embedded NATS while a local host runs (context file)
@@ -459,7 +460,7 @@ def load_config(
         ctl=endpoints["ctl"],
         prov_rpc=endpoints["prov_rpc"],
         network=_network(lambda key, json_key, default: pick(key, json_key, None, default), flags.convention_bind),
-        ctl_topic_prefix=pick("WASMCLOUD_CTL_TOPIC_PREFIX", "ctl_topic_prefix", None, "wasmbus.ctl"),
+        ctl_topic_prefix=pick("WASMCLOUD_CTL_TOPIC_PREFIX", "ctl_topic_prefix", None, DEFAULT_CTL_TOPIC_PREFIX),
         rpc_timeout_s=rpc_ms / 1000,
         allow_file_load=_bool(
             "WASMCLOUD_ALLOW_FILE_LOAD", pick("WASMCLOUD_ALLOW_FILE_LOAD", "enable_actor_from_fs", flags.allow_file_load, "false")
@@ -673,7 +674,7 @@ def load_client_config(*, nats_url: str | None = None, lattice_prefix: str | Non
         ctl=ctl,
         nats_url=ctl.url,
         lattice_prefix=lattice_prefix or env.get("WASMCLOUD_LATTICE_PREFIX") or (ctx.lattice_prefix if ctx else "default"),
-        ctl_topic_prefix=env.get("WASMCLOUD_CTL_TOPIC_PREFIX") or (ctx.ctl_topic_prefix if ctx else "wasmbus.ctl"),
+        ctl_topic_prefix=env.get("WASMCLOUD_CTL_TOPIC_PREFIX") or (ctx.ctl_topic_prefix if ctx else DEFAULT_CTL_TOPIC_PREFIX),
         timeout_s=timeout / 1000,
         cluster_seed=cluster_seed or env.get("WASMCLOUD_CLUSTER_SEED") or (ctx.cluster_seed if ctx else ""),
         nats_source=source,

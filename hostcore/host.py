@@ -65,6 +65,7 @@ from hostcore.native.worker import NativeWorker
 from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
 from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
+from hostcore.wire import cloudevents
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             self.started = True
             cfg = self.config
             events = self.children["events"]
-            self.send(events, PublishEvent(event_type="host_started",
-                                           data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
+            self.send(events, PublishEvent.of(cloudevents.host_started(labels=cfg.labels,
+                                                                       friendly_name=cfg.friendly_name)))
             self.send(events, SendHeartbeat())  # the first heartbeat follows host_started
             log.info("host started", extra={"host_id": cfg.host_id, "lattice": cfg.lattice_prefix,
                                             "nats_url": cfg.nats_url})
@@ -238,8 +239,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                 continue
             self.send(address, ActorExitRequest())
             if "events" in self.children:
-                event_type, data = record.stopped_event()
-                self.send(self.children["events"], PublishEvent(event_type=event_type, data=data))
+                self.send(self.children["events"], PublishEvent.of(record.stopped_event()))
         self.records[role].clear()
         self.purging.discard(role)
 
@@ -256,8 +256,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if events is None:
             self.send(self.launcher, HostStopped(host_id=self.config.host_id))
             return
-        self.send(events, PublishEvent(event_type="host_stopped",
-                                       data={"labels": self.config.labels, "reason": self.stop_reason}))
+        self.send(events, PublishEvent.of(cloudevents.host_stopped(labels=self.config.labels, reason=self.stop_reason)))
         # Stopping LatticeEvents drains its connection, so host_stopped is out before we answer.
         self.send(events, ActorExitRequest())
 

@@ -29,6 +29,7 @@ from thespian.actors import ActorExitRequest, ThespianWatch, WakeupMessage, Watc
 
 from hostcore.config import HostConfig
 from hostcore.procutil import launcher_pid, set_pdeathsig
+from hostcore.wire.cloudevents import Event
 
 __all__ = [
     "ORPHANED",
@@ -125,7 +126,7 @@ class ChildRecord(Protocol):
     instance_id: str
     address: Any
 
-    def stopped_event(self) -> tuple[str, dict[str, Any]]: ...
+    def stopped_event(self) -> Event: ...
 
 
 # --- restart intensity ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from hostcore.actors.messages import (
 )
 from hostcore.actors.placement import HOST
 from hostcore.native.claims import ActorClaims
+from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
     from hostcore.actors.supervisor import ActorSupervisor
@@ -94,19 +95,19 @@ class LiveUpdate:
             self._remember(inst)
         self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
         self.send(self.lattice, PutRefmap(actor_ref=prepared.actor_ref, public_key=key))
-        self._event("refmap_set", {"oci_url": prepared.actor_ref, "public_key": key})
+        self._event(cloudevents.refmap_set(prepared.actor_ref, key))
 
     def receiveMsg_ModuleSwapped(self: ActorSupervisor, msg: ModuleSwapped, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
         for request_id, update in list(self.updates.items()):
             if msg.instance_id not in update.pending or update.claims is None:
                 continue
-            data = {"public_key": update.claims.public_key, "revision": update.claims.revision,
-                    "instance_id": msg.instance_id}
+            key, revision = update.claims.public_key, update.claims.revision
             if msg.error:
-                self._event("actor_update_failed", {**data, "reason": msg.error})
+                self._event(cloudevents.actor_update_failed(public_key=key, revision=revision,
+                                                            instance_id=msg.instance_id, reason=msg.error))
             else:
-                self._event("actor_updated", data)
+                self._event(cloudevents.actor_updated(public_key=key, revision=revision, instance_id=msg.instance_id))
             self._update_progress(request_id, msg.instance_id)
         if inst is not None and msg.error:
             log.warning("instance kept its old module", extra={"instance_id": msg.instance_id, "error": msg.error})

@@ -12,6 +12,7 @@ from typing import Any
 
 from hostcore.config import HostConfig
 from hostcore.native.claims import ActorClaims
+from hostcore.wire.cloudevents import Event
 
 # --- launcher <-> HostSupervisor ----------------------------------------------------------------
 
@@ -113,6 +114,10 @@ class PublishEvent:
 
     event_type: str
     data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> PublishEvent:
+        return cls(event_type=event.type, data=event.data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,15 +29,14 @@ from hostcore.native.nkeys import KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.process import count_reconnect
 from hostcore.telemetry.tracing import Tracer, client_span
+from hostcore.wire import subjects
+from hostcore.wire.chunking_rules import LARGE_CALL_TIMEOUT_S, host_call_timeout
 
 log = logging.getLogger(__name__)
 
 __all__ = ["HostCallRouter", "OutboundConnection", "T"]
 
 _CLOSE_TIMEOUT_S = 2.0
-# protocol.md §4.9: large payloads get a longer deadline.
-_LARGE_PAYLOAD = 921_600
-_LARGE_TIMEOUT_S = 15.0
 
 T = TypeVar("T")
 RpcEventSink = Callable[[bool, WasmCloudEntity, WasmCloudEntity, str, int], None]
@@ -77,7 +76,7 @@ class OutboundConnection:
     def chunk_store(self, lattice_prefix: str) -> ChunkStore:
         """The object store for chunked payloads on this connection (opened once)."""
         if self._chunks is None:
-            _, nc = self._ensure(_LARGE_TIMEOUT_S)
+            _, nc = self._ensure(LARGE_CALL_TIMEOUT_S)
             self._chunks = ChunkStore(nc.jetstream(domain=self.js_domain), lattice_prefix)
         return self._chunks
 
@@ -167,10 +166,11 @@ class HostCallRouter:
         target = self.resolve(binding, namespace)
         origin = WasmCloudEntity(self.claims.public_key)
         inv = new_invocation(self.signer, origin, target, operation, payload)  # signed over the full payload
-        subject = f"wasmbus.rpc.{self.lattice_prefix}.{target.public_key}"
-        if not target.is_actor:
-            subject += f".{target.link_name}"
-        timeout = _LARGE_TIMEOUT_S if len(payload) > _LARGE_PAYLOAD else self.rpc_timeout_s
+        if target.is_actor:
+            subject = subjects.actor_rpc(self.lattice_prefix, target.public_key)
+        else:
+            subject = subjects.provider_rpc(self.lattice_prefix, target.public_key, target.link_name)
+        timeout = host_call_timeout(len(payload), self.rpc_timeout_s)
         ok = False
         try:
             sent = inv

@@ -32,7 +32,7 @@ from hostcore.cli.outcome import (
 from hostcore.cli.session import CliControlClient, CliError, NoResponders, connect, explain, hint_for
 from hostcore.config import ClientConfig, add_ctl_flags, load_client_config
 from hostcore.control.client import ControlClient, ControlTimeout
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.errors import ConfigError, HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
 

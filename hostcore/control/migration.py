@@ -28,7 +28,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.errors import ControlRequestError
 
 log = logging.getLogger(__name__)

@@ -45,11 +45,11 @@ from hostcore.actors.messages import (
     UpdateDone,
 )
 from hostcore.config import HostConfig
-from hostcore.control import topics
-from hostcore.control.events import humanize_seconds
+from hostcore.wire import subjects
+from hostcore.wire.cloudevents import humanize_seconds
 from hostcore.control.inventory import InventoryJoin, inventory_reply, nats_host
-from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
-from hostcore.control.requests import (
+from hostcore.wire.linkdefs import LinkDefinition, LinkDeleteRequest
+from hostcore.wire.control import (
     AuctionActorRequest,
     AuctionProviderRequest,
     LaunchActorRequest,
@@ -129,21 +129,22 @@ class ControlServer(Rewirable, NatsBridgeActor):
         self.lattice, self.native = msg.lattice, msg.native
         self.provider_supervisor = msg.provider_supervisor
         self.inventories = InventoryJoin()
-        self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
+        self.prefix = subjects.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
         self.started_at = msg.started_at or time.time()
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
         self.auctions: dict[str, AuctionProviderRequest] = {}
         self.telemetry = ControlTelemetry.open(cfg)
 
         async def setup(nc: NatsClient) -> None:
-            p, h, queue = self.prefix, cfg.host_id, self.prefix
-            await nc.subscribe(f"{p}.cmd.{h}.*", cb=self._on_request)
-            await nc.subscribe(topics.inventory(p, h), cb=self._on_request)
-            await nc.subscribe(topics.ping_hosts(p), cb=self._on_ping)
-            await nc.subscribe(f"{p}.get.*", queue=queue, cb=self._on_request)
-            await nc.subscribe(f"{p}.linkdefs.*", queue=queue, cb=self._on_request)
-            await nc.subscribe(f"{p}.registries.put", cb=self._on_request)  # every host
-            await nc.subscribe(f"{p}.auction.>", cb=self._on_request)  # every host; matching ones bid
+            subs = subjects.control_subscriptions(self.prefix, cfg.host_id)
+            queue = self.prefix
+            await nc.subscribe(subs["cmd"], cb=self._on_request)
+            await nc.subscribe(subs["inv"], cb=self._on_request)
+            await nc.subscribe(subs["ping"], cb=self._on_ping)
+            await nc.subscribe(subs["get"], queue=queue, cb=self._on_request)
+            await nc.subscribe(subs["linkdefs"], queue=queue, cb=self._on_request)
+            await nc.subscribe(subs["registries"], cb=self._on_request)  # every host
+            await nc.subscribe(subs["auction"], cb=self._on_request)  # every host; matching ones bid
 
         try:
             self.nats_start(cfg.ctl, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
@@ -169,7 +170,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
         if isinstance(item, SendHeartbeat):
             self.send(self.events, item)
             return
-        topic = topics.parse(self.prefix, item.subject)
+        topic = subjects.parse(self.prefix, item.subject)
         with self.telemetry.request(command_name(topic), item.reply, item.headers):
             if topic is None:
                 return self._reply(item.reply, failure_ack(f"Unknown control subject {item.subject}"))
@@ -179,7 +180,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
                 log.info("control request refused", extra={"subject": item.subject, "error": err.wire})
                 self._reply(item.reply, failure_ack(err.wire))
 
-    def _dispatch(self, topic: topics.ControlTopic, req: _Request) -> None:
+    def _dispatch(self, topic: subjects.ControlTopic, req: _Request) -> None:
         if topic.host_id and topic.host_id != self.config.host_id:
             raise WrongHostStop() if topic.op == "stop" else WrongHost()
         match (topic.kind, topic.op):

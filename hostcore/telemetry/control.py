@@ -15,13 +15,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hostcore.control.requests import failure_ack
+from hostcore.wire.control import failure_ack
 from hostcore.telemetry.process import ProcessTelemetry, open_process
 from hostcore.telemetry.tracing import NO_SPAN, Span, SpanKind, child_carrier, remote_parent
 
 if TYPE_CHECKING:
     from hostcore.config import HostConfig
-    from hostcore.control.topics import ControlTopic
+    from hostcore.wire.subjects import ControlTopic
 
 __all__ = ["ControlTelemetry", "command_name"]
 

@@ -25,9 +25,9 @@ from starlette.responses import JSONResponse, Response
 
 from hostcore.cli.ctl import json_to_msgpack, msgpack_to_json
 from hostcore.control.client import ControlTimeout
-from hostcore.control.events import EVENT_TYPE_PREFIX
-from hostcore.control.linkdefs import LinkDefinition
-from hostcore.control.requests import Ack
+from hostcore.wire.cloudevents import event_name
+from hostcore.wire.linkdefs import LinkDefinition
+from hostcore.wire.control import Ack
 from hostcore.errors import HostcoreError
 from hostcore.native.claims import extract_claims
 from hostcore.web.forms import ActionFailed, Body, field_count, field_pairs, field_text, json_body
@@ -72,7 +72,7 @@ def _check(ack: Ack) -> None:
 
 
 def _event_type(event: Body) -> str:
-    return str(event.get("type", "")).removeprefix(EVENT_TYPE_PREFIX)
+    return event_name(str(event.get("type", "")))
 
 
 def _error_text(error: Any) -> str:

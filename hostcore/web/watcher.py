@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hostcore.control.client import ControlClient, ControlTimeout
-from hostcore.control.events import event_subject
+from hostcore.wire import subjects
 from hostcore.web.model import LatticeModel, LinkView
 from hostcore.web.settings import DashboardSettings
 
@@ -58,7 +58,7 @@ class LatticeWatcher:
         self.closing = False
 
     async def __aenter__(self) -> Self:
-        self._sub = await self.nc.subscribe(event_subject(self.settings.lattice_prefix), cb=self._on_event)
+        self._sub = await self.nc.subscribe(subjects.lattice_events(self.settings.lattice_prefix), cb=self._on_event)
         await self.nc.flush(timeout=math.ceil(self.settings.timeout_s))
         self._spawn(self._discover())
         self._spawn(self._expire_loop())
@@ -204,7 +204,7 @@ class LatticeWatcher:
 
     async def _probe(self, key: tuple[str, str, str]) -> None:
         host_id, provider_id, link_name = key
-        subject = f"wasmbus.rpc.{self.settings.lattice_prefix}.{provider_id}.{link_name}.health"
+        subject = subjects.provider_health(subjects.provider_rpc(self.settings.lattice_prefix, provider_id, link_name))
         try:
             await self.nc.request(subject, _HEALTH_REQUEST, timeout=self.settings.timeout_s)
         except (nats.errors.Error, TimeoutError) as err:

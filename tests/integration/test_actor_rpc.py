@@ -12,7 +12,7 @@ import pytest
 from conftest import EventWatcher, HostProcess, fixture_actor, signed_wat_actor, started_host
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.procutil import wait_for
 

@@ -19,7 +19,7 @@ import requests
 from conftest import EventWatcher, HostProcess, describe_pid, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.procutil import free_port, pid_alive, wait_for
 from hostcore.providers.par import builtin_provider_key
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient, ControlTimeout
-from hostcore.control.requests import Ack
+from hostcore.wire.control import Ack
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import pid_alive, wait_for
 

@@ -22,7 +22,7 @@ from test_chunking_policy import BIG_ECHO_WAT, FORWARD_WAT, write_actor
 from test_providers import http_get
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.wire.linkdefs import LinkDefinition, link_id
 from hostcore.control.migration import refmap_key
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.claims import extract_claims

@@ -14,7 +14,7 @@ import requests
 from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, pid_alive, wait_for

@@ -22,7 +22,7 @@ from conftest import EventWatcher, HostProcess, fixture_actor
 from nats_configs import Operator, Pki, Server, nkey_users_config, start_server
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.natsconn import NatsEndpoint
