@@ -22,7 +22,9 @@ __all__ = [
     "ClaimsInvalid",
     "ClaimsNotYetValid",
     "ConfigError",
+    "ControlReplyInvalid",
     "ControlRequestError",
+    "ControlRequestRefused",
     "FileLoadDisabled",
     "GuestError",
     "GuestTimeout",
@@ -465,6 +467,22 @@ class OciRegistryError(OciError):
 
 class ControlRequestError(HostcoreError):
     """A control request was malformed; `wire` is the command's documented failure text."""
+
+
+class ControlRequestRefused(HostcoreError):
+    """A host answered a control request with a failure ack; `error` is its text."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        super().__init__(error or "The host refused the request")
+
+
+class ControlReplyInvalid(HostcoreError, ValueError):
+    """A control reply could not be read; `subject` names the request."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"Unreadable reply to {subject}")
 
 
 class WrongHost(ControlRequestError):

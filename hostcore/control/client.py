@@ -27,6 +27,8 @@ from hostcore.wire.control import (
     StopActorRequest,
     StopHostRequest,
     UpdateActorRequest,
+    parse_claims_reply,
+    parse_links_reply,
 )
 from hostcore.wire.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.errors import HostcoreError
@@ -46,7 +48,10 @@ class ControlTimeout(HostcoreError, TimeoutError):
 
 
 class ControlClient:
-    """Control-interface requests for one lattice over a connection the caller owns."""
+    """Control-interface requests for one lattice over a connection the caller owns.
+
+    A command returns its accepted Ack or raises ControlRequestRefused (the host's text in
+    `error`); every request raises ControlTimeout when no host answers in time."""
 
     def __init__(self, nc: NatsClient, *, lattice_prefix: str = "default",
                  ctl_topic_prefix: str = subjects.DEFAULT_CTL_TOPIC_PREFIX, timeout_s: float = 2.0) -> None:
@@ -65,6 +70,10 @@ class ControlClient:
 
     async def _json(self, subject: str, payload: bytes = b"") -> Any:
         return json.loads(await self._request(subject, payload))
+
+    async def _ack(self, subject: str, payload: bytes, timeout_s: float | None = None) -> Ack:
+        """Send a command; its accepted Ack, or ControlRequestRefused with the host's text."""
+        return Ack.from_wire(await self._request(subject, payload, timeout_s)).raise_if_refused()
 
     async def ping_hosts(self, wait_s: float = 1.0) -> list[dict[str, Any]]:
         """Every host's ping reply, collected for `wait_s` (scatter/gather, like wash)."""
@@ -100,51 +109,55 @@ class ControlClient:
         return dict(await self._json(subjects.inventory(self.prefix, host_id)))
 
     async def get_claims(self) -> list[dict[str, Any]]:
-        return list((await self._json(subjects.get_claims(self.prefix)))["claims"])
+        """The lattice's claims records. Raises ControlRequestRefused / ControlReplyInvalid."""
+        subject = subjects.get_claims(self.prefix)
+        return parse_claims_reply(await self._request(subject, b""), subject)
 
-    async def get_links(self) -> list[dict[str, Any]]:
-        return list((await self._json(subjects.get_links(self.prefix)))["links"])
+    async def get_links(self) -> list[LinkDefinition]:
+        """The lattice's link definitions. Raises ControlRequestRefused / ControlReplyInvalid."""
+        subject = subjects.get_links(self.prefix)
+        return parse_links_reply(await self._request(subject, b""), subject)
 
     async def put_link(self, link: LinkDefinition) -> Ack:
-        return Ack.from_wire(await self._request(subjects.linkdefs(self.prefix, "put"), link.to_json()))
+        return await self._ack(subjects.linkdefs(self.prefix, "put"), link.to_json())
 
     async def del_link(self, actor_id: str, contract_id: str, link_name: str = "default") -> Ack:
         req = LinkDeleteRequest(actor_id=actor_id, contract_id=contract_id, link_name=link_name)
-        return Ack.from_wire(await self._request(subjects.linkdefs(self.prefix, "del"), req.to_json()))
+        return await self._ack(subjects.linkdefs(self.prefix, "del"), req.to_json())
 
     async def scale_actor(self, host_id: str, actor_id: str, actor_ref: str, count: int) -> Ack:
         req = ScaleRequest(actor_id=actor_id, actor_ref=actor_ref, count=count, host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "scale"), req.to_wire()))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "scale"), req.to_wire())
 
     async def launch_actor(self, host_id: str, actor_ref: str, count: int = 1,
                            annotations: dict[str, str] | None = None) -> Ack:
         req = LaunchActorRequest(actor_ref=actor_ref, count=count, annotations=annotations or {}, host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "la"), req.to_wire()))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "la"), req.to_wire())
 
     async def stop_actor(self, host_id: str, actor_id: str, count: int = 0,
                          annotations: dict[str, str] | None = None) -> Ack:
         req = StopActorRequest(actor_ref=actor_id, count=count, annotations=annotations or {}, host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "sa"), req.to_wire(),
-                                                 timeout_s=max(self.timeout_s, 10.0)))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "sa"), req.to_wire(),
+                               timeout_s=max(self.timeout_s, 10.0))
 
     async def update_actor(self, host_id: str, actor_id: str, new_actor_ref: str) -> Ack:
         """Live update (answered once every instance swapped or refused; fetches may take a while)."""
         req = UpdateActorRequest(actor_id=actor_id, new_actor_ref=new_actor_ref, host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "upd"), req.to_wire(),
-                                                 timeout_s=max(self.timeout_s, 30.0)))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "upd"), req.to_wire(),
+                               timeout_s=max(self.timeout_s, 30.0))
 
     async def launch_provider(self, host_id: str, provider_ref: str, link_name: str = "default",
                               configuration: str = "", annotations: dict[str, str] | None = None) -> Ack:
         req = LaunchProviderRequest(provider_ref=provider_ref, link_name=link_name, configuration=configuration,
                                     annotations=annotations or {}, host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "lp"), req.to_wire()))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "lp"), req.to_wire())
 
     async def stop_provider(self, host_id: str, provider_id: str, link_name: str = "default",
                             contract_id: str = "") -> Ack:
         req = StopProviderRequest(provider_ref=provider_id, link_name=link_name, contract_id=contract_id,
                                   host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "sp"), req.to_wire(),
-                                                 timeout_s=max(self.timeout_s, 10.0)))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "sp"), req.to_wire(),
+                               timeout_s=max(self.timeout_s, 10.0))
 
     async def auction_provider(self, provider_ref: str, link_name: str = "default",
                                constraints: dict[str, str] | None = None, wait_s: float = 1.0) -> list[dict[str, Any]]:
@@ -153,7 +166,7 @@ class ControlClient:
 
     async def stop_host(self, host_id: str) -> Ack:
         req = StopHostRequest(host_id=host_id)
-        return Ack.from_wire(await self._request(subjects.host_command(self.prefix, host_id, "stop"), req.to_wire()))
+        return await self._ack(subjects.host_command(self.prefix, host_id, "stop"), req.to_wire())
 
     async def call_actor(self, signer: KeyPair, actor_id: str, operation: str, payload: bytes,
                          *, origin: WasmCloudEntity | None = None, timeout_s: float | None = None) -> InvocationResponse:

@@ -59,8 +59,10 @@ from hostcore.wire.control import (
     StopHostRequest,
     StopProviderRequest,
     UpdateActorRequest,
+    claims_reply,
     dumps,
     failure_ack,
+    links_reply,
     labels_match,
     success_ack,
 )
@@ -305,7 +307,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
 
     def receiveMsg_LatticeData(self, msg: LatticeData, sender: Any) -> None:
         kind, reply = self.waiting.pop(msg.request_id, ("", ""))
-        self._reply(reply, dumps({kind: list(msg.items)}))
+        self._reply(reply, claims_reply(list(msg.items)) if kind == "claims" else links_reply(list(msg.items)))
 
     def _reply(self, reply: str, data: bytes) -> None:
         if reply:

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hostcore.control.client import ControlClient, ControlTimeout
+from hostcore.errors import ControlReplyInvalid, ControlRequestRefused
 from hostcore.wire import subjects
 from hostcore.web.model import LatticeModel, LinkView
 from hostcore.web.settings import DashboardSettings
@@ -223,15 +224,15 @@ class LatticeWatcher:
 
     async def _refresh_links(self) -> None:
         try:
-            claims = [c for c in await self.client.get_claims() if isinstance(c, dict)]
-        except (ControlTimeout, KeyError, ValueError, nats.errors.Error) as err:  # names are a nicety
+            claims = await self.client.get_claims()
+        except (ControlTimeout, ControlRequestRefused, ControlReplyInvalid, nats.errors.Error) as err:  # a nicety
             log.debug("no claims from the lattice", extra={"error": str(err)})
         else:
             self.model.apply_claims(claims)
         since = self.model.seq
         try:
-            links = [LinkView.from_obj(obj) for obj in await self.client.get_links() if isinstance(obj, dict)]
-        except (ControlTimeout, KeyError) as err:  # KeyError: a failure ack instead of {"links": …}
+            links = [LinkView.from_obj(ld.to_map()) for ld in await self.client.get_links()]
+        except (ControlTimeout, ControlRequestRefused, ControlReplyInvalid) as err:
             log.debug("no link definitions from the lattice", extra={"error": str(err)})
             return
         except nats.errors.Error as err:

@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hostcore.errors import ControlRequestError
+from hostcore.errors import ControlReplyInvalid, ControlRequestError, ControlRequestRefused
+from hostcore.wire.linkdefs import LinkDefinition
 
 __all__ = [
     "Ack",
@@ -23,8 +24,12 @@ __all__ = [
     "StopHostRequest",
     "StopProviderRequest",
     "UpdateActorRequest",
+    "claims_reply",
     "dumps",
     "failure_ack",
+    "links_reply",
+    "parse_claims_reply",
+    "parse_links_reply",
     "labels_match",
     "success_ack",
 ]
@@ -170,6 +175,50 @@ class Ack:
     def from_wire(cls, data: bytes) -> Ack:
         obj = json.loads(data)
         return cls(accepted=bool(obj.get("accepted")), error=str(obj.get("error") or ""))
+
+
+    def raise_if_refused(self) -> Ack:
+        """Self when accepted; else ControlRequestRefused with the host's text."""
+        if not self.accepted:
+            raise ControlRequestRefused(self.error)
+        return self
+
+
+def claims_reply(records: list[dict[str, Any]]) -> bytes:
+    """The get.claims reply (protocol.md §2.4): `{"claims": [record, …]}`."""
+    return dumps({"claims": records})
+
+
+def links_reply(links: list[dict[str, Any]]) -> bytes:
+    """The get.links reply (protocol.md §2.4): `{"links": [LinkDefinition.to_map(), …]}`."""
+    return dumps({"links": links})
+
+
+def _list_reply(data: bytes, key: str, subject: str) -> list[Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlReplyInvalid(subject) from None
+    if isinstance(obj, dict) and obj.get("accepted") is False:
+        raise ControlRequestRefused(str(obj.get("error") or ""))
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), list):
+        raise ControlReplyInvalid(subject)
+    return list(obj[key])
+
+
+def parse_claims_reply(data: bytes, subject: str = "get.claims") -> list[dict[str, Any]]:
+    """The claims records of a get.claims reply (entries that are not maps are dropped).
+    Raises ControlRequestRefused on a failure ack, ControlReplyInvalid on anything else."""
+    return [c for c in _list_reply(data, "claims", subject) if isinstance(c, dict)]
+
+
+def parse_links_reply(data: bytes, subject: str = "get.links") -> list[LinkDefinition]:
+    """The link definitions of a get.links reply, read as a provider reads them (the host's id
+    kept). Raises ControlRequestRefused on a failure ack, ControlReplyInvalid on anything else."""
+    try:
+        return [LinkDefinition.from_provider_map(obj) for obj in _list_reply(data, "links", subject)]
+    except ValueError:
+        raise ControlReplyInvalid(subject) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
