@@ -208,7 +208,7 @@ async def start_hostcore(env: BenchEnv, host: Host, instances: int) -> tuple[str
     from hostcore.control.client import ControlClient
     from hostcore.wire.linkdefs import LinkDefinition
     from hostcore.procutil import free_port
-    from hostcore.providers.par import builtin_provider_key
+    from hostcore.native.par import builtin_provider_key
 
     nc = await nats.connect(env.nats.url, name="bench-http-setup")
     try:

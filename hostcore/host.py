@@ -37,7 +37,7 @@ from thespian.actors import (
     WatchMessage,
 )
 
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     Done,
     HostFailed,
     HostReady,
@@ -61,7 +61,7 @@ from hostcore.config import HostConfig
 from hostcore.control.events import LatticeEvents
 from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
-from hostcore.native.worker import NativeWorker
+from hostcore.actors.native_worker import NativeWorker
 from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
 from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open

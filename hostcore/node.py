@@ -23,7 +23,7 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from hostcore.actors.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
+from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 from hostcore.actors.placement import HOST_CAPABILITY
 from hostcore.config import ConventionTiming, HostConfig, Placement
 from hostcore.host import HostSupervisor

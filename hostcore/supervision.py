@@ -9,7 +9,7 @@ adopted process is not a Thespian child of its new supervisor, so Thespian never
 `ExitWatch` turns a pidfd per adopted process into a wake-up of the supervisor instead.
 
 The messages of this protocol live here, beside the mechanics they drive, rather than in the
-catalogue of role messages (hostcore/actors/messages.py).
+catalogue of role messages (hostcore/tree/messages/).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from thespian.actors import (
 
 # Preloaded: the admin forks every instance from itself, so it should hold these pages already.
 import hostcore.actors.instance  # noqa: F401
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     StartWorkerWatch,
     WorkerJoined,
     WorkerLeft,

@@ -20,8 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     InstanceEvicted,
     InstanceFailed,
     InstanceStarted,

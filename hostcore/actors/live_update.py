@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     ActorPrepared,
     ModuleImage,
     ModuleSwapped,

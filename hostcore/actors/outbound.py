@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from hostcore.actors.messages import LatticeSnapshot
+from hostcore.tree.messages import LatticeSnapshot
 from hostcore.errors import ChunkError, HostCallError, InvocationError, RpcTimeout
 from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocation, dechunk_response, needs_dechunk
 from hostcore.native.claims import ActorClaims

@@ -28,7 +28,7 @@ from hostcore.actors.batches import BatchTracker
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.worker_nodes import WorkerNodes
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     ActorPrepared,
     Done,
     EvaluateStart,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate
 
-from hostcore.actors.messages import InstanceEvicted
+from hostcore.tree.messages import InstanceEvicted
 from hostcore.actors.placement import HOST, choose_node, worker_from_capabilities
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 import nats.errors
 
 from hostcore.cli import watch
@@ -32,11 +31,12 @@ from hostcore.cli.outcome import (
 from hostcore.cli.session import CliControlClient, CliError, NoResponders, connect, explain, hint_for
 from hostcore.config import ClientConfig, add_ctl_flags, load_client_config
 from hostcore.control.client import ControlClient, ControlTimeout
+from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
 from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.errors import ConfigError, HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
 
-__all__ = ["register", "json_to_msgpack", "msgpack_to_json"]
+__all__ = ["register"]
 
 Action = Callable[[ControlClient, ClientConfig, argparse.Namespace], Awaitable[int]]
 
@@ -419,31 +419,6 @@ async def _stop_host(c: ControlClient, cfg: ClientConfig, args: argparse.Namespa
 
 
 # --- call -----------------------------------------------------------------------------------------
-
-
-def json_to_msgpack(text: str) -> bytes:
-    """The JSON payload as msgpack, as `wash call` sends it (strings stay strings)."""
-    return bytes(msgpack.packb(json.loads(text), use_bin_type=True))
-
-
-def msgpack_to_json(data: bytes) -> Any:
-    """Best-effort readable form of a msgpack reply: bytes become text when they are UTF-8."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, bytes):
-            try:
-                return v.decode()
-            except UnicodeDecodeError:
-                return list(v)
-        if isinstance(v, dict):
-            return {str(plain(k)): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-    try:
-        return plain(msgpack.unpackb(data, raw=False, strict_map_key=False))
-    except Exception:  # noqa: BLE001 -- not msgpack: show the bytes as they are
-        return plain(data)
-
 
 
 async def _call(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest, WakeupMessage
 
 from hostcore import COMPAT_VERSION
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     Done,
     GetInventory,
     InitEvents,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from hostcore.actors.messages import Inventory, ProviderInventory
+from hostcore.tree.messages import Inventory, ProviderInventory
 from hostcore.config import HostConfig
 
 __all__ = ["HostInventory", "InventoryJoin", "inventory_reply", "nats_host"]

@@ -26,8 +26,8 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     DelLink,
     Done,
     EvaluateStart,

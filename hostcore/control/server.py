@@ -19,8 +19,8 @@ from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
 from hostcore import COMPAT_VERSION
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     DelLink,
     Done,
     GetInventory,

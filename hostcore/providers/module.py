@@ -20,8 +20,8 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
                                       StartProviderProcess)
 from hostcore.config import SECRET_ENV, HostConfig
 from hostcore.wire.linkdefs import LinkDefinition

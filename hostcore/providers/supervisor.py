@@ -20,7 +20,7 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
 
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     Done,
     EvaluateStart,
     GetInventory,

@@ -23,7 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hostcore.cli.ctl import json_to_msgpack, msgpack_to_json
+from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
 from hostcore.control.client import ControlTimeout
 from hostcore.wire.cloudevents import event_name
 from hostcore.wire.linkdefs import LinkDefinition

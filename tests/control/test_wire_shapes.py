@@ -13,7 +13,7 @@ import pytest
 
 from hostcore import COMPAT_VERSION
 from hostcore.actors.batches import BatchTracker
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     InstanceInfo,
     Inventory,
     LatticeSnapshot,
@@ -32,7 +32,7 @@ from hostcore.errors import HostCallError
 from hostcore.native.claims import ActorClaims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.providers.module import host_data, provider_env
-from hostcore.providers.par import ProviderClaims
+from hostcore.native.par import ProviderClaims
 from hostcore.wire.claims_records import provider_record as provider_claims_record
 
 # semver.org's regular expression (core + optional pre-release and build).

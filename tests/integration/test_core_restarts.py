@@ -21,7 +21,7 @@ from conftest import EventWatcher, HostProcess, describe_pid, fixture_actor, mar
 from hostcore.control.client import ControlClient
 from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.procutil import free_port, pid_alive, wait_for
-from hostcore.providers.par import builtin_provider_key
+from hostcore.native.par import builtin_provider_key
 
 ECHO_KEY = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 HTTP_KEY = builtin_provider_key("httpserver")

@@ -28,7 +28,7 @@ from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, wait_for
-from hostcore.providers.par import builtin_provider_key, create_par, native_target
+from hostcore.native.par import builtin_provider_key, create_par, native_target
 
 ECHO = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 ECHO_ISSUER = "ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW"

@@ -19,7 +19,7 @@ from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, pid_alive, wait_for
-from hostcore.providers.par import builtin_provider_key, create_par, native_target
+from hostcore.native.par import builtin_provider_key, create_par, native_target
 
 HTTP = "wasmcloud:httpserver"
 KV = "wasmcloud:keyvalue"

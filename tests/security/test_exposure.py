@@ -21,7 +21,7 @@ from hostcore.control.client import ControlClient
 from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.procutil import free_port, wait_for
-from hostcore.providers.par import builtin_provider_key
+from hostcore.native.par import builtin_provider_key
 
 ECHO = fixture_actor("echo.wasm")
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/x", "queryString": "", "header": {}, "body": b""})

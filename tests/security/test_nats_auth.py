@@ -27,7 +27,7 @@ from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.procutil import free_port, wait_for
-from hostcore.providers.par import builtin_provider_key
+from hostcore.native.par import builtin_provider_key
 
 ECHO = fixture_actor("echo.wasm")
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/auth", "queryString": "", "header": {}, "body": b""})
