@@ -17,6 +17,13 @@ restarted supervisor adopts the instances and provider modules that outlived its
 
 It also watches the launcher: if the launcher dies without stopping us (kill -9), it ends the
 Thespian admin and everything below it, so nothing the host started outlives it.
+
+Where the pieces live (tests/test_import_rules.py keeps the arrows pointing down):
+
+    host.py, actors/, providers/, control/   the roles above (NativeWorker: actors/native_worker.py)
+    tree/                                    their messages and the NATS bridge they share
+    native/                                  host-free: claims, PARs, invocations, wasmtime, OCI
+    wire/                                    every subject and wire shape, for host, SDK, client, web, cli
 """
 
 from __future__ import annotations

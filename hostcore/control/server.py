@@ -2,7 +2,7 @@
 
 NATS-bridged; it turns control requests into messages for the supervision tree and never creates
 children. Every request gets a reply: malformed ones a failure ack with the documented text. It
-owns the ack envelope (`success_ack` / `failure_ack` from requests.py are built only here).
+owns the ack envelope (`success_ack` / `failure_ack` from wire/control.py are built only here).
 """
 
 from __future__ import annotations

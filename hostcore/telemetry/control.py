@@ -28,7 +28,7 @@ __all__ = ["ControlTelemetry", "command_name"]
 # A request still unanswered after this long (an auction this host does not bid on) is counted
 # as no_reply; the control client has long given up by then.
 _ANSWER_WINDOW_S = 60.0
-_FAILED = failure_ack("")[:-2]  # `{"accepted":false,"error":` — the envelope is built in requests.py
+_FAILED = failure_ack("")[:-2]  # `{"accepted":false,"error":` — the envelope is built in wire/control.py
 
 
 def command_name(topic: ControlTopic | None) -> str:
