@@ -26,7 +26,7 @@ from hostcore.tree.messages import (
     SendHeartbeat,
 )
 from hostcore.config import HostConfig
-from hostcore.control.inventory import HostInventory, InventoryJoin
+from hostcore.control.inventory import InventoryJoin, JoinedInventory
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import Flush, Rewirable, crash_if_asked
 from hostcore.telemetry.process import open_process
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LatticeEvents", "heartbeat_data"]
 
 
-def heartbeat_data(config: HostConfig, inventory: HostInventory, started_at: float) -> dict[str, Any]:
+def heartbeat_data(config: HostConfig, inventory: JoinedInventory, started_at: float) -> dict[str, Any]:
     """host_heartbeat data for this host's joined inventory (shape: wire.cloudevents.host_heartbeat)."""
     counts: dict[str, int] = {}
     for inst in inventory.actors.instances:

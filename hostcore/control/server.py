@@ -56,6 +56,7 @@ from hostcore.wire.control import (
     ScaleRequest,
     StopActorRequest,
     LaunchProviderRequest,
+    PingReply,
     StopHostRequest,
     StopProviderRequest,
     UpdateActorRequest,
@@ -87,14 +88,12 @@ class _Request:
 
 def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
     uptime = int(time.time() - started_at)
-    return {
-        "id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
-        "friendly_name": config.friendly_name, "uptime_seconds": uptime, "uptime_human": humanize_seconds(uptime),
-        "version": COMPAT_VERSION, "cluster_issuers": ",".join(config.cluster_issuers),
-        "js_domain": config.js_domain, "ctl_host": nats_host(config.ctl.url),
-        "prov_rpc_host": nats_host(config.prov_rpc.url), "rpc_host": nats_host(config.rpc.url),
-        "lattice_prefix": config.lattice_prefix,
-    }
+    return PingReply(
+        id=config.host_id, issuer=config.cluster_key.public_key, labels=config.labels,
+        friendly_name=config.friendly_name, uptime_seconds=uptime, uptime_human=humanize_seconds(uptime),
+        version=COMPAT_VERSION, cluster_issuers=",".join(config.cluster_issuers), js_domain=config.js_domain,
+        ctl_host=nats_host(config.ctl.url), prov_rpc_host=nats_host(config.prov_rpc.url),
+        rpc_host=nats_host(config.rpc.url), lattice_prefix=config.lattice_prefix).to_map()
 
 
 def registry_credentials(data: bytes) -> dict[str, Any]:

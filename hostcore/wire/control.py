@@ -14,6 +14,11 @@ from hostcore.errors import ControlReplyInvalid, ControlRequestError, ControlReq
 from hostcore.wire.linkdefs import LinkDefinition
 
 __all__ = [
+    "ActorDescription",
+    "HostInventory",
+    "InstanceDescription",
+    "PingReply",
+    "ProviderDescription",
     "Ack",
     "AuctionActorRequest",
     "AuctionProviderRequest",
@@ -334,3 +339,89 @@ class StopProviderRequest:
 
     def to_wire(self) -> bytes:
         return dumps(asdict(self))
+
+
+# --- replies to queries (protocol.md §2.4) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingReply:
+    """One host's answer to ping.hosts (v0.59 keys plus v0.60+'s host names and lattice)."""
+
+    id: str
+    issuer: str
+    labels: dict[str, str]
+    friendly_name: str
+    uptime_seconds: int
+    uptime_human: str
+    version: str
+    cluster_issuers: str  # comma-separated, as OTP sends them
+    js_domain: str | None
+    ctl_host: str
+    prov_rpc_host: str
+    rpc_host: str
+    lattice_prefix: str
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "issuer": self.issuer, "labels": self.labels, "friendly_name": self.friendly_name,
+            "uptime_seconds": self.uptime_seconds, "uptime_human": self.uptime_human, "version": self.version,
+            "cluster_issuers": self.cluster_issuers, "js_domain": self.js_domain, "ctl_host": self.ctl_host,
+            "prov_rpc_host": self.prov_rpc_host, "rpc_host": self.rpc_host, "lattice_prefix": self.lattice_prefix,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceDescription:
+    annotations: dict[str, str]
+    instance_id: str
+    revision: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {"annotations": self.annotations, "instance_id": self.instance_id, "revision": self.revision}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorDescription:
+    id: str
+    image_ref: str
+    name: str
+    instances: tuple[InstanceDescription, ...]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"id": self.id, "image_ref": self.image_ref, "name": self.name,
+                "instances": [i.to_map() for i in self.instances]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderDescription:
+    id: str
+    image_ref: str
+    link_name: str
+    name: str
+    instance_id: str
+    annotations: dict[str, str]
+    revision: int
+    contract_id: str  # v0.63
+
+    def to_map(self) -> dict[str, Any]:
+        return {"id": self.id, "image_ref": self.image_ref, "link_name": self.link_name, "name": self.name,
+                "instance_id": self.instance_id, "annotations": self.annotations, "revision": self.revision,
+                "contract_id": self.contract_id}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostInventory:
+    """The get.{host}.inv reply (v0.59 shape; provider entries also carry v0.63's contract_id)."""
+
+    host_id: str
+    issuer: str
+    labels: dict[str, str]
+    friendly_name: str
+    actors: tuple[ActorDescription, ...]
+    providers: tuple[ProviderDescription, ...]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"host_id": self.host_id, "issuer": self.issuer, "labels": self.labels,
+                "friendly_name": self.friendly_name, "actors": [a.to_map() for a in self.actors],
+                "providers": [p.to_map() for p in self.providers]}

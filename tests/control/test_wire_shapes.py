@@ -24,7 +24,7 @@ from hostcore.tree.messages import (
 from hostcore.actors.outbound import HostCallRouter
 from hostcore.config import load_config
 from hostcore.control.events import heartbeat_data
-from hostcore.control.inventory import HostInventory, inventory_reply, nats_host
+from hostcore.control.inventory import JoinedInventory as HostInventory, inventory_reply, nats_host
 from hostcore.wire.linkdefs import LinkDefinition, link_id
 from hostcore.control.migration import LegacyCache, refmap_key
 from hostcore.control.server import ping_reply

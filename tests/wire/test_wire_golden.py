@@ -137,3 +137,25 @@ def test_linkdef_bytes() -> None:
 def test_acks() -> None:
     assert success_ack() == b'{"accepted":true,"error":""}'
     assert failure_ack("no") == b'{"accepted":false,"error":"no"}'
+
+
+def test_query_reply_key_order() -> None:
+    from hostcore.wire.control import (ActorDescription, HostInventory, InstanceDescription, PingReply,
+                                       ProviderDescription)
+    ping = PingReply(id="NH", issuer="CC", labels={}, friendly_name="f", uptime_seconds=1, uptime_human="1 second",
+                     version="0.63.0", cluster_issuers="CC", js_domain=None, ctl_host="h", prov_rpc_host="h",
+                     rpc_host="h", lattice_prefix="default")
+    assert list(ping.to_map()) == ["id", "issuer", "labels", "friendly_name", "uptime_seconds", "uptime_human",
+                                   "version", "cluster_issuers", "js_domain", "ctl_host", "prov_rpc_host",
+                                   "rpc_host", "lattice_prefix"]
+    inv = HostInventory(host_id="NH", issuer="CC", labels={}, friendly_name="f",
+                        actors=(ActorDescription(id="MA", image_ref="r", name="", instances=(
+                            InstanceDescription(annotations={}, instance_id="i", revision=1),)),),
+                        providers=(ProviderDescription(id="VP", image_ref="r", link_name="default", name="",
+                                                       instance_id="p", annotations={}, revision=2,
+                                                       contract_id="c"),))
+    assert dumps(inv.to_map()) == (
+        '{"host_id":"NH","issuer":"CC","labels":{},"friendly_name":"f","actors":[{"id":"MA","image_ref":"r",'
+        '"name":"","instances":[{"annotations":{},"instance_id":"i","revision":1}]}],"providers":[{"id":"VP",'
+        '"image_ref":"r","link_name":"default","name":"","instance_id":"p","annotations":{},"revision":2,'
+        '"contract_id":"c"}]}')
