@@ -248,10 +248,6 @@ class HostConfig:
         return self.host_key.public_key
 
     @property
-    def ctl_prefix(self) -> str:
-        return f"{self.ctl_topic_prefix}.{self.lattice_prefix}"
-
-    @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 

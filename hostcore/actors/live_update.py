@@ -24,6 +24,7 @@ from hostcore.tree.messages import (
     UpdateDone,
 )
 from hostcore.actors.placement import HOST
+from hostcore.errors import LiveUpdateFailed, LiveUpdateNotRunning, LiveUpdateStaleRevision, LiveUpdateWrongActor
 from hostcore.native.claims import ActorClaims
 from hostcore.wire import cloudevents
 
@@ -53,7 +54,7 @@ class LiveUpdate:
     def receiveMsg_UpdateActor(self: ActorSupervisor, msg: UpdateActor, sender: Any) -> None:
         update = _Update(request=msg, reply_to=sender)
         if not self._live(msg.actor_id):
-            return self._update_failed(update, f"Actor {msg.actor_id} is not running on this host")
+            return self._update_failed(update, LiveUpdateNotRunning(msg.actor_id).reason)
         request_id = str(uuid.uuid4())
         self.updates[request_id] = update
         self.send(self.native, PrepareActor(actor_ref=msg.new_actor_ref, request_id=request_id))
@@ -61,7 +62,7 @@ class LiveUpdate:
     def _update_failed(self: ActorSupervisor, update: _Update, error: str) -> None:
         log.error("live update refused", extra={"actor_key": update.request.actor_id, "error": error})
         self.send(update.reply_to, UpdateDone(request_id=update.request.request_id,
-                                              error=f"Unable to perform live update: {error}"))
+                                              error=LiveUpdateFailed(error).wire))
 
     def _fail_updates_waiting_on_native(self: ActorSupervisor, error: str) -> None:
         for request_id, update in list(self.updates.items()):
@@ -73,16 +74,16 @@ class LiveUpdate:
         update = self.updates[request_id]
         key, claims, live = update.request.actor_id, prepared.claims, self._live(update.request.actor_id)
         running = max((i.claims.revision for i in live), default=0)
-        error = ""
+        refusal: LiveUpdateFailed | None = None
         if claims.public_key != key:
-            error = f"{prepared.actor_ref} holds actor {claims.public_key}, not {key}"
+            refusal = LiveUpdateWrongActor(prepared.actor_ref, claims.public_key, key)
         elif claims.revision <= running:
-            error = f"new revision {claims.revision} is not greater than the running revision {running}"
+            refusal = LiveUpdateStaleRevision(claims.revision, running)
         elif not live:
-            error = f"Actor {key} is not running on this host"
-        if error:
+            refusal = LiveUpdateNotRunning(key)
+        if refusal is not None:
             del self.updates[request_id]
-            return self._update_failed(update, error)
+            return self._update_failed(update, refusal.reason)
         update.claims, update.pending = claims, {i.instance_id for i in live}
         image = self._module_image(prepared.cwasm_path) if any(i.node != HOST for i in live) else b""
         for inst in live:

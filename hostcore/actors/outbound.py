@@ -21,7 +21,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from hostcore.tree.messages import LatticeSnapshot
-from hostcore.errors import ChunkError, HostCallError, InvocationError, RpcTimeout
+from hostcore.errors import (
+    CallAliasNotFound,
+    ChunkError,
+    HostCallError,
+    InvocationError,
+    MissingCapabilityClaim,
+    RpcTimeout,
+)
 from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocation, dechunk_response, needs_dechunk
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
@@ -34,7 +41,7 @@ from hostcore.wire.chunking_rules import LARGE_CALL_TIMEOUT_S, host_call_timeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HostCallRouter", "OutboundConnection", "T"]
+__all__ = ["HostCallRouter", "OutboundConnection"]
 
 _CLOSE_TIMEOUT_S = 2.0
 
@@ -94,11 +101,6 @@ class OutboundConnection:
             raise RpcTimeout() from None
         return bytes(msg.data)
 
-    def publish(self, subject: str, data: bytes) -> None:
-        if self._loop is not None and self._nc is not None:
-            nc = self._nc
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(nc.publish(subject, data)))  # type: ignore[union-attr]
-
     def close(self) -> None:
         with self._lock:
             loop, nc, self._loop, self._nc = self._loop, self._nc, None, None
@@ -144,13 +146,13 @@ class HostCallRouter:
         provider = self._links.get((namespace, binding or "default"))
         if provider is not None:
             if not self.claims.has_cap(namespace):
-                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
+                raise MissingCapabilityClaim(namespace)
             return provider
         if len(namespace) == 56 and namespace.startswith("M"):
             return WasmCloudEntity(namespace)
         if namespace in self._aliases:
             return WasmCloudEntity(self._aliases[namespace])
-        raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
+        raise CallAliasNotFound(namespace, self.lattice_prefix)
 
     def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
         if self.tracer is None:

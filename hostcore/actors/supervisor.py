@@ -56,7 +56,14 @@ from hostcore.tree.messages import (
 from hostcore.actors.placement import HOST, WorkerNode, requirements_for
 from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.config import HostConfig, Placement
-from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, RoleRestarted, ScaleWithoutRef
+from hostcore.errors import (
+    HostcoreError,
+    OtherRefRunning,
+    PolicyDeniedStartActor,
+    RefHoldsOtherActor,
+    RoleRestarted,
+    ScaleWithoutRef,
+)
 from hostcore.native.claims import ActorClaims
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
@@ -284,7 +291,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         """
         pk = claims.public_key
         if start.expect_key and pk != start.expect_key:
-            raise HostcoreError(f"Reference {start.actor_ref} holds actor {pk}, not {start.expect_key}")
+            raise RefHoldsOtherActor(start.actor_ref, pk, start.expect_key)
         if any(i.image_ref != start.actor_ref for i in self._live(pk)):
             raise OtherRefRunning(pk, start.actor_ref)
         ids = self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)

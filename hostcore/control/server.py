@@ -67,7 +67,14 @@ from hostcore.wire.control import (
     labels_match,
     success_ack,
 )
-from hostcore.errors import ControlRequestError, HostcoreError, RoleRestarted, WrongHost, WrongHostStop
+from hostcore.errors import (
+    ControlRequestError,
+    HostcoreError,
+    RegistryCredentialsInvalid,
+    RoleRestarted,
+    WrongHost,
+    WrongHostStop,
+)
 from hostcore.native.oci import normalize_registry_credentials
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import Rewirable, crash_if_asked
@@ -102,7 +109,7 @@ def registry_credentials(data: bytes) -> dict[str, Any]:
     try:
         return normalize_registry_credentials(json.loads(data))
     except (ValueError, HostcoreError) as err:
-        raise ControlRequestError("Failed to update registry credential map") from err
+        raise RegistryCredentialsInvalid(str(getattr(err, "wire", err))) from err
 
 
 # Which role answers a request that waits for an answer from the tree, by request kind.
