@@ -140,3 +140,7 @@ def test_no_package_cycle() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*path, nxt]))
     assert cycles == []
+
+
+def test_a_worker_node_loads_neither_the_launcher_nor_the_dashboard() -> None:
+    assert [(m, t) for m, t in edges("hostcore.worker") if inside(t, "hostcore.node", "hostcore.web")] == []
