@@ -44,6 +44,15 @@ from thespian.actors import (
     WatchMessage,
 )
 
+from hostcore.actors.native_worker import NativeWorker
+from hostcore.actors.supervisor import ActorSupervisor
+from hostcore.config import HostConfig
+from hostcore.control.events import LatticeEvents
+from hostcore.control.lattice import LatticeCache
+from hostcore.control.server import ControlServer
+from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
+from hostcore.providers.supervisor import ProviderSupervisor
+from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
 from hostcore.tree.messages import (
     Done,
     HostFailed,
@@ -63,15 +72,6 @@ from hostcore.tree.messages import (
     StartHost,
     StopHost,
 )
-from hostcore.actors.supervisor import ActorSupervisor
-from hostcore.config import HostConfig
-from hostcore.control.events import LatticeEvents
-from hostcore.control.lattice import LatticeCache
-from hostcore.control.server import ControlServer
-from hostcore.actors.native_worker import NativeWorker
-from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
-from hostcore.providers.supervisor import ProviderSupervisor
-from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
 from hostcore.wire import cloudevents
 
 log = logging.getLogger(__name__)

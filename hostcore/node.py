@@ -20,11 +20,10 @@ from types import FrameType
 
 from thespian.actors import ActorSystem
 
-from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 from hostcore.actors.placement import HOST_CAPABILITY, HOST_ID_CAPABILITY
 from hostcore.config import HostConfig, Placement
-from hostcore.host import HostSupervisor
 from hostcore.context import LocalContext, announce_host, remove_context, second_host_refusal
+from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import DEFAULT_PORT, EmbeddedNatsServer
 from hostcore.natsconn import wait_for_endpoints
@@ -32,6 +31,7 @@ from hostcore.procutil import free_port, set_launcher
 from hostcore.telemetry.launcher import LauncherTelemetry
 from hostcore.thespian_admin import configure_convention, reap_admin
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
+from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 from hostcore.web import DashboardServer, DashboardSettings
 
 __all__ = ["run_node"]

@@ -42,13 +42,6 @@ from thespian.actors import (
 
 # Preloaded: the admin forks every instance from itself, so it should hold these pages already.
 import hostcore.actors.instance  # noqa: F401
-from hostcore.tree.messages import (
-    StartWorkerWatch,
-    WorkerJoined,
-    WorkerLeft,
-    WorkerStopping,
-    WorkerWatching,
-)
 from hostcore.actors.placement import (
     HOST_CAPABILITY,
     HOST_ID_CAPABILITY,
@@ -58,9 +51,16 @@ from hostcore.actors.placement import (
 )
 from hostcore.config import WorkerConfig
 from hostcore.logs import log_defs
-from hostcore.thespian_admin import configure_convention, reap_admin
 from hostcore.procutil import descendants, end_admin_tree, free_port, pid_alive, set_launcher, set_pdeathsig
+from hostcore.thespian_admin import configure_convention, reap_admin
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
+from hostcore.tree.messages import (
+    StartWorkerWatch,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerStopping,
+    WorkerWatching,
+)
 
 __all__ = ["WorkerWatch", "run_worker"]
 

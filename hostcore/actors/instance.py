@@ -20,6 +20,24 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
+from hostcore.actors.outbound import HostCallRouter, OutboundConnection
+from hostcore.actors.placement import capability_check
+from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
+from hostcore.control.policy import PolicyEvaluator, PolicyHost, invocation_source, invocation_target
+from hostcore.errors import HostcoreError, ModuleCompileFailed, PolicyDeniedInvocation
+from hostcore.native.chunking import (
+    RESPONSE_CHUNK_THRESHOLD,
+    ChunkStore,
+    chunk_response,
+    dechunk_invocation,
+    needs_dechunk,
+)
+from hostcore.native.claims import ActorClaims
+from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
+from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import ORPHANED, Adoptable, Adopted
+from hostcore.telemetry.rpc import InstanceTelemetry
 from hostcore.tree.bridge import NatsBridgeActor
 from hostcore.tree.messages import (
     InstanceEvicted,
@@ -31,24 +49,6 @@ from hostcore.tree.messages import (
     StartInstance,
     SwapModule,
 )
-from hostcore.actors.outbound import HostCallRouter, OutboundConnection
-from hostcore.actors.placement import capability_check
-from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
-from hostcore.native.claims import ActorClaims
-from hostcore.control.policy import PolicyEvaluator, PolicyHost, invocation_source, invocation_target
-from hostcore.errors import HostcoreError, ModuleCompileFailed, PolicyDeniedInvocation
-from hostcore.native.chunking import (
-    RESPONSE_CHUNK_THRESHOLD,
-    ChunkStore,
-    chunk_response,
-    dechunk_invocation,
-    needs_dechunk,
-)
-from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
-from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import ORPHANED, Adoptable, Adopted
-from hostcore.telemetry.rpc import InstanceTelemetry
 from hostcore.wire import cloudevents, subjects
 
 __all__ = ["ActorModule"]

@@ -12,6 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hostcore.actors.placement import HOST
+from hostcore.errors import LiveUpdateFailed, LiveUpdateNotRunning, LiveUpdateStaleRevision, LiveUpdateWrongActor
+from hostcore.native.claims import ActorClaims
 from hostcore.tree.messages import (
     ActorPrepared,
     ModuleImage,
@@ -23,9 +26,6 @@ from hostcore.tree.messages import (
     UpdateActor,
     UpdateDone,
 )
-from hostcore.actors.placement import HOST
-from hostcore.errors import LiveUpdateFailed, LiveUpdateNotRunning, LiveUpdateStaleRevision, LiveUpdateWrongActor
-from hostcore.native.claims import ActorClaims
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from hostcore.tree.messages import LatticeSnapshot
 from hostcore.errors import (
     CallAliasNotFound,
     ChunkError,
@@ -36,6 +35,7 @@ from hostcore.native.nkeys import KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.process import count_reconnect
 from hostcore.telemetry.tracing import Tracer, client_span
+from hostcore.tree.messages import LatticeSnapshot
 from hostcore.wire import subjects
 from hostcore.wire.chunking_rules import LARGE_CALL_TIMEOUT_S, host_call_timeout
 

@@ -27,7 +27,22 @@ from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.batches import BatchTracker
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
+from hostcore.actors.placement import HOST, WorkerNode, requirements_for
+from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.actors.worker_nodes import WorkerNodes
+from hostcore.config import HostConfig, Placement
+from hostcore.errors import (
+    HostcoreError,
+    OtherRefRunning,
+    PolicyDeniedStartActor,
+    RefHoldsOtherActor,
+    RoleRestarted,
+    ScaleWithoutRef,
+)
+from hostcore.native.claims import ActorClaims
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
+from hostcore.telemetry.supervision import SupervisorTelemetry
 from hostcore.tree.messages import (
     ActorPrepared,
     Done,
@@ -53,21 +68,6 @@ from hostcore.tree.messages import (
     StartInstance,
     TerminateActor,
 )
-from hostcore.actors.placement import HOST, WorkerNode, requirements_for
-from hostcore.actors.records import InstanceRecord, PendingStart
-from hostcore.config import HostConfig, Placement
-from hostcore.errors import (
-    HostcoreError,
-    OtherRefRunning,
-    PolicyDeniedStartActor,
-    RefHoldsOtherActor,
-    RoleRestarted,
-    ScaleWithoutRef,
-)
-from hostcore.native.claims import ActorClaims
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
-from hostcore.telemetry.supervision import SupervisorTelemetry
 from hostcore.wire import cloudevents
 
 __all__ = ["ActorSupervisor", "matches_annotations", "scale_diff"]

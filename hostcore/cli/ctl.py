@@ -32,9 +32,9 @@ from hostcore.cli.session import CliControlClient, CliError, NoResponders, conne
 from hostcore.config import ClientConfig, add_ctl_flags, load_client_config
 from hostcore.control.client import ControlClient, ControlTimeout
 from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
-from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.errors import ConfigError, HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
+from hostcore.wire.linkdefs import LinkDefinition
 
 __all__ = ["register"]
 

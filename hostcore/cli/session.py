@@ -12,11 +12,11 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 
 from hostcore.config import ClientConfig
-from hostcore.wire import subjects
 from hostcore.control.client import ControlClient, ControlTimeout
 from hostcore.errors import HostcoreError
 from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.tracing import trace_headers
+from hostcore.wire import subjects
 
 __all__ = ["CliControlClient", "CliError", "NatsUnreachable", "NoResponders", "connect", "explain", "hint_for"]
 

@@ -15,7 +15,13 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from hostcore.errors import HostcoreError
+from hostcore.native.chunking import ChunkStore, chunk_invocation, dechunk_response
+from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
+from hostcore.native.nkeys import KeyPair
+from hostcore.telemetry.tracing import trace_headers
 from hostcore.wire import subjects
+from hostcore.wire.chunking_rules import client_call_timeout
 from hostcore.wire.control import (
     Ack,
     AuctionActorRequest,
@@ -31,12 +37,6 @@ from hostcore.wire.control import (
     parse_links_reply,
 )
 from hostcore.wire.linkdefs import LinkDefinition, LinkDeleteRequest
-from hostcore.errors import HostcoreError
-from hostcore.native.chunking import ChunkStore, chunk_invocation, dechunk_response
-from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
-from hostcore.native.nkeys import KeyPair
-from hostcore.telemetry.tracing import trace_headers
-from hostcore.wire.chunking_rules import client_call_timeout
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,11 @@ from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest, WakeupMessage
 
 from hostcore import COMPAT_VERSION
+from hostcore.config import HostConfig
+from hostcore.control.inventory import InventoryJoin, JoinedInventory
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Flush, Rewirable, crash_if_asked
+from hostcore.telemetry.process import open_process
 from hostcore.tree.bridge import NatsBridgeActor
 from hostcore.tree.messages import (
     Done,
@@ -25,11 +30,6 @@ from hostcore.tree.messages import (
     Ready,
     SendHeartbeat,
 )
-from hostcore.config import HostConfig
-from hostcore.control.inventory import InventoryJoin, JoinedInventory
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import Flush, Rewirable, crash_if_asked
-from hostcore.telemetry.process import open_process
 from hostcore.wire import cloudevents, subjects
 
 log = logging.getLogger(__name__)

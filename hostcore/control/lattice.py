@@ -26,6 +26,13 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from thespian.actors import ActorExitRequest
 
+from hostcore.config import HostConfig
+from hostcore.control.migration import migrate_legacy_cache, refmap_key
+from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
+from hostcore.native.par import ProviderClaims
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Rewirable, crash_if_asked
+from hostcore.telemetry.process import open_process
 from hostcore.tree.bridge import NatsBridgeActor
 from hostcore.tree.messages import (
     DelLink,
@@ -42,14 +49,8 @@ from hostcore.tree.messages import (
     PutRefmap,
     Ready,
 )
-from hostcore.config import HostConfig
-from hostcore.wire.linkdefs import LinkDefinition, link_id
-from hostcore.control.migration import migrate_legacy_cache, refmap_key
-from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import Rewirable, crash_if_asked
-from hostcore.telemetry.process import open_process
 from hostcore.wire import cloudevents, subjects
+from hostcore.wire.linkdefs import LinkDefinition, link_id
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
 
     def receiveMsg_EvaluateStart(self, msg: EvaluateStart, sender: Any) -> None:
         claims = msg.claims
-        if hasattr(claims, "capid"):  # a provider
+        if isinstance(claims, ProviderClaims):
             coro = self.policy.evaluate_start_provider(claims.public_key, claims.issuer, msg.link_name, claims.capid)
         else:
             coro = self.policy.evaluate_start_actor(claims)

@@ -19,6 +19,20 @@ from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
 from hostcore import COMPAT_VERSION
+from hostcore.config import HostConfig
+from hostcore.control.inventory import InventoryJoin, inventory_reply, nats_host
+from hostcore.errors import (
+    ControlRequestError,
+    HostcoreError,
+    RegistryCredentialsInvalid,
+    RoleRestarted,
+    WrongHost,
+    WrongHostStop,
+)
+from hostcore.native.oci import normalize_registry_credentials
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Rewirable, crash_if_asked
+from hostcore.telemetry.control import ControlTelemetry, command_name
 from hostcore.tree.bridge import NatsBridgeActor
 from hostcore.tree.messages import (
     DelLink,
@@ -44,11 +58,8 @@ from hostcore.tree.messages import (
     UpdateActor,
     UpdateDone,
 )
-from hostcore.config import HostConfig
 from hostcore.wire import subjects
 from hostcore.wire.cloudevents import humanize_seconds
-from hostcore.control.inventory import InventoryJoin, inventory_reply, nats_host
-from hostcore.wire.linkdefs import LinkDefinition, LinkDeleteRequest
 from hostcore.wire.control import (
     AuctionActorRequest,
     AuctionProviderRequest,
@@ -67,18 +78,7 @@ from hostcore.wire.control import (
     labels_match,
     success_ack,
 )
-from hostcore.errors import (
-    ControlRequestError,
-    HostcoreError,
-    RegistryCredentialsInvalid,
-    RoleRestarted,
-    WrongHost,
-    WrongHostStop,
-)
-from hostcore.native.oci import normalize_registry_credentials
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import Rewirable, crash_if_asked
-from hostcore.telemetry.control import ControlTelemetry, command_name
+from hostcore.wire.linkdefs import LinkDefinition, LinkDeleteRequest
 
 log = logging.getLogger(__name__)
 

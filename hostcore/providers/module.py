@@ -20,15 +20,15 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest
 
-from hostcore.tree.bridge import NatsBridgeActor
-from hostcore.tree.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
-                                      StartProviderProcess)
 from hostcore.config import SECRET_ENV, HostConfig
-from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.logs import ChildLogRelay, relay_output
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ORPHANED, Adoptable, Adopted, Rewirable
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
+                                      StartProviderProcess)
 from hostcore.wire import cloudevents, subjects
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.wire.provider import HEALTH_REQUEST, encode_host_data, otp_host_data, shutdown_request
 
 log = logging.getLogger(__name__)

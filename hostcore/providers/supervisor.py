@@ -20,6 +20,22 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
 
+from hostcore.config import HostConfig
+from hostcore.errors import PolicyDeniedStartProvider, RoleRestarted
+from hostcore.native.par import ProviderClaims
+from hostcore.procutil import set_pdeathsig
+from hostcore.providers.module import ProviderModule
+from hostcore.supervision import (
+    Adopted,
+    AdoptingSupervisor,
+    ExitWatch,
+    Flush,
+    Forget,
+    Remember,
+    Rewirable,
+    Rewire,
+    crash_if_asked,
+)
 from hostcore.tree.messages import (
     Done,
     EvaluateStart,
@@ -44,21 +60,6 @@ from hostcore.tree.messages import (
     StartProviderProcess,
     StopProvider,
 )
-from hostcore.config import HostConfig
-from hostcore.errors import PolicyDeniedStartProvider, RoleRestarted
-from hostcore.procutil import set_pdeathsig
-from hostcore.providers.module import ProviderModule
-from hostcore.supervision import (
-    Adopted,
-    AdoptingSupervisor,
-    ExitWatch,
-    Flush,
-    Forget,
-    Remember,
-    Rewirable,
-    Rewire,
-    crash_if_asked,
-)
 from hostcore.wire import cloudevents
 from hostcore.wire.claims_records import provider_record
 
@@ -73,7 +74,7 @@ ALREADY_RUNNING = "Provider with that link name is already running on this host"
 class _Provider:
     instance_id: str
     address: Any
-    claims: Any
+    claims: ProviderClaims
     image_ref: str
     link_name: str
     annotations: dict[str, str]
@@ -215,7 +216,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         else:
             self._start_failed(req, PolicyDeniedStartProvider(prepared.claims.public_key, msg.message).wire)
 
-    def start_provider(self, req: StartProvider, claims: Any, binary: Path) -> None:
+    def start_provider(self, req: StartProvider, claims: ProviderClaims, binary: Path) -> None:
         """Spawn a ProviderModule for a verified provider; progress arrives as events."""
         assert self.config is not None
         links = tuple(ld for ld in self.snapshot.links

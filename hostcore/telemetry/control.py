@@ -15,9 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hostcore.wire.control import failure_ack
 from hostcore.telemetry.process import ProcessTelemetry, open_process
 from hostcore.telemetry.tracing import NO_SPAN, Span, SpanKind, child_carrier, remote_parent
+from hostcore.wire.control import failure_ack
 
 if TYPE_CHECKING:
     from hostcore.config import HostConfig

@@ -23,13 +23,13 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
 from hostcore.control.client import ControlTimeout
-from hostcore.wire.cloudevents import event_name
-from hostcore.wire.linkdefs import LinkDefinition
+from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
 from hostcore.errors import ControlRequestRefused, HostcoreError
 from hostcore.native.claims import extract_claims
 from hostcore.web.forms import ActionFailed, Body, field_count, field_pairs, field_text, json_body
+from hostcore.wire.cloudevents import event_name
+from hostcore.wire.linkdefs import LinkDefinition
 
 if TYPE_CHECKING:
     from hostcore.web.app import Dashboard

@@ -28,9 +28,9 @@ from nats.aio.subscription import Subscription
 
 from hostcore.control.client import ControlClient, ControlTimeout
 from hostcore.errors import ControlReplyInvalid, ControlRequestRefused
-from hostcore.wire import subjects
 from hostcore.web.model import LatticeModel, LinkView
 from hostcore.web.settings import DashboardSettings
+from hostcore.wire import subjects
 
 __all__ = ["EventPredicate", "LatticeWatcher"]
 

@@ -4,21 +4,6 @@ map fields are plain dicts nobody mutates after construction.
 
 Import from this package; the modules group the messages by the roles that exchange them."""
 
-from hostcore.tree.messages.host import (
-    HostFailed,
-    HostReady,
-    HostStopped,
-    InitActorSupervisor,
-    InitControl,
-    InitEvents,
-    InitFailed,
-    InitNative,
-    PublishEvent,
-    Ready,
-    SendHeartbeat,
-    StartHost,
-    StopHost,
-)
 from hostcore.tree.messages.actors import (
     ActorPrepared,
     Done,
@@ -39,6 +24,21 @@ from hostcore.tree.messages.actors import (
     TerminateActor,
     UpdateActor,
     UpdateDone,
+)
+from hostcore.tree.messages.host import (
+    HostFailed,
+    HostReady,
+    HostStopped,
+    InitActorSupervisor,
+    InitControl,
+    InitEvents,
+    InitFailed,
+    InitNative,
+    PublishEvent,
+    Ready,
+    SendHeartbeat,
+    StartHost,
+    StopHost,
 )
 from hostcore.tree.messages.lattice import (
     DelLink,

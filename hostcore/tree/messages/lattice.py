@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostcore.config import HostConfig
+from hostcore.native.claims import ActorClaims
+from hostcore.native.par import ProviderClaims
 
 __all__ = [
     "DelLink",
@@ -92,7 +94,7 @@ class EvaluateStart:
     """To LatticeCache: may this host start it? `claims` is ActorClaims (actor) or
     ProviderClaims (provider, with `link_name`). Replied with PolicyVerdict."""
 
-    claims: Any
+    claims: ActorClaims | ProviderClaims
     request_id: str
     link_name: str = ""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hostcore.config import HostConfig
+from hostcore.native.par import ProviderClaims
 
 __all__ = [
     "InitProviderSupervisor",
@@ -77,7 +78,7 @@ class PrepareProvider:
 class ProviderPrepared:
     request_id: str
     provider_ref: str
-    claims: Any  # hostcore.native.par.ProviderClaims
+    claims: ProviderClaims
     binary: Path
 
 
@@ -86,7 +87,7 @@ class StartProviderProcess:
     """ProviderSupervisor → ProviderModule: spawn the executable with this host data."""
 
     config: HostConfig
-    claims: Any
+    claims: ProviderClaims
     binary: Path
     link_name: str
     instance_id: str
