@@ -74,7 +74,7 @@ def run_node(config: HostConfig) -> int:
     # Thespian names each process after its actor (via setproctitle); SPT_NOENV keeps the title
     # inside argv so /proc/<pid>/environ stays readable for operators and leak checks.
     os.environ.setdefault("SPT_NOENV", "1")
-    # Before the ActorSystem: every process of the tree inherits PROMETHEUS_MULTIPROC_DIR (issue 8).
+    # Before the ActorSystem: every process of the tree inherits PROMETHEUS_MULTIPROC_DIR.
     telemetry = LauncherTelemetry(config)
     admin_port = config.admin_port or free_port()
     configure_convention(config.convention)
@@ -129,7 +129,7 @@ def run_node(config: HostConfig) -> int:
 
 
 def _start_dashboard(config: HostConfig) -> DashboardServer | None:
-    """The dashboard (issue 7), started once the ActorSystem exists (P0 may create threads from
+    """The dashboard, started once the ActorSystem exists (P0 may create threads from
     then on). None when it is off (port 0) or could not start (a port in use is a warning)."""
     if not config.dashboard_port:
         return None

@@ -1,4 +1,4 @@
-"""A worker node: a Thespian admin that joins a host's convention (issue 6).
+"""A worker node: a Thespian admin that joins a host's convention.
 
     python -m hostcore worker --join HOST:ADMIN_PORT [--label k=v]... [--admin-port P] [--name ID]
 

@@ -118,7 +118,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
                 if cfg.policy_topic and cfg.policy_changes_topic:
                     await self.policy.subscribe_changes(cfg.policy_changes_topic)
                 self.plain = not self.policy.enabled
-                # wrap_rpc: a span and a latency sample per call when telemetry is on (issue 8).
+                # wrap_rpc: a span and a latency sample per call when telemetry is on.
                 await nc.subscribe(subject, queue=subject, cb=self.telemetry.wrap_rpc(self._on_rpc),
                                    pending_msgs_limit=65536)
 

@@ -115,7 +115,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.updates = {}  # live updates, by NativeWorker request id
         self.snapshot = LatticeSnapshot()
         self.policy_pending: dict[str, tuple[ActorPrepared, PendingStart]] = {}
-        self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor (issue 8)
+        self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
         self.exits = ExitWatch()  # adopted instances
         self.adopting: set[str] = set()
