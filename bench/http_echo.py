@@ -206,9 +206,9 @@ async def start_hostcore(env: BenchEnv, host: Host, instances: int) -> tuple[str
     import nats
 
     from hostcore.control.client import ControlClient
-    from hostcore.control.linkdefs import LinkDefinition
+    from hostcore.wire.linkdefs import LinkDefinition
     from hostcore.procutil import free_port
-    from hostcore.providers.par import builtin_provider_key
+    from hostcore.native.par import builtin_provider_key
 
     nc = await nats.connect(env.nats.url, name="bench-http-setup")
     try:

@@ -10,6 +10,7 @@ __all__ = [
     "ActorCallFailed",
     "ActorFetchFailed",
     "BindleUnsupported",
+    "CallAliasNotFound",
     "ChunkError",
     "ChunkMissing",
     "ChunkStoreFailed",
@@ -22,7 +23,9 @@ __all__ = [
     "ClaimsInvalid",
     "ClaimsNotYetValid",
     "ConfigError",
+    "ControlReplyInvalid",
     "ControlRequestError",
+    "ControlRequestRefused",
     "FileLoadDisabled",
     "GuestError",
     "GuestTimeout",
@@ -46,8 +49,13 @@ __all__ = [
     "InvocationTokenInvalid",
     "InvocationUntrustedIssuer",
     "LatestRefused",
+    "LiveUpdateFailed",
+    "LiveUpdateNotRunning",
+    "LiveUpdateStaleRevision",
+    "LiveUpdateWrongActor",
     "MethodNotHandled",
     "MissingCapability",
+    "MissingCapabilityClaim",
     "ModuleCompileFailed",
     "NkeyError",
     "NoClaims",
@@ -86,12 +94,13 @@ __all__ = [
     "PolicySourceInvalid",
     "PolicyTargetInvalid",
     "PolicyTimedOut",
-    "RoleRestarted",
     "ProviderDeserFailed",
     "ProviderError",
     "ProviderOperationFailed",
     "ProviderTargetMismatch",
+    "RefHoldsOtherActor",
     "RegistryCredentialsInvalid",
+    "RoleRestarted",
     "RpcTimeout",
     "ScaleWithoutRef",
     "TokenBadAlgorithm",
@@ -163,6 +172,7 @@ class ClaimsInvalid(ClaimsError):
     """Other token validation failures: `Failed to validate claims token: {e}`."""
 
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Failed to validate claims token: {detail}")
 
 
@@ -185,6 +195,7 @@ class TokenError(HostcoreError, ValueError):
 
 class TokenMalformed(TokenError):
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Decode error: {detail}")
 
 
@@ -206,6 +217,7 @@ class TokenMissingSubject(TokenError):
 
 class TokenBadIssuerKey(TokenError):
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Encryption error: {detail}")
 
 
@@ -240,6 +252,7 @@ class InvocationTokenInvalid(InvocationError):
     """§4.6 step 2: the invocation JWT is structurally invalid; `wire` is the TokenError's text."""
 
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(detail)
 
 
@@ -261,6 +274,8 @@ class InvocationNoWascap(InvocationError):
 
 class InvocationHashMismatch(InvocationError):
     def __init__(self, claimed: str, computed: str) -> None:
+        self.claimed = claimed
+        self.computed = computed
         super().__init__(
             f"Invocation hash does not match signed claims hash ({claimed} / {computed})"
         )
@@ -268,6 +283,7 @@ class InvocationHashMismatch(InvocationError):
 
 class InvocationBadHostId(InvocationError):
     def __init__(self, host_id: str) -> None:
+        self.host_id = host_id
         super().__init__(f"Invalid host ID on invocation: '{host_id}'")
 
 
@@ -285,6 +301,7 @@ class InvocationOriginMismatch(InvocationError):
 
 class MissingCapability(InvocationError):
     def __init__(self, operation: str) -> None:
+        self.operation = operation
         super().__init__(f'Actor is missing the capability claim for "{operation}"')
 
 
@@ -307,6 +324,7 @@ class ModuleCompileFailed(HostcoreError):
     """Bytes that look like wasm (or a cached .cwasm) that wasmtime cannot compile or load."""
 
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Failed to compile module: {detail}")
 
 
@@ -314,6 +332,7 @@ class InstantiationFailed(HostcoreError):
     """A module cannot be instantiated: unknown import, memory limit, or a trap in its init exports."""
 
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Failed to instantiate actor: {detail}")
 
 
@@ -325,6 +344,23 @@ class RpcTimeout(HostCallError, TimeoutError):
     wire = "Failed to perform RPC call: request timeout"
 
 
+class MissingCapabilityClaim(HostCallError, PermissionError):
+    """A linked contract the calling actor has no capability claim for (protocol.md §4.10)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(f"Invocation not authorized: missing capability claim for {namespace}")
+
+
+class CallAliasNotFound(HostCallError, LookupError):
+    """No link, actor key or call alias matches the call's namespace (protocol.md §4.10 step 5)."""
+
+    def __init__(self, namespace: str, lattice: str) -> None:
+        self.namespace = namespace
+        self.lattice = lattice
+        super().__init__(f"Call alias not found: {namespace} on {lattice}")
+
+
 # --- actor lifecycle (protocol.md §2.3, §8.1, §11) ---------------------------------------------------
 
 
@@ -332,9 +368,50 @@ class ScaleWithoutRef(HostcoreError):
     wire = "Scaling actor up without an OCI reference is not currently supported"
 
 
+class RefHoldsOtherActor(HostcoreError):
+    """`ref` resolved to a module of another actor than the one a scale or update names."""
+
+    def __init__(self, ref: str, public_key: str, expected: str) -> None:
+        self.ref = ref
+        self.public_key = public_key
+        self.expected = expected
+        super().__init__(f"Reference {ref} holds actor {public_key}, not {expected}")
+
+
+class LiveUpdateFailed(HostcoreError):
+    """An `upd` request was refused (protocol.md §2.3); `reason` is what came after the prefix."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"Unable to perform live update: {reason}")
+
+
+class LiveUpdateNotRunning(LiveUpdateFailed):
+    def __init__(self, actor_id: str) -> None:
+        self.actor_id = actor_id
+        super().__init__(f"Actor {actor_id} is not running on this host")
+
+
+class LiveUpdateWrongActor(LiveUpdateFailed):
+    def __init__(self, ref: str, public_key: str, expected: str) -> None:
+        self.ref = ref
+        self.public_key = public_key
+        self.expected = expected
+        super().__init__(f"{ref} holds actor {public_key}, not {expected}")
+
+
+class LiveUpdateStaleRevision(LiveUpdateFailed):
+    def __init__(self, revision: int, running: int) -> None:
+        self.revision = revision
+        self.running = running
+        super().__init__(f"new revision {revision} is not greater than the running revision {running}")
+
+
 class OtherRefRunning(HostcoreError):
     # v0.59 text (protocol.md §11.1 step 3).
     def __init__(self, public_key: str, ref: str) -> None:
+        self.public_key = public_key
+        self.ref = ref
         super().__init__(
             f"Cannot start new instance of {public_key} from OCI '{ref}', it is already running "
             "with different OCI reference. To upgrade an actor, use live update."
@@ -367,6 +444,8 @@ class LatestRefused(ActorFetchFailed):
 
 class OciReferenceInvalid(ActorFetchFailed, ValueError):
     def __init__(self, ref: str, detail: str) -> None:
+        self.ref = ref
+        self.detail = detail
         super().__init__(f"Invalid OCI reference '{ref}': {detail}")
 
 
@@ -376,6 +455,7 @@ class OciError(ActorFetchFailed):
     detail = "registry error"
 
     def __init__(self, ref: str, detail: str | None = None, *, action: str = "fetch") -> None:
+        self.action = action
         self.ref = ref
         if detail is not None:
             self.detail = detail
@@ -388,6 +468,9 @@ class OciRegistryUnreachable(OciError, ConnectionError):
 
 class OciTlsFailed(OciRegistryUnreachable):
     def __init__(self, ref: str, registry: str, *, action: str = "fetch") -> None:
+        self.ref = ref
+        self.registry = registry
+        self.action = action
         super().__init__(
             ref,
             f"TLS connection to {registry} failed; if it is a plain-HTTP registry, "
@@ -398,6 +481,10 @@ class OciTlsFailed(OciRegistryUnreachable):
 
 class OciTimeout(OciError, TimeoutError):
     def __init__(self, ref: str, registry: str, timeout_s: float, *, action: str = "fetch") -> None:
+        self.ref = ref
+        self.registry = registry
+        self.timeout_s = timeout_s
+        self.action = action
         super().__init__(ref, f"registry {registry} did not answer within {timeout_s:g}s", action=action)
 
 
@@ -423,6 +510,9 @@ class OciAuthError(OciError, PermissionError):
 
 class OciAuthRequired(OciAuthError):
     def __init__(self, ref: str, registry: str, *, action: str = "fetch") -> None:
+        self.ref = ref
+        self.registry = registry
+        self.action = action
         super().__init__(
             ref, f"authentication required by {registry} (401); no credentials are configured for it",
             action=action,
@@ -431,6 +521,9 @@ class OciAuthRequired(OciAuthError):
 
 class OciAuthRejected(OciAuthError):
     def __init__(self, ref: str, registry: str, *, action: str = "fetch") -> None:
+        self.ref = ref
+        self.registry = registry
+        self.action = action
         super().__init__(ref, f"credentials for {registry} were rejected (401)", action=action)
 
 
@@ -440,11 +533,17 @@ class OciAccessDenied(OciAuthError):
 
 class OciDigestMismatch(OciError):
     def __init__(self, ref: str, expected: str, actual: str, *, action: str = "fetch") -> None:
+        self.ref = ref
+        self.expected = expected
+        self.actual = actual
+        self.action = action
         super().__init__(ref, f"content digest mismatch: expected {expected}, got {actual}", action=action)
 
 
 class IncompatibleLayerMediaType(OciError):
     def __init__(self, ref: str, media_type: str) -> None:
+        self.ref = ref
+        self.media_type = media_type
         super().__init__(ref, f"incompatible layer media type '{media_type}'")
 
 
@@ -465,6 +564,22 @@ class OciRegistryError(OciError):
 
 class ControlRequestError(HostcoreError):
     """A control request was malformed; `wire` is the command's documented failure text."""
+
+
+class ControlRequestRefused(HostcoreError):
+    """A host answered a control request with a failure ack; `error` is its text."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        super().__init__(error or "The host refused the request")
+
+
+class ControlReplyInvalid(HostcoreError, ValueError):
+    """A control reply could not be read; `subject` names the request."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"Unreadable reply to {subject}")
 
 
 class WrongHost(ControlRequestError):
@@ -503,6 +618,7 @@ class ParTooShort(ParError):
 
 class ParUnreadable(ParError):
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Invalid provider archive: {detail}")
 
 
@@ -514,6 +630,7 @@ class ParIncomplete(ParError):
 
 class ParClaimsInvalid(ParError):
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"Invalid provider archive claims: {detail}")
 
 
@@ -525,6 +642,7 @@ class ParHashMismatch(ParError):
 
 class ParTargetMissing(ParError):
     def __init__(self, target: str, available: tuple[str, ...]) -> None:
+        self.available = available
         self.target = target
         have = ", ".join(available) or "none"
         super().__init__(f"Provider archive has no binary for target '{target}' (has: {have})")
@@ -539,21 +657,26 @@ class ProviderError(HostcoreError):
 
 class HostDataInvalid(ProviderError):
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"parsing host data: {detail}")
 
 
 class ProviderTargetMismatch(ProviderError):
     def __init__(self, target: str, provider_key: str) -> None:
+        self.target = target
+        self.provider_key = provider_key
         super().__init__(f"target key mismatch: {target} != {provider_key}")
 
 
 class UnlinkedActor(ProviderError):
     def __init__(self, actor_id: str) -> None:
+        self.actor_id = actor_id
         super().__init__(f"unlinked actor: '{actor_id}'")
 
 
 class MethodNotHandled(ProviderError):
     def __init__(self, operation: str) -> None:
+        self.operation = operation
         super().__init__(f"method not handled {operation}")
 
 
@@ -561,6 +684,7 @@ class ProviderDeserFailed(ProviderError):
     """An operation's msgpack argument does not have the interface's shape."""
 
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(f"deser error: {detail}")
 
 
@@ -592,11 +716,13 @@ class PolicyNoResponders(HostcoreError):
 
 class PolicySourceInvalid(HostcoreError, ValueError):
     def __init__(self, missing: str) -> None:
+        self.missing = missing
         super().__init__(f"Invalid source argument, missing required fields: {missing}")
 
 
 class PolicyTargetInvalid(HostcoreError, ValueError):
     def __init__(self, missing: str) -> None:
+        self.missing = missing
         super().__init__(f"Invalid target argument, missing required fields: {missing}")
 
 
@@ -606,18 +732,23 @@ class PolicyDenied(HostcoreError, PermissionError):
     unspecified = "reason not specified"
 
     def __init__(self, wire: str, message: str) -> None:
+        self.wire = wire
         self.message = message
         super().__init__(wire)
 
 
 class PolicyDeniedStartActor(PolicyDenied):
     def __init__(self, public_key: str, message: str = "") -> None:
+        self.public_key = public_key
+        self.message = message
         reason = message or self.unspecified
         super().__init__(f"Starting actor {public_key} denied: {reason}", reason)
 
 
 class PolicyDeniedStartProvider(PolicyDenied):
     def __init__(self, public_key: str, message: str = "") -> None:
+        self.public_key = public_key
+        self.message = message
         reason = message or self.unspecified
         super().__init__(f"Starting provider {public_key} denied: {reason}", reason)
 
@@ -625,6 +756,7 @@ class PolicyDeniedStartProvider(PolicyDenied):
 class PolicyDeniedInvocation(PolicyDenied):
     # §9.6: a denial without a message (e.g. claims not cached) reads "reason not specified".
     def __init__(self, message: str = "") -> None:
+        self.message = message
         reason = message or self.unspecified
         super().__init__(f"Policy denied invocation: {reason}", reason)
 
@@ -636,17 +768,23 @@ class ChunkError(HostcoreError):
     """A chunked payload could not be stored in or read from the lattice's object store."""
 
     def __init__(self, wire: str, name: str) -> None:
+        self.wire = wire
         self.name = name
         super().__init__(wire)
 
 
 class ChunkMissing(ChunkError, LookupError):
     def __init__(self, name: str, bucket: str) -> None:
+        self.name = name
+        self.bucket = bucket
         super().__init__(f"Chunked payload '{name}' not found in object store '{bucket}'", name)
 
 
 class ChunkTimeout(ChunkError, TimeoutError):
     def __init__(self, name: str, bucket: str, timeout_s: float) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.timeout_s = timeout_s
         super().__init__(
             f"Object store '{bucket}' did not store or return '{name}' within {timeout_s:g}s", name
         )
@@ -654,6 +792,9 @@ class ChunkTimeout(ChunkError, TimeoutError):
 
 class ChunkStoreFailed(ChunkError):
     def __init__(self, name: str, bucket: str, detail: str) -> None:
+        self.name = name
+        self.bucket = bucket
+        self.detail = detail
         super().__init__(f"Object store '{bucket}' failed on '{name}': {detail}", name)
 
 

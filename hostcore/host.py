@@ -17,6 +17,13 @@ restarted supervisor adopts the instances and provider modules that outlived its
 
 It also watches the launcher: if the launcher dies without stopping us (kill -9), it ends the
 Thespian admin and everything below it, so nothing the host started outlives it.
+
+Where the pieces live (tests/test_import_rules.py keeps the arrows pointing down):
+
+    host.py, actors/, providers/, control/   the roles above (NativeWorker: actors/native_worker.py)
+    tree/                                    their messages and the NATS bridge they share
+    native/                                  host-free: claims, PARs, invocations, wasmtime, OCI
+    wire/                                    every subject and wire shape, for host, SDK, client, web, cli
 """
 
 from __future__ import annotations
@@ -37,7 +44,16 @@ from thespian.actors import (
     WatchMessage,
 )
 
-from hostcore.actors.messages import (
+from hostcore.actors.native_worker import NativeWorker
+from hostcore.actors.supervisor import ActorSupervisor
+from hostcore.config import HostConfig
+from hostcore.control.events import LatticeEvents
+from hostcore.control.lattice import LatticeCache
+from hostcore.control.server import ControlServer
+from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
+from hostcore.providers.supervisor import ProviderSupervisor
+from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
+from hostcore.tree.messages import (
     Done,
     HostFailed,
     HostReady,
@@ -56,15 +72,7 @@ from hostcore.actors.messages import (
     StartHost,
     StopHost,
 )
-from hostcore.actors.supervisor import ActorSupervisor
-from hostcore.config import HostConfig
-from hostcore.control.events import LatticeEvents
-from hostcore.control.lattice import LatticeCache
-from hostcore.control.server import ControlServer
-from hostcore.native.worker import NativeWorker
-from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
-from hostcore.providers.supervisor import ProviderSupervisor
-from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
+from hostcore.wire import cloudevents
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +164,8 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
             self.started = True
             cfg = self.config
             events = self.children["events"]
-            self.send(events, PublishEvent(event_type="host_started",
-                                           data={"labels": cfg.labels, "friendly_name": cfg.friendly_name}))
+            self.send(events, PublishEvent.of(cloudevents.host_started(labels=cfg.labels,
+                                                                       friendly_name=cfg.friendly_name)))
             self.send(events, SendHeartbeat())  # the first heartbeat follows host_started
             log.info("host started", extra={"host_id": cfg.host_id, "lattice": cfg.lattice_prefix,
                                             "nats_url": cfg.nats_url})
@@ -238,8 +246,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
                 continue
             self.send(address, ActorExitRequest())
             if "events" in self.children:
-                event_type, data = record.stopped_event()
-                self.send(self.children["events"], PublishEvent(event_type=event_type, data=data))
+                self.send(self.children["events"], PublishEvent.of(record.stopped_event()))
         self.records[role].clear()
         self.purging.discard(role)
 
@@ -256,8 +263,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if events is None:
             self.send(self.launcher, HostStopped(host_id=self.config.host_id))
             return
-        self.send(events, PublishEvent(event_type="host_stopped",
-                                       data={"labels": self.config.labels, "reason": self.stop_reason}))
+        self.send(events, PublishEvent.of(cloudevents.host_stopped(labels=self.config.labels, reason=self.stop_reason)))
         # Stopping LatticeEvents drains its connection, so host_stopped is out before we answer.
         self.send(events, ActorExitRequest())
 

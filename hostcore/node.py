@@ -11,32 +11,30 @@ HOST:ADMIN_PORT`, hostcore/worker.py) join it, and ActorSupervisor may place ins
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib
 import logging
 import logging.config
 import os
 import signal
 import threading
 from types import FrameType
-from typing import Any
 
 from thespian.actors import ActorSystem
 
-from hostcore.actors.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
-from hostcore.actors.placement import HOST_CAPABILITY
-from hostcore.config import ConventionTiming, HostConfig, Placement
-from hostcore.host import HostSupervisor
+from hostcore.actors.placement import HOST_CAPABILITY, HOST_ID_CAPABILITY
+from hostcore.config import HostConfig, Placement
 from hostcore.context import LocalContext, announce_host, remove_context, second_host_refusal
+from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import DEFAULT_PORT, EmbeddedNatsServer
 from hostcore.natsconn import wait_for_endpoints
-from hostcore.procutil import descendants, free_port, pid_alive, set_launcher, wait_for
+from hostcore.procutil import free_port, set_launcher
 from hostcore.telemetry.launcher import LauncherTelemetry
+from hostcore.thespian_admin import configure_convention, reap_admin
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
+from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 from hostcore.web import DashboardServer, DashboardSettings
 
-__all__ = ["configure_convention", "reap_admin", "run_node"]
+__all__ = ["run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +74,12 @@ def run_node(config: HostConfig) -> int:
     # Thespian names each process after its actor (via setproctitle); SPT_NOENV keeps the title
     # inside argv so /proc/<pid>/environ stays readable for operators and leak checks.
     os.environ.setdefault("SPT_NOENV", "1")
-    # Before the ActorSystem: every process of the tree inherits PROMETHEUS_MULTIPROC_DIR (issue 8).
+    # Before the ActorSystem: every process of the tree inherits PROMETHEUS_MULTIPROC_DIR.
     telemetry = LauncherTelemetry(config)
     admin_port = config.admin_port or free_port()
     configure_convention(config.convention)
     # No 'Convention Address.IPv4': this admin leads the convention that workers join.
-    capabilities = {"Admin Port": admin_port, HOST_CAPABILITY: True, "hostcore.host_id": config.host_id}
+    capabilities = {"Admin Port": admin_port, HOST_CAPABILITY: True, HOST_ID_CAPABILITY: config.host_id}
     set_launcher(os.getpid())  # every process of the tree can watch this launcher
     # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
     asys = ActorSystem("multiprocTCPBase", capabilities,
@@ -131,44 +129,10 @@ def run_node(config: HostConfig) -> int:
 
 
 def _start_dashboard(config: HostConfig) -> DashboardServer | None:
-    """The dashboard (issue 7), started once the ActorSystem exists (P0 may create threads from
+    """The dashboard, started once the ActorSystem exists (P0 may create threads from
     then on). None when it is off (port 0) or could not start (a port in use is a warning)."""
     if not config.dashboard_port:
         return None
     server = DashboardServer(DashboardSettings.from_host_config(config, token=config.dashboard_token),
                              host=config.dashboard_host, port=config.dashboard_port)
     return server if server.start() else None
-
-
-def configure_convention(timing: ConventionTiming) -> None:
-    """Set Thespian's convention timers for the admin this process is about to start (the admin
-    forks from here, so call this before creating the ActorSystem). Idempotent; not thread-safe.
-
-    Thespian reads CONVENTION_* from the environment once, at import; its module globals are set
-    too, so import order does not matter. The restart period must be short as well: a member's
-    admin picks its next wake-up *before* it has joined, from CONVENTION_RESTART_PERIOD (3:22 by
-    default), and sleeps through the leader's answer. Measured with thespian 4.0.1: a worker
-    registered once and then stayed silent for 200 s, so the leader dropped it after
-    period × miss_max although it was alive.
-    """
-    period = dt.timedelta(seconds=timing.period_s)
-    os.environ["CONVENTION_REREGISTRATION_PERIOD"] = f"{timing.period_s // 60}:{timing.period_s % 60}"
-    os.environ["CONVENTION_RESTART_PERIOD"] = os.environ["CONVENTION_REREGISTRATION_PERIOD"]
-    os.environ["CONVENTION_REGISTRATION_MISS_MAX"] = str(timing.miss_max)
-    convention: Any = importlib.import_module("thespian.system.admin.convention")
-    convention.CONVENTION_REREGISTRATION_PERIOD = period
-    convention.CONVENTION_RESTART_PERIOD = period
-    convention.CONVENTION_REGISTRATION_MISS_MAX = timing.miss_max
-
-
-def reap_admin(admin_pid: int) -> None:
-    """ActorSystem.shutdown() should end the admin and its logger; make sure of it."""
-    leftovers = [admin_pid, *descendants(admin_pid)]
-    if wait_for(lambda: not any(pid_alive(p) for p in leftovers), 5.0):
-        return
-    log.warning("actor system processes outlived shutdown; killing them", extra={"pids": leftovers})
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -9,7 +9,7 @@ adopted process is not a Thespian child of its new supervisor, so Thespian never
 `ExitWatch` turns a pidfd per adopted process into a wake-up of the supervisor instead.
 
 The messages of this protocol live here, beside the mechanics they drive, rather than in the
-catalogue of role messages (hostcore/actors/messages.py).
+catalogue of role messages (hostcore/tree/messages/).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from thespian.actors import ActorExitRequest, ThespianWatch, WakeupMessage, Watc
 
 from hostcore.config import HostConfig
 from hostcore.procutil import launcher_pid, set_pdeathsig
+from hostcore.wire.cloudevents import Event
 
 __all__ = [
     "ORPHANED",
@@ -125,7 +126,7 @@ class ChildRecord(Protocol):
     instance_id: str
     address: Any
 
-    def stopped_event(self) -> tuple[str, dict[str, Any]]: ...
+    def stopped_event(self) -> Event: ...
 
 
 # --- restart intensity ---------------------------------------------------------------------------

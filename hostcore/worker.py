@@ -1,4 +1,4 @@
-"""A worker node: a Thespian admin that joins a host's convention (issue 6).
+"""A worker node: a Thespian admin that joins a host's convention.
 
     python -m hostcore worker --join HOST:ADMIN_PORT [--label k=v]... [--admin-port P] [--name ID]
 
@@ -42,24 +42,25 @@ from thespian.actors import (
 
 # Preloaded: the admin forks every instance from itself, so it should hold these pages already.
 import hostcore.actors.instance  # noqa: F401
-from hostcore.actors.messages import (
-    StartWorkerWatch,
-    WorkerJoined,
-    WorkerLeft,
-    WorkerStopping,
-    WorkerWatching,
-)
 from hostcore.actors.placement import (
     HOST_CAPABILITY,
+    HOST_ID_CAPABILITY,
     WORKER_CAPABILITY,
     WORKER_ID_CAPABILITY,
     WORKER_LABELS_CAPABILITY,
 )
 from hostcore.config import WorkerConfig
 from hostcore.logs import log_defs
-from hostcore.node import configure_convention, reap_admin
 from hostcore.procutil import descendants, end_admin_tree, free_port, pid_alive, set_launcher, set_pdeathsig
+from hostcore.thespian_admin import configure_convention, reap_admin
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
+from hostcore.tree.messages import (
+    StartWorkerWatch,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerStopping,
+    WorkerWatching,
+)
 
 __all__ = ["WorkerWatch", "run_worker"]
 
@@ -185,7 +186,7 @@ class WorkerWatch(ActorTypeDispatcher):  # type: ignore[misc]
         caps = msg.remoteCapabilities or {}
         if not caps.get(HOST_CAPABILITY):
             return
-        host_id, admin = str(caps.get("hostcore.host_id", "")), str(msg.remoteAdminAddress)
+        host_id, admin = str(caps.get(HOST_ID_CAPABILITY, "")), str(msg.remoteAdminAddress)
         if msg.remoteAdded:
             self.send(self.launcher, WorkerJoined(host_id=host_id, host_admin=admin))
             return

@@ -18,6 +18,7 @@ from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.errors import RoleRestarted
 from hostcore.supervision import Adopted, AdoptingSupervisor
+from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
     from hostcore.actors.supervisor import ActorSupervisor
@@ -34,8 +35,7 @@ class InstanceAdoption(AdoptingSupervisor):
         for record in records:
             if isinstance(record, PendingStart):
                 self._forget(record.key)
-                self._event("actor_start_failed", {"actor_ref": record.actor_ref,
-                                                   "error": RoleRestarted("actor supervisor").wire})
+                self._event(cloudevents.actor_start_failed(record.actor_ref, RoleRestarted("actor supervisor").wire))
             elif isinstance(record, InstanceRecord):
                 self.instances[record.instance_id] = record
                 if record.node == HOST:

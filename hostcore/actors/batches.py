@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hostcore.wire import cloudevents
+
 __all__ = ["BatchTracker"]
 
-Publish = Callable[[str, dict[str, Any]], None]
+Publish = Callable[[cloudevents.Event], None]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,7 +33,7 @@ class _StartBatch:
 
 @dataclass(slots=True, kw_only=True)
 class _StopBatch:
-    data: dict[str, Any]
+    event: cloudevents.Event
     pending: set[str]
 
 
@@ -45,15 +47,15 @@ class BatchTracker:
         self._starts: list[_StartBatch] = []
         self._stops: list[_StopBatch] = []
 
-    def _publish(self, event_type: str, data: dict[str, Any]) -> None:
-        self._publish_event(event_type, {**data, "host_id": self.host_id})
+    def _publish(self, event: cloudevents.Event) -> None:
+        self._publish_event(event)
 
     # --- starts ----------------------------------------------------------------------------------
 
     def start_failed(self, public_key: str, image_ref: str, annotations: dict[str, str], error: str) -> None:
         """The whole batch was refused before any instance (fetch, claims, policy, other ref)."""
-        self._publish("actors_start_failed", {"public_key": public_key, "image_ref": image_ref,
-                                              "annotations": dict(annotations), "error": error})
+        self._publish(cloudevents.actors_start_failed(public_key=public_key, image_ref=image_ref,
+                                                      annotations=annotations, error=error, host_id=self.host_id))
 
     def starting(self, instance_ids: Iterable[str], public_key: str, image_ref: str,
                  annotations: dict[str, str], claims: dict[str, Any]) -> None:
@@ -82,9 +84,9 @@ class BatchTracker:
             return
         self._starts.remove(batch)
         if batch.started:
-            self._publish("actors_started", {"public_key": batch.public_key, "image_ref": batch.image_ref,
-                                             "annotations": batch.annotations, "claims": batch.claims,
-                                             "count": batch.started})
+            self._publish(cloudevents.actors_started(public_key=batch.public_key, image_ref=batch.image_ref,
+                                                     annotations=batch.annotations, claims=batch.claims,
+                                                     count=batch.started, host_id=self.host_id))
         if batch.errors:
             self.start_failed(batch.public_key, batch.image_ref, batch.annotations, batch.errors[0])
 
@@ -94,12 +96,13 @@ class BatchTracker:
                  annotations: dict[str, str]) -> None:
         """A stop request halted `instance_ids`; `count` is the request's, `remaining` the live
         instances of the key left on this host."""
-        data = {"public_key": public_key, "count": count, "remaining": remaining, "annotations": dict(annotations)}
+        event = cloudevents.actors_stopped(public_key=public_key, count=count, remaining=remaining,
+                                           annotations=annotations, host_id=self.host_id)
         pending = set(instance_ids)
         if not pending:
-            self._publish("actors_stopped", data)
+            self._publish(event)
         else:
-            self._stops.append(_StopBatch(data=data, pending=pending))
+            self._stops.append(_StopBatch(event=event, pending=pending))
 
     def instance_gone(self, instance_id: str) -> None:
         """An instance ended (stopped, or died while starting)."""
@@ -109,4 +112,4 @@ class BatchTracker:
             batch.pending.discard(instance_id)
             if not batch.pending:
                 self._stops.remove(batch)
-                self._publish("actors_stopped", batch.data)
+                self._publish(batch.event)

@@ -20,22 +20,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
-    InstanceEvicted,
-    InstanceFailed,
-    InstanceStarted,
-    LatticeSnapshot,
-    ModuleImage,
-    ModuleSwapped,
-    StartInstance,
-    SwapModule,
-)
 from hostcore.actors.outbound import HostCallRouter, OutboundConnection
 from hostcore.actors.placement import capability_check
 from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
-from hostcore.native.claims import ActorClaims
-from hostcore.control.events import cloud_event, invocation_event_data
 from hostcore.control.policy import PolicyEvaluator, PolicyHost, invocation_source, invocation_target
 from hostcore.errors import HostcoreError, ModuleCompileFailed, PolicyDeniedInvocation
 from hostcore.native.chunking import (
@@ -45,23 +32,32 @@ from hostcore.native.chunking import (
     dechunk_invocation,
     needs_dechunk,
 )
+from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ORPHANED, Adoptable, Adopted
 from hostcore.telemetry.rpc import InstanceTelemetry
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
+    InstanceEvicted,
+    InstanceFailed,
+    InstanceStarted,
+    LatticeSnapshot,
+    ModuleImage,
+    ModuleSwapped,
+    StartInstance,
+    SwapModule,
+)
+from hostcore.wire import cloudevents, subjects
 
-__all__ = ["ActorModule", "rpc_subject"]
+__all__ = ["ActorModule"]
 
 log = logging.getLogger(__name__)
 
 
 async def _call(fn: Callable[[], None]) -> None:
     fn()
-
-
-def rpc_subject(lattice_prefix: str, actor_key: str) -> str:
-    return f"wasmbus.rpc.{lattice_prefix}.{actor_key}"
 
 
 # The caller of an RPC gives up after its RPC timeout (2 s by default); a guest still running then
@@ -100,7 +96,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
         cfg, claims = msg.config, msg.claims
         self.config, self.instance_id = cfg, msg.instance_id
         self.telemetry = InstanceTelemetry.open(cfg, actor_key=claims.public_key, instance_id=msg.instance_id)
-        self.rpcevt_subject = f"wasmbus.rpcevt.{cfg.lattice_prefix}"
+        self.rpcevt_subject = subjects.rpc_events(cfg.lattice_prefix)
         self.outbound = OutboundConnection(cfg.rpc, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}",
                                            js_domain=cfg.js_domain)
         try:
@@ -113,7 +109,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
                 claims=claims, runtime=self.runtime, validator=InvocationValidator(cfg.cluster_issuers),
                 instance_id=msg.instance_id, on_result=self.telemetry.wrap_result(self._rpc_event),
             )
-            subject = rpc_subject(cfg.lattice_prefix, claims.public_key)
+            subject = subjects.actor_rpc(cfg.lattice_prefix, claims.public_key)
 
             async def setup(nc: NatsClient) -> None:
                 self.chunks = ChunkStore(nc.jetstream(domain=cfg.js_domain), cfg.lattice_prefix)
@@ -122,7 +118,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
                 if cfg.policy_topic and cfg.policy_changes_topic:
                     await self.policy.subscribe_changes(cfg.policy_changes_topic)
                 self.plain = not self.policy.enabled
-                # wrap_rpc: a span and a latency sample per call when telemetry is on (issue 8).
+                # wrap_rpc: a span and a latency sample per call when telemetry is on.
                 await nc.subscribe(subject, queue=subject, cb=self.telemetry.wrap_rpc(self._on_rpc),
                                    pending_msgs_limit=65536)
 
@@ -163,9 +159,9 @@ class ActorModule(Adoptable, NatsBridgeActor):
 
     def _rpc_event(self, ok: bool, source: WasmCloudEntity, dest: WasmCloudEntity, operation: str, size: int) -> None:
         """protocol.md §3.5 invocation_succeeded / invocation_failed; runs on the loop thread."""
-        data = invocation_event_data(source, dest, operation, size)
-        event = cloud_event("invocation_succeeded" if ok else "invocation_failed", data, self.config.host_id)
-        self.loop.create_task(self.nc.publish(self.rpcevt_subject, event))
+        event = cloudevents.invocation(source, dest, operation, size, ok=ok)
+        body = cloudevents.cloud_event(event.type, event.data, self.config.host_id)
+        self.loop.create_task(self.nc.publish(self.rpcevt_subject, body))
 
     def adoption_reply(self, instance_id: str) -> Adopted:
         self.supervisor = self.adopted_by

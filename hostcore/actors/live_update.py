@@ -12,7 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hostcore.actors.messages import (
+from hostcore.actors.placement import HOST
+from hostcore.errors import LiveUpdateFailed, LiveUpdateNotRunning, LiveUpdateStaleRevision, LiveUpdateWrongActor
+from hostcore.native.claims import ActorClaims
+from hostcore.tree.messages import (
     ActorPrepared,
     ModuleImage,
     ModuleSwapped,
@@ -23,8 +26,7 @@ from hostcore.actors.messages import (
     UpdateActor,
     UpdateDone,
 )
-from hostcore.actors.placement import HOST
-from hostcore.native.claims import ActorClaims
+from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
     from hostcore.actors.supervisor import ActorSupervisor
@@ -52,7 +54,7 @@ class LiveUpdate:
     def receiveMsg_UpdateActor(self: ActorSupervisor, msg: UpdateActor, sender: Any) -> None:
         update = _Update(request=msg, reply_to=sender)
         if not self._live(msg.actor_id):
-            return self._update_failed(update, f"Actor {msg.actor_id} is not running on this host")
+            return self._update_failed(update, LiveUpdateNotRunning(msg.actor_id).reason)
         request_id = str(uuid.uuid4())
         self.updates[request_id] = update
         self.send(self.native, PrepareActor(actor_ref=msg.new_actor_ref, request_id=request_id))
@@ -60,7 +62,7 @@ class LiveUpdate:
     def _update_failed(self: ActorSupervisor, update: _Update, error: str) -> None:
         log.error("live update refused", extra={"actor_key": update.request.actor_id, "error": error})
         self.send(update.reply_to, UpdateDone(request_id=update.request.request_id,
-                                              error=f"Unable to perform live update: {error}"))
+                                              error=LiveUpdateFailed(error).wire))
 
     def _fail_updates_waiting_on_native(self: ActorSupervisor, error: str) -> None:
         for request_id, update in list(self.updates.items()):
@@ -72,16 +74,16 @@ class LiveUpdate:
         update = self.updates[request_id]
         key, claims, live = update.request.actor_id, prepared.claims, self._live(update.request.actor_id)
         running = max((i.claims.revision for i in live), default=0)
-        error = ""
+        refusal: LiveUpdateFailed | None = None
         if claims.public_key != key:
-            error = f"{prepared.actor_ref} holds actor {claims.public_key}, not {key}"
+            refusal = LiveUpdateWrongActor(prepared.actor_ref, claims.public_key, key)
         elif claims.revision <= running:
-            error = f"new revision {claims.revision} is not greater than the running revision {running}"
+            refusal = LiveUpdateStaleRevision(claims.revision, running)
         elif not live:
-            error = f"Actor {key} is not running on this host"
-        if error:
+            refusal = LiveUpdateNotRunning(key)
+        if refusal is not None:
             del self.updates[request_id]
-            return self._update_failed(update, error)
+            return self._update_failed(update, refusal.reason)
         update.claims, update.pending = claims, {i.instance_id for i in live}
         image = self._module_image(prepared.cwasm_path) if any(i.node != HOST for i in live) else b""
         for inst in live:
@@ -94,19 +96,19 @@ class LiveUpdate:
             self._remember(inst)
         self.send(self.lattice, PutClaims(record=claims.to_cache_record()))
         self.send(self.lattice, PutRefmap(actor_ref=prepared.actor_ref, public_key=key))
-        self._event("refmap_set", {"oci_url": prepared.actor_ref, "public_key": key})
+        self._event(cloudevents.refmap_set(prepared.actor_ref, key))
 
     def receiveMsg_ModuleSwapped(self: ActorSupervisor, msg: ModuleSwapped, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
         for request_id, update in list(self.updates.items()):
             if msg.instance_id not in update.pending or update.claims is None:
                 continue
-            data = {"public_key": update.claims.public_key, "revision": update.claims.revision,
-                    "instance_id": msg.instance_id}
+            key, revision = update.claims.public_key, update.claims.revision
             if msg.error:
-                self._event("actor_update_failed", {**data, "reason": msg.error})
+                self._event(cloudevents.actor_update_failed(public_key=key, revision=revision,
+                                                            instance_id=msg.instance_id, reason=msg.error))
             else:
-                self._event("actor_updated", data)
+                self._event(cloudevents.actor_updated(public_key=key, revision=revision, instance_id=msg.instance_id))
             self._update_progress(request_id, msg.instance_id)
         if inst is not None and msg.error:
             log.warning("instance kept its old module", extra={"instance_id": msg.instance_id, "error": msg.error})

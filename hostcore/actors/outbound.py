@@ -20,8 +20,14 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from hostcore.actors.messages import LatticeSnapshot
-from hostcore.errors import ChunkError, HostCallError, InvocationError, RpcTimeout
+from hostcore.errors import (
+    CallAliasNotFound,
+    ChunkError,
+    HostCallError,
+    InvocationError,
+    MissingCapabilityClaim,
+    RpcTimeout,
+)
 from hostcore.native.chunking import CHUNK_THRESHOLD, ChunkStore, chunk_invocation, dechunk_response, needs_dechunk
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import InvocationResponse, WasmCloudEntity, new_invocation
@@ -29,15 +35,15 @@ from hostcore.native.nkeys import KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.process import count_reconnect
 from hostcore.telemetry.tracing import Tracer, client_span
+from hostcore.tree.messages import LatticeSnapshot
+from hostcore.wire import subjects
+from hostcore.wire.chunking_rules import LARGE_CALL_TIMEOUT_S, host_call_timeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HostCallRouter", "OutboundConnection", "T"]
+__all__ = ["HostCallRouter", "OutboundConnection"]
 
 _CLOSE_TIMEOUT_S = 2.0
-# protocol.md §4.9: large payloads get a longer deadline.
-_LARGE_PAYLOAD = 921_600
-_LARGE_TIMEOUT_S = 15.0
 
 T = TypeVar("T")
 RpcEventSink = Callable[[bool, WasmCloudEntity, WasmCloudEntity, str, int], None]
@@ -77,7 +83,7 @@ class OutboundConnection:
     def chunk_store(self, lattice_prefix: str) -> ChunkStore:
         """The object store for chunked payloads on this connection (opened once)."""
         if self._chunks is None:
-            _, nc = self._ensure(_LARGE_TIMEOUT_S)
+            _, nc = self._ensure(LARGE_CALL_TIMEOUT_S)
             self._chunks = ChunkStore(nc.jetstream(domain=self.js_domain), lattice_prefix)
         return self._chunks
 
@@ -94,11 +100,6 @@ class OutboundConnection:
         except (NatsTimeout, NoRespondersError, TimeoutError, asyncio.TimeoutError, OSError):
             raise RpcTimeout() from None
         return bytes(msg.data)
-
-    def publish(self, subject: str, data: bytes) -> None:
-        if self._loop is not None and self._nc is not None:
-            nc = self._nc
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(nc.publish(subject, data)))  # type: ignore[union-attr]
 
     def close(self) -> None:
         with self._lock:
@@ -145,13 +146,13 @@ class HostCallRouter:
         provider = self._links.get((namespace, binding or "default"))
         if provider is not None:
             if not self.claims.has_cap(namespace):
-                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
+                raise MissingCapabilityClaim(namespace)
             return provider
         if len(namespace) == 56 and namespace.startswith("M"):
             return WasmCloudEntity(namespace)
         if namespace in self._aliases:
             return WasmCloudEntity(self._aliases[namespace])
-        raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
+        raise CallAliasNotFound(namespace, self.lattice_prefix)
 
     def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
         if self.tracer is None:
@@ -167,10 +168,11 @@ class HostCallRouter:
         target = self.resolve(binding, namespace)
         origin = WasmCloudEntity(self.claims.public_key)
         inv = new_invocation(self.signer, origin, target, operation, payload)  # signed over the full payload
-        subject = f"wasmbus.rpc.{self.lattice_prefix}.{target.public_key}"
-        if not target.is_actor:
-            subject += f".{target.link_name}"
-        timeout = _LARGE_TIMEOUT_S if len(payload) > _LARGE_PAYLOAD else self.rpc_timeout_s
+        if target.is_actor:
+            subject = subjects.actor_rpc(self.lattice_prefix, target.public_key)
+        else:
+            subject = subjects.provider_rpc(self.lattice_prefix, target.public_key, target.link_name)
+        timeout = host_call_timeout(len(payload), self.rpc_timeout_s)
         ok = False
         try:
             sent = inv

@@ -20,6 +20,7 @@ from hostcore.config import Placement
 __all__ = [
     "HOST",
     "HOST_CAPABILITY",
+    "HOST_ID_CAPABILITY",
     "WORKER_CAPABILITY",
     "WORKER_ID_CAPABILITY",
     "WORKER_LABELS_CAPABILITY",
@@ -34,6 +35,7 @@ HOST = ""  # the node id of the supervising host itself
 
 # Capability keys (Thespian capabilities are a plain dict shared by the whole convention).
 HOST_CAPABILITY = "hostcore.host"  # True on a host's admin (the convention leader)
+HOST_ID_CAPABILITY = "hostcore.host_id"  # the host's id, on its admin
 WORKER_CAPABILITY = "hostcore.worker"  # True on a worker's admin
 WORKER_ID_CAPABILITY = "hostcore.worker_id"
 WORKER_LABELS_CAPABILITY = "hostcore.labels"

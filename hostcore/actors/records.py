@@ -12,6 +12,7 @@ from typing import Any
 
 from hostcore.actors.placement import HOST
 from hostcore.native.claims import ActorClaims
+from hostcore.wire import cloudevents
 
 __all__ = ["InstanceRecord", "PendingStart"]
 
@@ -37,10 +38,9 @@ class InstanceRecord:
     def live(self) -> bool:
         return self.state in ("starting", "running")
 
-    def stopped_event(self) -> tuple[str, dict[str, Any]]:
-        # v0.63 adds the annotations
-        return "actor_stopped", {"public_key": self.public_key, "instance_id": self.instance_id,
-                                 "annotations": self.annotations}
+    def stopped_event(self) -> cloudevents.Event:
+        return cloudevents.actor_stopped(public_key=self.public_key, instance_id=self.instance_id,
+                                         annotations=self.annotations)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -14,7 +14,15 @@ from typing import Protocol
 
 import msgpack
 
-from hostcore.errors import GuestError, HostCallError, HostcoreError, InvocationError, MissingCapability
+from hostcore.errors import (
+    CallAliasNotFound,
+    GuestError,
+    HostCallError,
+    HostcoreError,
+    InvocationError,
+    MissingCapability,
+    MissingCapabilityClaim,
+)
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
 
@@ -117,10 +125,10 @@ class BuiltinHostCalls:
     def __call__(self, binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
         if namespace in (LOGGING, NUMBERGEN):
             if not self.claims.has_cap(namespace):
-                raise HostCallError(f"Invocation not authorized: missing capability claim for {namespace}")
+                raise MissingCapabilityClaim(namespace)
             return self._logging(payload) if namespace == LOGGING else self._numbergen(operation, payload)
         if self.forward is None:
-            raise HostCallError(f"Call alias not found: {namespace} on {self.lattice_prefix}")
+            raise CallAliasNotFound(namespace, self.lattice_prefix)
         return self.forward(binding, namespace, operation, payload)
 
     def _logging(self, payload: bytes) -> bytes:

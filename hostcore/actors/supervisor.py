@@ -27,8 +27,23 @@ from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.batches import BatchTracker
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
+from hostcore.actors.placement import HOST, WorkerNode, requirements_for
+from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.actors.worker_nodes import WorkerNodes
-from hostcore.actors.messages import (
+from hostcore.config import HostConfig, Placement
+from hostcore.errors import (
+    HostcoreError,
+    OtherRefRunning,
+    PolicyDeniedStartActor,
+    RefHoldsOtherActor,
+    RoleRestarted,
+    ScaleWithoutRef,
+)
+from hostcore.native.claims import ActorClaims
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
+from hostcore.telemetry.supervision import SupervisorTelemetry
+from hostcore.tree.messages import (
     ActorPrepared,
     Done,
     EvaluateStart,
@@ -53,14 +68,7 @@ from hostcore.actors.messages import (
     StartInstance,
     TerminateActor,
 )
-from hostcore.actors.placement import HOST, WorkerNode, requirements_for
-from hostcore.actors.records import InstanceRecord, PendingStart
-from hostcore.config import HostConfig, Placement
-from hostcore.errors import HostcoreError, OtherRefRunning, PolicyDeniedStartActor, RoleRestarted, ScaleWithoutRef
-from hostcore.native.claims import ActorClaims
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
-from hostcore.telemetry.supervision import SupervisorTelemetry
+from hostcore.wire import cloudevents
 
 __all__ = ["ActorSupervisor", "matches_annotations", "scale_diff"]
 
@@ -107,7 +115,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.updates = {}  # live updates, by NativeWorker request id
         self.snapshot = LatticeSnapshot()
         self.policy_pending: dict[str, tuple[ActorPrepared, PendingStart]] = {}
-        self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor (issue 8)
+        self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
         self.exits = ExitWatch()  # adopted instances
         self.adopting: set[str] = set()
@@ -129,8 +137,8 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self._restore(msg.restore)
         self.send(sender, Ready(role="actor_supervisor"))
 
-    def _event(self, event_type: str, data: dict[str, Any]) -> None:
-        self.send(self.events, PublishEvent(event_type=event_type, data=data))
+    def _event(self, event: cloudevents.Event) -> None:
+        self.send(self.events, PublishEvent.of(event))
 
     def _remember(self, record: InstanceRecord | PendingStart) -> None:
         key = record.instance_id if isinstance(record, InstanceRecord) else record.key
@@ -161,7 +169,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             except HostcoreError as err:
                 span.fail(err.wire)
                 log.error("scale failed", extra={"actor_key": msg.actor_id, "error": err.wire})
-                self._event("actor_start_failed", {"actor_ref": msg.actor_ref or msg.actor_id, "error": err.wire})
+                self._event(cloudevents.actor_start_failed(msg.actor_ref or msg.actor_id, err.wire))
                 self.batches.start_failed(msg.actor_id, msg.actor_ref, {}, err.wire)
 
     def scale_actor(self, msg: ScaleActor) -> None:
@@ -217,7 +225,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         start = self.pending.pop(request_id, None)
         self.telemetry.start_failed(request_id, error)
         log.error("actor start failed", extra={"actor_ref": actor_ref, "error": error})
-        self._event("actor_start_failed", {"actor_ref": actor_ref, "error": error})
+        self._event(cloudevents.actor_start_failed(actor_ref, error))
         if start is not None:
             self.batches.start_failed(start.expect_key, actor_ref, start.annotations, error)
             self._forget(start.key)
@@ -251,7 +259,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
 
     def _refused(self, start: PendingStart, actor_ref: str, error: str) -> None:
         log.error("actor start refused", extra={"actor_ref": actor_ref, "error": error})
-        self._event("actor_start_failed", {"actor_ref": actor_ref, "error": error})
+        self._event(cloudevents.actor_start_failed(actor_ref, error))
         self._forget(start.key)
         if start.expect_key:
             self._release(start.expect_key)
@@ -262,7 +270,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
                 self.start_actor(msg.claims, msg.cwasm_path, start)
         except HostcoreError as err:
             log.error("actor start refused", extra={"actor_ref": msg.actor_ref, "error": err.wire})
-            self._event("actor_start_failed", {"actor_ref": msg.actor_ref, "error": err.wire})
+            self._event(cloudevents.actor_start_failed(msg.actor_ref, err.wire))
             self.batches.start_failed(msg.claims.public_key, msg.actor_ref, start.annotations, err.wire)
         finally:
             self._forget(start.key)
@@ -283,7 +291,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         """
         pk = claims.public_key
         if start.expect_key and pk != start.expect_key:
-            raise HostcoreError(f"Reference {start.actor_ref} holds actor {pk}, not {start.expect_key}")
+            raise RefHoldsOtherActor(start.actor_ref, pk, start.expect_key)
         if any(i.image_ref != start.actor_ref for i in self._live(pk)):
             raise OtherRefRunning(pk, start.actor_ref)
         ids = self._start_instances(claims, cwasm_path, start.actor_ref, start.count, start.annotations)
@@ -327,13 +335,11 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                          "pid": pid, "node": inst.node or "host"})
-        self._event("actor_started", {
-            "public_key": inst.public_key, "image_ref": inst.image_ref, "api_version": api_version,
-            "instance_id": inst.instance_id, "annotations": inst.annotations,
-            "claims": inst.claims.to_event_claims(),
-        })
+        self._event(cloudevents.actor_started(
+            public_key=inst.public_key, image_ref=inst.image_ref, api_version=api_version,
+            instance_id=inst.instance_id, annotations=inst.annotations, claims=inst.claims.to_event_claims()))
         if inst.image_ref:  # OTP: once per instance, after its actor_started
-            self._event("refmap_set", {"oci_url": inst.image_ref, "public_key": inst.public_key})
+            self._event(cloudevents.refmap_set(inst.image_ref, inst.public_key))
         self.batches.instance_started(inst.instance_id)
 
     def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
@@ -344,7 +350,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.telemetry.instance_failed(inst.instance_id, msg.error)
         log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
         # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
-        self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": msg.error})
+        self._event(cloudevents.actor_start_failed(inst.public_key, msg.error))
         self.batches.instance_failed(inst.instance_id, msg.error)
         self.send(inst.address, ActorExitRequest())
 
@@ -422,8 +428,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
         if inst.state in ("running", "stopping"):  # it was announced with actor_started
             log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
-            event_type, data = inst.stopped_event()
-            self._event(event_type, data)
+            self._event(inst.stopped_event())
         self.batches.instance_gone(inst.instance_id)
         if inst.live:  # nobody asked it to stop
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
@@ -447,7 +452,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
                      f"{self.config.restart_period_s:g} s; giving up")
             log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
-            self._event("actor_start_failed", {"actor_ref": inst.public_key, "error": error})
+            self._event(cloudevents.actor_start_failed(inst.public_key, error))
             return
         self.telemetry.restarted(inst.public_key)
         self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)

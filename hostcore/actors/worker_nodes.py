@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate
 
-from hostcore.actors.messages import InstanceEvicted
 from hostcore.actors.placement import HOST, choose_node, worker_from_capabilities
+from hostcore.tree.messages import InstanceEvicted
 
 if TYPE_CHECKING:
     from hostcore.actors.supervisor import ActorSupervisor

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 import nats.errors
 
 from hostcore.cli import watch
@@ -32,11 +31,12 @@ from hostcore.cli.outcome import (
 from hostcore.cli.session import CliControlClient, CliError, NoResponders, connect, explain, hint_for
 from hostcore.config import ClientConfig, add_ctl_flags, load_client_config
 from hostcore.control.client import ControlClient, ControlTimeout
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
 from hostcore.errors import ConfigError, HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyPair
+from hostcore.wire.linkdefs import LinkDefinition
 
-__all__ = ["register", "json_to_msgpack", "msgpack_to_json"]
+__all__ = ["register"]
 
 Action = Callable[[ControlClient, ClientConfig, argparse.Namespace], Awaitable[int]]
 
@@ -232,12 +232,6 @@ def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
     print(json.dumps(obj, indent=2) if args.output == "json" else text)
 
 
-def _accepted(ack: Any) -> None:
-    """Raise the host's refusal as a CliError."""
-    if not ack.accepted:
-        raise CliError(hint_for(ack.error or "the host refused the request"))
-
-
 async def _settle(args: argparse.Namespace, events: EventStream, expect: Expectation, what: str) -> None:
     if not args.skip_wait:
         await await_outcome(events, expect, timeout_s=args.wait_timeout, what=what)
@@ -283,8 +277,8 @@ async def _get_claims(c: ControlClient, cfg: ClientConfig, args: argparse.Namesp
 async def _get_links(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
     links = await c.get_links()
     lines = [f"{'Actor ID':<58} {'Provider ID':<58} {'Contract':<24} Link"]
-    lines += [f"{x['actor_id']:<58} {x['provider_id']:<58} {x['contract_id']:<24} {x['link_name']}" for x in links]
-    _emit(args, {"links": links}, "\n".join(lines))
+    lines += [f"{x.actor_id:<58} {x.provider_id:<58} {x.contract_id:<24} {x.link_name}" for x in links]
+    _emit(args, {"links": [x.to_map() for x in links]}, "\n".join(lines))
     return 0
 
 
@@ -301,13 +295,13 @@ async def _link_put(c: ControlClient, cfg: ClientConfig, args: argparse.Namespac
         values[key] = value
     link = LinkDefinition(actor_id=args.actor_id, provider_id=args.provider_id, link_name=args.link_name,
                           contract_id=args.contract_id, values=values)
-    _accepted(await c.put_link(link))
+    await c.put_link(link)
     _emit(args, {"accepted": True, "error": ""}, f"Published link ({args.actor_id}) <-> ({args.provider_id})")
     return 0
 
 
 async def _link_del(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
-    _accepted(await c.del_link(args.actor_id, args.contract_id, args.link_name))
+    await c.del_link(args.actor_id, args.contract_id, args.link_name)
     _emit(args, {"accepted": True, "error": ""},
           f"Deleted link for {args.actor_id} on {args.contract_id} ({args.link_name})")
     return 0
@@ -321,7 +315,7 @@ async def _update_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Name
     if not running:
         raise CliError(f"actor {args.actor_id} is not running on host {args.host_id}; nothing to update")
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.update_actor(args.host_id, args.actor_id, args.new_actor_ref))
+        await c.update_actor(args.host_id, args.actor_id, args.new_actor_ref)
         await _settle(args, events, ExpectUpdates(args.host_id, args.actor_id, running),
                       f"updating {running} instances of {args.actor_id}")
     _emit(args, {"accepted": True, "error": "", "instances": running},
@@ -332,7 +326,7 @@ async def _update_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Name
 async def _scale_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
     running = _instances(await c.get_inventory(args.host_id), args.actor_id)
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.scale_actor(args.host_id, args.actor_id, args.actor_ref, args.count))
+        await c.scale_actor(args.host_id, args.actor_id, args.actor_ref, args.count)
         what = f"scaling {args.actor_id} on host {args.host_id} from {running} to {args.count}"
         if args.count > running:
             await _settle(args, events, ExpectActorStarts(args.host_id, args.actor_ref, args.count - running,
@@ -362,7 +356,7 @@ async def _start_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Names
         c, cfg, c.auction_actor(args.actor_ref, _constraints(args.constraint), wait_s=cfg.timeout_s))
     expect = ExpectActorStarts(host_id, args.actor_ref, max(args.count, 1))
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.launch_actor(host_id, args.actor_ref, args.count))
+        await c.launch_actor(host_id, args.actor_ref, args.count)
         await _settle(args, events, expect, f"starting {args.actor_ref} on host {host_id}")
     text = (f"Actor {args.actor_ref} being scheduled on host {host_id}" if args.skip_wait
             else f"Actor {expect.key} ({args.actor_ref}) started on host {host_id}: {expect.started} instance(s)")
@@ -382,7 +376,7 @@ async def _start_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Na
         args.provider_ref, args.link_name, _constraints(args.constraint), wait_s=cfg.timeout_s))
     expect = ExpectProviderStart(host_id, args.provider_ref, args.link_name)
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.launch_provider(host_id, args.provider_ref, args.link_name, config))
+        await c.launch_provider(host_id, args.provider_ref, args.link_name, config)
         await _settle(args, events, expect, f"starting provider {args.provider_ref} on host {host_id}")
     text = (f"Provider {args.provider_ref} ({args.link_name}) being started on host {host_id}" if args.skip_wait
             else f"Provider {expect.key} ({args.provider_ref}, link {args.link_name}) started on host {host_id}")
@@ -395,7 +389,7 @@ async def _stop_provider(c: ControlClient, cfg: ClientConfig, args: argparse.Nam
     if not any(p["id"] == args.provider_id and p["link_name"] == args.link_name for p in inv.get("providers", [])):
         raise CliError(f"provider {args.provider_id} (link {args.link_name}) is not running on host {args.host_id}")
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.stop_provider(args.host_id, args.provider_id, args.link_name, args.contract_id))
+        await c.stop_provider(args.host_id, args.provider_id, args.link_name, args.contract_id)
         await _settle(args, events, ExpectProviderStop(args.host_id, args.provider_id, args.link_name),
                       f"stopping provider {args.provider_id}")
     _emit(args, {"accepted": True, "error": ""}, f"Stopped provider {args.provider_id} ({args.link_name})")
@@ -408,7 +402,7 @@ async def _stop_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namesp
         raise CliError(f"actor {args.actor_id} is not running on host {args.host_id}")
     count = running if args.count <= 0 else min(args.count, running)
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.stop_actor(args.host_id, args.actor_id, args.count))
+        await c.stop_actor(args.host_id, args.actor_id, args.count)
         await _settle(args, events, ExpectActorStops(args.host_id, args.actor_id, count),
                       f"stopping {count} instances of {args.actor_id}")
     _emit(args, {"accepted": True, "error": "", "stopped": count}, f"Stopped {count} instance(s) of actor {args.actor_id}")
@@ -417,7 +411,7 @@ async def _stop_actor(c: ControlClient, cfg: ClientConfig, args: argparse.Namesp
 
 async def _stop_host(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:
     async with EventStream(c.nc, cfg.lattice_prefix) as events:
-        _accepted(await c.stop_host(args.host_id))
+        await c.stop_host(args.host_id)
         await _settle(args, events, ExpectHostStopped(args.host_id), f"stopping host {args.host_id}")
     text = (f"Host {args.host_id} acknowledged stop request" if args.skip_wait else f"Host {args.host_id} stopped")
     _emit(args, {"accepted": True, "error": ""}, text)
@@ -425,31 +419,6 @@ async def _stop_host(c: ControlClient, cfg: ClientConfig, args: argparse.Namespa
 
 
 # --- call -----------------------------------------------------------------------------------------
-
-
-def json_to_msgpack(text: str) -> bytes:
-    """The JSON payload as msgpack, as `wash call` sends it (strings stay strings)."""
-    return bytes(msgpack.packb(json.loads(text), use_bin_type=True))
-
-
-def msgpack_to_json(data: bytes) -> Any:
-    """Best-effort readable form of a msgpack reply: bytes become text when they are UTF-8."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, bytes):
-            try:
-                return v.decode()
-            except UnicodeDecodeError:
-                return list(v)
-        if isinstance(v, dict):
-            return {str(plain(k)): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-    try:
-        return plain(msgpack.unpackb(data, raw=False, strict_map_key=False))
-    except Exception:  # noqa: BLE001 -- not msgpack: show the bytes as they are
-        return plain(data)
-
 
 
 async def _call(c: ControlClient, cfg: ClientConfig, args: argparse.Namespace) -> int:

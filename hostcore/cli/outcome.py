@@ -17,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
 from hostcore.cli.session import CliError
+from hostcore.wire import subjects
 
 __all__ = [
     "EventStream", "Expectation", "ExpectActorStarts", "ExpectActorStops", "ExpectHostStopped",
@@ -45,7 +46,7 @@ class EventStream:
     """wasmbus.evt.{lattice}, subscribed on entering (before the command is sent)."""
 
     def __init__(self, nc: NatsClient, lattice: str) -> None:
-        self.nc, self.subject = nc, f"wasmbus.evt.{lattice}"
+        self.nc, self.subject = nc, subjects.lattice_events(lattice)
         self.sub: Subscription | None = None
 
     async def __aenter__(self) -> EventStream:

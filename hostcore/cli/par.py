@@ -13,7 +13,7 @@ from typing import Any
 
 from hostcore.errors import HostcoreError, NkeyError
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.providers.par import ProviderArchive, create_par, read_par
+from hostcore.native.par import ProviderArchive, create_par, read_par
 
 __all__ = ["register", "run_par_create", "run_par_inspect"]
 

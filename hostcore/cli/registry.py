@@ -1,6 +1,6 @@
 """`reg push` / `reg pull`: move actor modules to and from an OCI registry, like `wash reg`.
 
-Everything comes from flags (only hostcore/config.py reads the environment). The blob cache lives
+Everything comes from flags (only hostcore/config/ reads the environment). The blob cache lives
 in a temporary directory removed on exit, so these commands leave nothing behind. Handlers return
 the exit code: 0 on success, 1 with a one-line `error: …` on stderr.
 """

@@ -12,11 +12,11 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 
 from hostcore.config import ClientConfig
-from hostcore.control import topics
 from hostcore.control.client import ControlClient, ControlTimeout
 from hostcore.errors import HostcoreError
 from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.tracing import trace_headers
+from hostcore.wire import subjects
 
 __all__ = ["CliControlClient", "CliError", "NatsUnreachable", "NoResponders", "connect", "explain", "hint_for"]
 
@@ -103,11 +103,11 @@ async def connect(cfg: ClientConfig, *, reconnect: bool = False,
 
 def explain(err: NoResponders, lattice: str, ctl_prefix: str) -> str:
     """What nobody listening on a subject means, in the user's terms."""
-    rpc = f"wasmbus.rpc.{lattice}."
+    rpc = subjects.rpc_prefix(lattice)
     if err.subject.startswith(rpc):
         actor = err.subject[len(rpc):].split(".")[0]
         return f"actor {actor} is not running in lattice {lattice} (`hostcore ctl get inventory HOST_ID` lists actors)"
-    parsed = topics.parse(ctl_prefix, err.subject)
+    parsed = subjects.parse(ctl_prefix, err.subject)
     if parsed is not None and parsed.host_id:
         return (f"no host {parsed.host_id} in lattice {lattice} "
                 "(`hostcore ctl get hosts` lists the hosts; -x picks another lattice)")

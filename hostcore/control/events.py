@@ -1,24 +1,25 @@
-"""Lattice events: the CloudEvents envelope (protocol.md §3.2) and the LatticeEvents actor that
-publishes events and heartbeats on `wasmbus.evt.{lattice}`.
-
-This module is the only place that writes `specversion`.
-"""
+"""The LatticeEvents actor: publishes the host's lifecycle events and heartbeats on
+`wasmbus.evt.{lattice}` (protocol.md §3). The envelope and each event's data are built in
+hostcore.wire.cloudevents."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest, WakeupMessage
 
 from hostcore import COMPAT_VERSION
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.config import HostConfig
+from hostcore.control.inventory import InventoryJoin, JoinedInventory
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Flush, Rewirable, crash_if_asked
+from hostcore.telemetry.process import open_process
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     Done,
     GetInventory,
     InitEvents,
@@ -29,88 +30,24 @@ from hostcore.actors.messages import (
     Ready,
     SendHeartbeat,
 )
-from hostcore.config import HostConfig
-from hostcore.control.inventory import HostInventory, InventoryJoin
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import Flush, Rewirable, crash_if_asked
-from hostcore.telemetry.process import open_process
+from hostcore.wire import cloudevents, subjects
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EVENT_TYPE_PREFIX",
-    "LatticeEvents",
-    "cloud_event",
-    "event_subject",
-    "heartbeat_data",
-    "humanize_seconds",
-    "invocation_event_data",
-]
-
-EVENT_TYPE_PREFIX = "com.wasmcloud.lattice."
+__all__ = ["LatticeEvents", "heartbeat_data"]
 
 
-def event_subject(lattice_prefix: str) -> str:
-    return f"wasmbus.evt.{lattice_prefix}"
-
-
-def cloud_event(event_type: str, data: dict[str, Any], source: str, *, now: dt.datetime | None = None) -> bytes:
-    """Encode one CloudEvent 1.0 as JSON bytes (only the fields the OTP host sets)."""
-    when = now or dt.datetime.now(dt.timezone.utc)
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "type": EVENT_TYPE_PREFIX + event_type,
-            "source": source,
-            "id": str(uuid.uuid4()),
-            "time": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "datacontenttype": "application/json",
-            "data": data,
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def invocation_event_data(source: Any, dest: Any, operation: str, size: int) -> dict[str, Any]:
-    """protocol.md §3.5 data; an actor entity's empty contract and link are sent as null."""
-    def entity(e: Any) -> dict[str, Any]:
-        return {"public_key": e.public_key, "contract_id": e.contract_id or None, "link_name": e.link_name or None}
-    return {"source": entity(source), "dest": entity(dest), "operation": operation, "bytes": size}
-
-
-# Timex's humanized units (its `deconstruct`): a year is 365 days and a month 30.
-_HUMAN_UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
-                ("hour", 3600), ("minute", 60), ("second", 1))
-
-
-def humanize_seconds(seconds: int) -> str:
-    """Timex-style duration text, e.g. `1 week, 1 day, 2 minutes` (protocol.md §2.4).
-    QUIRK: a zero duration is `0 microseconds`, as Timex 3.7 (OTP's) renders it."""
-    parts = []
-    for unit, size in _HUMAN_UNITS:
-        n, seconds = divmod(seconds, size)
-        if n:
-            parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
-    return ", ".join(parts) or "0 microseconds"
-
-
-def heartbeat_data(config: HostConfig, inventory: HostInventory, started_at: float) -> dict[str, Any]:
-    """host_heartbeat data. We emit the v0.60+ shape (`actors`: key → instance count) so the
-    event stays small at 10,000 instances (protocol.md §3.4; later tooling reads this form)."""
+def heartbeat_data(config: HostConfig, inventory: JoinedInventory, started_at: float) -> dict[str, Any]:
+    """host_heartbeat data for this host's joined inventory (shape: wire.cloudevents.host_heartbeat)."""
     counts: dict[str, int] = {}
     for inst in inventory.actors.instances:
         counts[inst.public_key] = counts.get(inst.public_key, 0) + 1
-    uptime = int(time.time() - started_at)
-    return {
-        "actors": counts,
-        "providers": [{"public_key": p.public_key, "link_name": p.link_name, "contract_id": p.contract_id}
-                      for p in inventory.providers.providers],
-        "labels": config.labels,
-        "friendly_name": config.friendly_name,
-        "version": COMPAT_VERSION,
-        "uptime_seconds": uptime,
-        "uptime_human": humanize_seconds(uptime),
-    }
+    return cloudevents.host_heartbeat(
+        actor_counts=counts,
+        providers=[{"public_key": p.public_key, "link_name": p.link_name, "contract_id": p.contract_id}
+                   for p in inventory.providers.providers],
+        labels=config.labels, friendly_name=config.friendly_name, version=COMPAT_VERSION,
+        uptime_seconds=int(time.time() - started_at)).data
 
 
 class LatticeEvents(Rewirable, NatsBridgeActor):
@@ -130,7 +67,7 @@ class LatticeEvents(Rewirable, NatsBridgeActor):
         self.inventories = InventoryJoin()
         self.heartbeats = 0
         self.started_at = msg.started_at or time.time()
-        self.subject = event_subject(msg.config.lattice_prefix)
+        self.subject = subjects.lattice_events(msg.config.lattice_prefix)
 
         async def setup(nc: NatsClient) -> None:
             return None
@@ -151,7 +88,7 @@ class LatticeEvents(Rewirable, NatsBridgeActor):
             self.send(supervisor, GetInventory(request_id=f"heartbeat-{self.heartbeats}"))
 
     def receiveMsg_PublishEvent(self, msg: PublishEvent, sender: Any) -> None:
-        self.publish(self.subject, cloud_event(msg.event_type, msg.data, self.config.host_id))
+        self.publish(self.subject, cloudevents.cloud_event(msg.event_type, msg.data, self.config.host_id))
 
     def receiveMsg_Flush(self, msg: Flush, sender: Any) -> None:
         """Answer once every event published before this message has reached the server."""
@@ -185,7 +122,7 @@ class LatticeEvents(Rewirable, NatsBridgeActor):
         inv = self.inventories.add(msg)
         if inv is not None:
             data = heartbeat_data(self.config, inv, self.started_at)
-            self.publish(self.subject, cloud_event("host_heartbeat", data, self.config.host_id))
+            self.publish(self.subject, cloudevents.cloud_event(cloudevents.EventType.HOST_HEARTBEAT, data, self.config.host_id))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         self.nats_stop()

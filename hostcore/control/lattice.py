@@ -26,8 +26,15 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.config import HostConfig
+from hostcore.control.migration import migrate_legacy_cache, refmap_key
+from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
+from hostcore.native.par import ProviderClaims
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Rewirable, crash_if_asked
+from hostcore.telemetry.process import open_process
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     DelLink,
     Done,
     EvaluateStart,
@@ -42,14 +49,8 @@ from hostcore.actors.messages import (
     PutRefmap,
     Ready,
 )
-from hostcore.config import HostConfig
-from hostcore.control.events import cloud_event, event_subject
-from hostcore.control.linkdefs import LinkDefinition, link_id
-from hostcore.control.migration import migrate_legacy_cache, refmap_key
-from hostcore.control.policy import Decision, PolicyEvaluator, PolicyHost
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import Rewirable, crash_if_asked
-from hostcore.telemetry.process import open_process
+from hostcore.wire import cloudevents, subjects
+from hostcore.wire.linkdefs import LinkDefinition, link_id
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
 
     def receiveMsg_EvaluateStart(self, msg: EvaluateStart, sender: Any) -> None:
         claims = msg.claims
-        if hasattr(claims, "capid"):  # a provider
+        if isinstance(claims, ProviderClaims):
             coro = self.policy.evaluate_start_provider(claims.public_key, claims.issuer, msg.link_name, claims.capid)
         else:
             coro = self.policy.evaluate_start_actor(claims)
@@ -290,11 +291,11 @@ class LatticeCache(Rewirable, NatsBridgeActor):
 
     def _announce_link(self, link: LinkDefinition, *, deleted: bool) -> None:
         """protocol.md §2.4: tell the provider (msgpack) and the lattice (event) about the change."""
-        op = "del" if deleted else "put"
-        self.publish(f"wasmbus.rpc.{self.config.lattice_prefix}.{link.provider_id}.{link.link_name}.linkdefs.{op}",
-                     link.to_msgpack(deleted=deleted))
-        self.publish(event_subject(self.config.lattice_prefix),
-                     cloud_event("linkdef_deleted" if deleted else "linkdef_set", link.to_map(), self.config.host_id))
+        provider = subjects.provider_rpc(self.config.lattice_prefix, link.provider_id, link.link_name)
+        self.publish(subjects.provider_linkdefs(provider, "del" if deleted else "put"), link.to_msgpack(deleted=deleted))
+        event = cloudevents.linkdef(link.to_map(), deleted=deleted)
+        self.publish(subjects.lattice_events(self.config.lattice_prefix),
+                     cloudevents.cloud_event(event.type, event.data, self.config.host_id))
 
     def receiveMsg_GetLatticeData(self, msg: GetLatticeData, sender: Any) -> None:
         # Bucket updates already received answer too, even if their wake-up is still queued.

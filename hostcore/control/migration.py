@@ -28,8 +28,8 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from hostcore.control.linkdefs import LinkDefinition
 from hostcore.errors import ControlRequestError
+from hostcore.wire.linkdefs import LinkDefinition
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 NATS-bridged; it turns control requests into messages for the supervision tree and never creates
 children. Every request gets a reply: malformed ones a failure ack with the documented text. It
-owns the ack envelope (`success_ack` / `failure_ack` from requests.py are built only here).
+owns the ack envelope (`success_ack` / `failure_ack` from wire/control.py are built only here).
 """
 
 from __future__ import annotations
@@ -19,8 +19,22 @@ from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
 from hostcore import COMPAT_VERSION
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (
+from hostcore.config import HostConfig
+from hostcore.control.inventory import InventoryJoin, inventory_reply, nats_host
+from hostcore.errors import (
+    ControlRequestError,
+    HostcoreError,
+    RegistryCredentialsInvalid,
+    RoleRestarted,
+    WrongHost,
+    WrongHostStop,
+)
+from hostcore.native.oci import normalize_registry_credentials
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import Rewirable, crash_if_asked
+from hostcore.telemetry.control import ControlTelemetry, command_name
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (
     DelLink,
     Done,
     GetInventory,
@@ -44,31 +58,27 @@ from hostcore.actors.messages import (
     UpdateActor,
     UpdateDone,
 )
-from hostcore.config import HostConfig
-from hostcore.control import topics
-from hostcore.control.events import humanize_seconds
-from hostcore.control.inventory import InventoryJoin, inventory_reply, nats_host
-from hostcore.control.linkdefs import LinkDefinition, LinkDeleteRequest
-from hostcore.control.requests import (
+from hostcore.wire import subjects
+from hostcore.wire.cloudevents import humanize_seconds
+from hostcore.wire.control import (
     AuctionActorRequest,
     AuctionProviderRequest,
     LaunchActorRequest,
     ScaleRequest,
     StopActorRequest,
     LaunchProviderRequest,
+    PingReply,
     StopHostRequest,
     StopProviderRequest,
     UpdateActorRequest,
+    claims_reply,
     dumps,
     failure_ack,
+    links_reply,
     labels_match,
     success_ack,
 )
-from hostcore.errors import ControlRequestError, HostcoreError, RoleRestarted, WrongHost, WrongHostStop
-from hostcore.native.oci import normalize_registry_credentials
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import Rewirable, crash_if_asked
-from hostcore.telemetry.control import ControlTelemetry, command_name
+from hostcore.wire.linkdefs import LinkDefinition, LinkDeleteRequest
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +95,12 @@ class _Request:
 
 def ping_reply(config: HostConfig, started_at: float) -> dict[str, Any]:
     uptime = int(time.time() - started_at)
-    return {
-        "id": config.host_id, "issuer": config.cluster_key.public_key, "labels": config.labels,
-        "friendly_name": config.friendly_name, "uptime_seconds": uptime, "uptime_human": humanize_seconds(uptime),
-        "version": COMPAT_VERSION, "cluster_issuers": ",".join(config.cluster_issuers),
-        "js_domain": config.js_domain, "ctl_host": nats_host(config.ctl.url),
-        "prov_rpc_host": nats_host(config.prov_rpc.url), "rpc_host": nats_host(config.rpc.url),
-        "lattice_prefix": config.lattice_prefix,
-    }
+    return PingReply(
+        id=config.host_id, issuer=config.cluster_key.public_key, labels=config.labels,
+        friendly_name=config.friendly_name, uptime_seconds=uptime, uptime_human=humanize_seconds(uptime),
+        version=COMPAT_VERSION, cluster_issuers=",".join(config.cluster_issuers), js_domain=config.js_domain,
+        ctl_host=nats_host(config.ctl.url), prov_rpc_host=nats_host(config.prov_rpc.url),
+        rpc_host=nats_host(config.rpc.url), lattice_prefix=config.lattice_prefix).to_map()
 
 
 def registry_credentials(data: bytes) -> dict[str, Any]:
@@ -101,7 +109,7 @@ def registry_credentials(data: bytes) -> dict[str, Any]:
     try:
         return normalize_registry_credentials(json.loads(data))
     except (ValueError, HostcoreError) as err:
-        raise ControlRequestError("Failed to update registry credential map") from err
+        raise RegistryCredentialsInvalid(str(getattr(err, "wire", err))) from err
 
 
 # Which role answers a request that waits for an answer from the tree, by request kind.
@@ -129,21 +137,22 @@ class ControlServer(Rewirable, NatsBridgeActor):
         self.lattice, self.native = msg.lattice, msg.native
         self.provider_supervisor = msg.provider_supervisor
         self.inventories = InventoryJoin()
-        self.prefix = topics.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
+        self.prefix = subjects.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
         self.started_at = msg.started_at or time.time()
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
         self.auctions: dict[str, AuctionProviderRequest] = {}
         self.telemetry = ControlTelemetry.open(cfg)
 
         async def setup(nc: NatsClient) -> None:
-            p, h, queue = self.prefix, cfg.host_id, self.prefix
-            await nc.subscribe(f"{p}.cmd.{h}.*", cb=self._on_request)
-            await nc.subscribe(topics.inventory(p, h), cb=self._on_request)
-            await nc.subscribe(topics.ping_hosts(p), cb=self._on_ping)
-            await nc.subscribe(f"{p}.get.*", queue=queue, cb=self._on_request)
-            await nc.subscribe(f"{p}.linkdefs.*", queue=queue, cb=self._on_request)
-            await nc.subscribe(f"{p}.registries.put", cb=self._on_request)  # every host
-            await nc.subscribe(f"{p}.auction.>", cb=self._on_request)  # every host; matching ones bid
+            subs = subjects.control_subscriptions(self.prefix, cfg.host_id)
+            queue = self.prefix
+            await nc.subscribe(subs["cmd"], cb=self._on_request)
+            await nc.subscribe(subs["inv"], cb=self._on_request)
+            await nc.subscribe(subs["ping"], cb=self._on_ping)
+            await nc.subscribe(subs["get"], queue=queue, cb=self._on_request)
+            await nc.subscribe(subs["linkdefs"], queue=queue, cb=self._on_request)
+            await nc.subscribe(subs["registries"], cb=self._on_request)  # every host
+            await nc.subscribe(subs["auction"], cb=self._on_request)  # every host; matching ones bid
 
         try:
             self.nats_start(cfg.ctl, setup, name=f"hostcore-ctl-{cfg.host_id[:8]}")
@@ -169,7 +178,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
         if isinstance(item, SendHeartbeat):
             self.send(self.events, item)
             return
-        topic = topics.parse(self.prefix, item.subject)
+        topic = subjects.parse(self.prefix, item.subject)
         with self.telemetry.request(command_name(topic), item.reply, item.headers):
             if topic is None:
                 return self._reply(item.reply, failure_ack(f"Unknown control subject {item.subject}"))
@@ -179,7 +188,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
                 log.info("control request refused", extra={"subject": item.subject, "error": err.wire})
                 self._reply(item.reply, failure_ack(err.wire))
 
-    def _dispatch(self, topic: topics.ControlTopic, req: _Request) -> None:
+    def _dispatch(self, topic: subjects.ControlTopic, req: _Request) -> None:
         if topic.host_id and topic.host_id != self.config.host_id:
             raise WrongHostStop() if topic.op == "stop" else WrongHost()
         match (topic.kind, topic.op):
@@ -304,7 +313,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
 
     def receiveMsg_LatticeData(self, msg: LatticeData, sender: Any) -> None:
         kind, reply = self.waiting.pop(msg.request_id, ("", ""))
-        self._reply(reply, dumps({kind: list(msg.items)}))
+        self._reply(reply, claims_reply(list(msg.items)) if kind == "claims" else links_reply(list(msg.items)))
 
     def _reply(self, reply: str, data: bytes) -> None:
         if reply:

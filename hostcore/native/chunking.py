@@ -28,6 +28,7 @@ from nats.js.object_store import ObjectStore
 
 from hostcore.errors import ChunkError, ChunkMissing, ChunkStoreFailed, ChunkTimeout
 from hostcore.native.invocation import Invocation, InvocationResponse
+from hostcore.wire.chunking_rules import CHUNK_THRESHOLD, OBJECT_STORE_TIMEOUT_S, RESPONSE_CHUNK_THRESHOLD
 
 __all__ = [
     "CHUNK_THRESHOLD",
@@ -46,11 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHUNK_THRESHOLD = 700 * 1024  # 716 800 B: OTP chunks outbound requests above this (§4.9)
-RESPONSE_CHUNK_THRESHOLD = 900 * 1024  # 921 600 B: OTP chunks actor responses above this (§4.9)
-# §4.9: OTP gives a request above 900 KiB 15 s instead of the RPC timeout; one object-store
-# operation gets the same bound.
-DEFAULT_TIMEOUT_S = 15.0
+DEFAULT_TIMEOUT_S = OBJECT_STORE_TIMEOUT_S
 
 _VALID_BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 _INVALID_CHAR = re.compile(r"[^A-Za-z0-9_-]")

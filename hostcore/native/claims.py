@@ -34,6 +34,7 @@ from hostcore.native.wascap_jwt import (
     parse_token,
 )
 from hostcore.native.wasm_sections import append_jwt_section, jwt_section_payload, module_hash, strip_jwt_sections
+from hostcore.wire.claims_records import actor_event_claims, actor_record
 
 __all__ = ["ActorClaims", "extract_claims", "normalize_call_alias", "sign_actor"]
 
@@ -130,34 +131,13 @@ class ActorClaims:
         return contract_id in self.caps
 
     def to_cache_record(self) -> dict[str, str | None]:
-        """The claims record of `get.claims` and the lattice cache, keys and types of §5.7."""
-        return {
-            "call_alias": self.call_alias or "",
-            "iss": self.issuer,
-            "name": self.name or "",
-            "caps": ",".join(self.caps),
-            "rev": str(self.revision),
-            "tags": ",".join(self.tags),
-            "version": self.version,
-            "sub": self.public_key,
-        }
+        """The claims record of `get.claims` and the lattice cache (§5.7)."""
+        return actor_record(self)
 
     def to_event_claims(self, now: float | None = None) -> dict[str, Any]:
-        """The `claims` map of the actor_started event (§3.3).
-
-        Absent tags/caps are sent as empty lists (OTP sends null); we do not keep that difference.
-        """
-        return {
-            "call_alias": self.call_alias,
-            "caps": list(self.caps),
-            "issuer": self.issuer,
-            "tags": list(self.tags),
-            "name": self.name,
-            "version": self.version,
-            "revision": self.revision,
-            "not_before_human": self.not_before_human(now),
-            "expires_human": self.expires_human(now),
-        }
+        """The `claims` map of the actor_started event (§3.3)."""
+        return actor_event_claims(self, not_before_human=self.not_before_human(now),
+                                  expires_human=self.expires_human(now))
 
 
 def _optional(meta: dict[str, Any], key: str, kind: type) -> Any:

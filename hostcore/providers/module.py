@@ -10,8 +10,6 @@ child gets SIGKILL from the kernel if this process dies (PDEATHSIG).
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import os
 import signal
@@ -19,19 +17,19 @@ import subprocess
 import threading
 from typing import Any
 
-import msgpack
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import NatsBridgeActor
-from hostcore.actors.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
-                                      StartProviderProcess)
 from hostcore.config import SECRET_ENV, HostConfig
-from hostcore.control.events import cloud_event, event_subject
-from hostcore.control.linkdefs import LinkDefinition
 from hostcore.logs import ChildLogRelay, relay_output
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ORPHANED, Adoptable, Adopted, Rewirable
+from hostcore.tree.bridge import NatsBridgeActor
+from hostcore.tree.messages import (LatticeSnapshot, ProviderFailed, ProviderStarted, PublishEvent,
+                                      StartProviderProcess)
+from hostcore.wire import cloudevents, subjects
+from hostcore.wire.linkdefs import LinkDefinition
+from hostcore.wire.provider import HEALTH_REQUEST, encode_host_data, otp_host_data, shutdown_request
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +49,13 @@ def provider_env(environ: dict[str, str]) -> dict[str, str]:
 
 
 def host_data(cfg: HostConfig, msg: StartProviderProcess) -> dict[str, Any]:
-    """The §11.7 host data map (v0.59 field names). QUIRK: `lattice_rpc_tls` is an integer 0/1."""
-    return {
-        "host_id": cfg.host_id, "lattice_rpc_prefix": cfg.lattice_prefix, "link_name": msg.link_name,
-        **cfg.prov_rpc.host_data_fields(),
-        "env_values": {}, "instance_id": msg.instance_id, "provider_key": msg.claims.public_key,
-        "link_definitions": [ld.to_map() for ld in msg.links], "config_json": msg.config_json,
-        "default_rpc_timeout_ms": int(cfg.rpc_timeout_s * 1000), "cluster_issuers": list(cfg.cluster_issuers),
-        "invocation_seed": cfg.cluster_key.seed, "js_domain": cfg.js_domain,
-        "enable_structured_logging": cfg.structured_logging, "structured_logging": cfg.structured_logging,  # v0.63 name
-    }
+    """The §11.7 host data map for the provider `msg` starts (shape: wire.provider.otp_host_data)."""
+    return otp_host_data(
+        host_id=cfg.host_id, lattice_rpc_prefix=cfg.lattice_prefix, link_name=msg.link_name,
+        connection=cfg.prov_rpc.host_data_fields(), instance_id=msg.instance_id,
+        provider_key=msg.claims.public_key, links=msg.links, config_json=msg.config_json,
+        default_rpc_timeout_ms=int(cfg.rpc_timeout_s * 1000), cluster_issuers=cfg.cluster_issuers,
+        invocation_seed=cfg.cluster_key.seed, js_domain=cfg.js_domain, structured_logging=cfg.structured_logging)
 
 
 class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
@@ -75,7 +70,7 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
         self.config, self.start, self.events = msg.config, msg, msg.events
         self.links = {ld.id: ld for ld in msg.links}
         pk = msg.claims.public_key
-        self.topic = f"wasmbus.rpc.{msg.config.lattice_prefix}.{pk}.{msg.link_name}"
+        self.topic = subjects.provider_rpc(msg.config.lattice_prefix, pk, msg.link_name)
         self.healthy: bool | None = None
         try:
             async def setup(nc: NatsClient) -> None:
@@ -94,7 +89,7 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
 
     def _spawn(self, msg: StartProviderProcess) -> subprocess.Popen[bytes]:
         env = provider_env(dict(os.environ))
-        data = base64.b64encode(json.dumps(host_data(msg.config, msg)).encode()) + b"\n"
+        data = encode_host_data(host_data(msg.config, msg))
         proc = subprocess.Popen([str(msg.binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, preexec_fn=set_pdeathsig)
         assert proc.stdin is not None
@@ -152,28 +147,23 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
 
     async def _health_check(self, timeout_s: float) -> bool:
         try:
-            await self.nc.request(f"{self.topic}.health", msgpack.packb({"placeholder": True}), timeout=timeout_s)
+            await self.nc.request(subjects.provider_health(self.topic), HEALTH_REQUEST, timeout=timeout_s)
         except Exception:  # noqa: BLE001 -- any failure is "unhealthy" (§4.11: any reply is healthy)
             return False
         return True
 
     def _health_event(self, ok: bool, *, changed: bool) -> None:
-        data: dict[str, Any] = {"public_key": self.start.claims.public_key, "link_name": self.start.link_name,
-                                "contract_id": self.start.claims.capid}  # wadm requires the contract (v0.63)
-        if changed:
-            kind = "health_check_passed" if ok else "health_check_failed"
-        else:  # v0.63: every unchanged check says so; `healthy` (ours) tells a late observer the state
-            kind = "health_check_status"
-            data["healthy"] = ok
+        event = cloudevents.health_check(public_key=self.start.claims.public_key, link_name=self.start.link_name,
+                                         contract_id=self.start.claims.capid, healthy=ok, changed=changed)
         if self.events is not None:
-            self.to_actor(("event", PublishEvent(event_type=kind, data=data)))
+            self.to_actor(("event", PublishEvent(event_type=event.type, data=event.data)))
             return
-        event = cloud_event(kind, data, self.config.host_id)
-        self.loop.create_task(self.nc.publish(event_subject(self.config.lattice_prefix), event))
+        body = cloudevents.cloud_event(event.type, event.data, self.config.host_id)
+        self.loop.create_task(self.nc.publish(subjects.lattice_events(self.config.lattice_prefix), body))
 
     async def _resend_links(self) -> None:
         for ld in list(self.links.values()):
-            await self.nc.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
+            await self.nc.publish(subjects.provider_linkdefs(self.topic, "put"), ld.to_msgpack())
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         mine: dict[str, LinkDefinition] = {ld.id: ld for ld in msg.links
@@ -184,10 +174,10 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
             # server does not hear: forward the changes on RPC (protocol.md §1.1).
             for ld in mine.values():
                 if self.links.get(ld.id) != ld:
-                    self.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
+                    self.publish(subjects.provider_linkdefs(self.topic, "put"), ld.to_msgpack())
             for ld in self.links.values():
                 if ld.id not in mine:
-                    self.publish(f"{self.topic}.linkdefs.del", ld.to_msgpack(deleted=True))
+                    self.publish(subjects.provider_linkdefs(self.topic, "del"), ld.to_msgpack(deleted=True))
         self.links = mine
 
     # --- stop ----------------------------------------------------------------------------------
@@ -196,10 +186,10 @@ class ProviderModule(Adoptable, Rewirable, NatsBridgeActor):
         self.stopping = True
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            request = json.dumps({"host_id": self.config.host_id}).encode()
+            request = shutdown_request(self.config.host_id)
             try:
                 asyncio.run_coroutine_threadsafe(
-                    self.nc.request(f"{self.topic}.shutdown", request, timeout=_SHUTDOWN_TIMEOUT_S),
+                    self.nc.request(subjects.provider_shutdown(self.topic), request, timeout=_SHUTDOWN_TIMEOUT_S),
                     self.loop).result(_SHUTDOWN_TIMEOUT_S + 0.5)
             except Exception:  # noqa: BLE001 -- it may not answer; the kill below still happens
                 log.info("provider did not answer the shutdown request",

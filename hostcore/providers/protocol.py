@@ -24,22 +24,16 @@ Write a provider by subclassing `ProviderBase` and calling `run_provider(MyProvi
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import dataclasses
-import json
 import logging
 import logging.config
 import os
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, ClassVar, Self
+from typing import IO, ClassVar
 
-import msgpack
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -74,6 +68,10 @@ from hostcore.native.invocation import (
 from hostcore.native.nkeys import KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.procutil import set_pdeathsig
+from hostcore.wire import subjects
+from hostcore.wire.chunking_rules import provider_call_timeout
+from hostcore.wire.linkdefs import LinkDefinition
+from hostcore.wire.provider import SHUTDOWN_ACK, HealthCheckResponse, HostData, shutdown_host_id
 
 __all__ = [
     "HealthCheckResponse",
@@ -87,202 +85,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RPC_TIMEOUT_MS = 2000
-_CHUNKED_EXTRA_TIMEOUT_S = 13.0  # §4.9: and gives such calls 13 s more
-_RPC_QUEUE_GROUP = "rpc"  # wasmbus-rpc's queue group for provider RPC subscriptions
-_SHUTDOWN_ACK = b"shutting down"  # what wasmbus-rpc providers answer a shutdown request with
 _SHUTDOWN_HOOK_TIMEOUT_S = 1.5  # the host waits 2 s for the ack (§4.11)
 _DRAIN_TIMEOUT_S = 0.5  # in-flight invocations get this long after a shutdown request
 _NATS_CLOSE_TIMEOUT_S = 1.0
-
-
-# --- wire shapes -------------------------------------------------------------------------------
-
-
-def _str_map(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ValueError(f"{what} must be a map of strings")
-    return dict(value)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkDefinition:
-    """A link between an actor and this provider; `values` is the link's configuration."""
-
-    actor_id: str
-    provider_id: str
-    link_name: str
-    contract_id: str
-    values: dict[str, str] = field(default_factory=dict)
-    id: str = ""
-
-    @classmethod
-    def from_map(cls, fields: Any) -> Self:
-        """From the map used in host data and on linkdefs subjects. Raises ValueError."""
-        if not isinstance(fields, dict):
-            raise ValueError("a link definition must be a map")
-        strings = {}
-        for key in ("actor_id", "provider_id", "link_name", "contract_id", "id"):
-            value = fields.get(key) or ""
-            if not isinstance(value, str):
-                raise ValueError(f"link definition `{key}` must be a string")
-            strings[key] = value
-        if not strings["actor_id"]:
-            raise ValueError("link definition has no actor_id")
-        return cls(values=_str_map(fields.get("values"), "link definition `values`"), **strings)
-
-    def to_map(self) -> dict[str, Any]:
-        return {"id": self.id, "actor_id": self.actor_id, "provider_id": self.provider_id,
-                "link_name": self.link_name, "contract_id": self.contract_id, "values": dict(self.values)}
-
-    @classmethod
-    def from_wire(cls, data: bytes) -> Self:
-        """Decode a `linkdefs.put`/`linkdefs.del` payload (msgpack). Raises ValueError."""
-        try:
-            fields = msgpack.unpackb(data, raw=False)
-        except (ValueError, msgpack.UnpackException, TypeError) as e:
-            raise ValueError(f"not msgpack: {e}") from e
-        return cls.from_map(fields)
-
-    def to_wire(self, *, deleted: bool = False) -> bytes:
-        """The msgpack map the host publishes on `linkdefs.put`/`.del` (§4.11)."""
-        return msgpack.packb({**self.to_map(), "deleted": deleted}, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostData:
-    """What the host tells a provider at start (§11.7), one base64 JSON line on stdin."""
-
-    host_id: str = ""
-    lattice_rpc_prefix: str = "default"
-    link_name: str = "default"
-    lattice_rpc_user_jwt: str = field(default="", repr=False)
-    lattice_rpc_user_seed: str = field(default="", repr=False)
-    lattice_rpc_url: str = "127.0.0.1:4222"
-    lattice_rpc_tls: bool = False
-    lattice_rpc_tls_ca_file: str | None = None  # hostcore extension: CA of the server's certificate
-    env_values: dict[str, str] = field(default_factory=dict)
-    instance_id: str = ""
-    provider_key: str
-    link_definitions: tuple[LinkDefinition, ...] = ()
-    config_json: str | None = None
-    default_rpc_timeout_ms: int = DEFAULT_RPC_TIMEOUT_MS
-    cluster_issuers: tuple[str, ...] = ()
-    invocation_seed: str = field(default="", repr=False)
-    js_domain: str | None = None
-    enable_structured_logging: bool = False
-    log_level: str | None = None
-
-    @property
-    def rpc_topic(self) -> str:
-        """`wasmbus.rpc.{lattice}.{provider_key}.{link_name}`, the root of every subject we use."""
-        return f"wasmbus.rpc.{self.lattice_rpc_prefix}.{self.provider_key}.{self.link_name}"
-
-    @property
-    def nats_url(self) -> str:
-        """`lattice_rpc_url` with a scheme (OTP sends `host:port`); `tls://` when TLS is on."""
-        url = self.lattice_rpc_url or "127.0.0.1:4222"
-        if "://" in url:
-            return url
-        return f"{'tls' if self.lattice_rpc_tls else 'nats'}://{url}"
-
-    @classmethod
-    def from_wire(cls, line: bytes | str) -> Self:
-        """Parse the stdin line: base64 (standard or URL-safe, padding optional) of a JSON object.
-
-        Unknown keys are ignored; v0.63's `structured_logging` is read as
-        `enable_structured_logging`. Raises HostDataInvalid naming the first problem.
-        """
-        text = line.decode("ascii", "replace") if isinstance(line, bytes) else line
-        text = text.strip()
-        if not text:
-            raise HostDataInvalid("stdin is empty - expecting host data configuration")
-        try:
-            padded = text + "=" * (-len(text) % 4)
-            raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-            fields = json.loads(raw)
-        except (binascii.Error, ValueError) as e:
-            raise HostDataInvalid(f"not base64-encoded JSON: {e}") from e
-        if not isinstance(fields, dict):
-            raise HostDataInvalid("not a JSON object")
-        try:
-            return cls._from_map(fields)
-        except (TypeError, ValueError) as e:
-            raise HostDataInvalid(str(e)) from e
-
-    @classmethod
-    def _from_map(cls, fields: dict[str, Any]) -> Self:
-        def text(key: str, default: str = "") -> str:
-            value = fields.get(key)
-            if value is None:
-                return default
-            if not isinstance(value, str):
-                raise ValueError(f"`{key}` must be a string")
-            return value
-
-        def optional_text(key: str) -> str | None:
-            value = fields.get(key)
-            return None if value is None or value == "" else text(key)
-
-        provider_key = text("provider_key")
-        if not provider_key:
-            raise ValueError("`provider_key` is missing")
-        timeout = fields.get("default_rpc_timeout_ms")
-        if timeout is None:
-            timeout = DEFAULT_RPC_TIMEOUT_MS
-        if type(timeout) is not int or timeout <= 0:
-            raise ValueError("`default_rpc_timeout_ms` must be a positive integer")
-        issuers = fields.get("cluster_issuers") or []
-        if not isinstance(issuers, list) or not all(isinstance(i, str) for i in issuers):
-            raise ValueError("`cluster_issuers` must be a list of strings")
-        links = fields.get("link_definitions") or []
-        if not isinstance(links, list):
-            raise ValueError("`link_definitions` must be a list")
-        config_json = fields.get("config_json")
-        if config_json is not None and not isinstance(config_json, str):
-            config_json = json.dumps(config_json)  # tolerate a host that sends the object itself
-        structured = fields.get("enable_structured_logging", fields.get("structured_logging", False))
-        return cls(
-            host_id=text("host_id"),
-            lattice_rpc_prefix=text("lattice_rpc_prefix", "default"),
-            link_name=text("link_name", "default"),
-            lattice_rpc_user_jwt=text("lattice_rpc_user_jwt"),
-            lattice_rpc_user_seed=text("lattice_rpc_user_seed"),
-            lattice_rpc_url=text("lattice_rpc_url"),
-            lattice_rpc_tls=bool(fields.get("lattice_rpc_tls") or False),
-            lattice_rpc_tls_ca_file=optional_text("lattice_rpc_tls_ca_file"),
-            env_values=_str_map(fields.get("env_values"), "`env_values`"),
-            instance_id=text("instance_id"),
-            provider_key=provider_key,
-            link_definitions=tuple(LinkDefinition.from_map(ld) for ld in links),
-            config_json=config_json or None,
-            default_rpc_timeout_ms=timeout,
-            cluster_issuers=tuple(issuers),
-            invocation_seed=text("invocation_seed"),
-            js_domain=optional_text("js_domain"),
-            enable_structured_logging=bool(structured),
-            log_level=optional_text("log_level"),
-        )
-
-    def to_wire(self) -> bytes:
-        """The stdin line the host writes: base64(JSON) + `\\n` (§11.7)."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        fields["link_definitions"] = [ld.to_map() for ld in self.link_definitions]
-        fields["cluster_issuers"] = list(self.cluster_issuers)
-        return base64.b64encode(json.dumps(fields).encode()) + b"\n"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckResponse:
-    """The reply to a `.health` request; the host counts any reply as healthy (§4.11)."""
-
-    healthy: bool = True
-    message: str = ""
-
-    def to_wire(self) -> bytes:
-        return msgpack.packb({"healthy": self.healthy, "message": self.message})  # type: ignore[no-any-return]
 
 
 # --- the provider API ------------------------------------------------------------------------------
@@ -388,12 +193,12 @@ class HostBridge:
             topic = hd.rpc_topic
             nc = self._nc
             self._subs = [
-                await nc.subscribe(topic, queue=_RPC_QUEUE_GROUP, cb=self._on_invocation),
+                await nc.subscribe(topic, queue=subjects.PROVIDER_RPC_QUEUE_GROUP, cb=self._on_invocation),
                 # One subscription for put and del, so they are applied in the order sent.
-                await nc.subscribe(f"{topic}.linkdefs.*", cb=self._on_linkdef),
-                await nc.subscribe(f"{topic}.shutdown", cb=self._on_shutdown),
+                await nc.subscribe(subjects.provider_linkdefs(topic, "*"), cb=self._on_linkdef),
+                await nc.subscribe(subjects.provider_shutdown(topic), cb=self._on_shutdown),
                 # health last, as wasmbus-rpc does: a health reply means every subscription is up
-                await nc.subscribe(f"{topic}.health", cb=self._on_health),
+                await nc.subscribe(subjects.provider_health(topic), cb=self._on_health),
             ]
             await nc.flush()
             log.info("provider serving", extra={"provider_key": hd.provider_key, "link_name": hd.link_name,
@@ -481,7 +286,7 @@ class HostBridge:
         if action not in ("put", "del"):
             return
         try:
-            ld = LinkDefinition.from_wire(msg.data)
+            ld = LinkDefinition.from_msgpack(msg.data)
         except ValueError as e:
             log.error("garbled link definition", extra={"subject": msg.subject, "error": str(e)})
             return
@@ -500,17 +305,14 @@ class HostBridge:
         # Every host's instance of this provider (same key and link) listens on this subject, so
         # a request naming another host is not for us. Unparsable or host-less payloads (hosts
         # before v0.59) are obeyed, as wasmbus-rpc obeys every shutdown message.
-        try:
-            host_id = json.loads(msg.data).get("host_id") if msg.data else None
-        except (ValueError, AttributeError):
-            host_id = None
+        host_id = shutdown_host_id(msg.data)
         if host_id and self._hd.host_id and host_id != self._hd.host_id:
             log.debug("ignoring shutdown request for another host", extra={"host_id": host_id})
             return
         log.info("shutdown requested", extra={"provider_key": self._hd.provider_key})
         await self._shutdown_provider()
         if msg.reply and self._nc is not None:
-            await self._nc.publish(msg.reply, _SHUTDOWN_ACK)
+            await self._nc.publish(msg.reply, SHUTDOWN_ACK)
             await self._nc.flush()
         self._stop.set()
 
@@ -566,9 +368,8 @@ class HostBridge:
         timeout = timeout_s if timeout_s is not None else hd.default_rpc_timeout_ms / 1000
         assert self._chunks is not None
         sent = await chunk_invocation(self._chunks, inv)  # signed over the full payload first (§4.4)
-        if sent is not inv:
-            timeout += _CHUNKED_EXTRA_TIMEOUT_S
-        subject = f"wasmbus.rpc.{hd.lattice_rpc_prefix}.{actor_id}"
+        timeout = provider_call_timeout(timeout, chunked=sent is not inv)
+        subject = subjects.actor_rpc(hd.lattice_rpc_prefix, actor_id)
         try:
             reply = await self._nc.request(subject, sent.to_wire(), timeout=timeout)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:

@@ -20,7 +20,23 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
 
-from hostcore.actors.messages import (
+from hostcore.config import HostConfig
+from hostcore.errors import PolicyDeniedStartProvider, RoleRestarted
+from hostcore.native.par import ProviderClaims
+from hostcore.procutil import set_pdeathsig
+from hostcore.providers.module import ProviderModule
+from hostcore.supervision import (
+    Adopted,
+    AdoptingSupervisor,
+    ExitWatch,
+    Flush,
+    Forget,
+    Remember,
+    Rewirable,
+    Rewire,
+    crash_if_asked,
+)
+from hostcore.tree.messages import (
     Done,
     EvaluateStart,
     GetInventory,
@@ -44,25 +60,12 @@ from hostcore.actors.messages import (
     StartProviderProcess,
     StopProvider,
 )
-from hostcore.config import HostConfig
-from hostcore.errors import PolicyDeniedStartProvider, RoleRestarted
-from hostcore.procutil import set_pdeathsig
-from hostcore.providers.module import ProviderModule
-from hostcore.supervision import (
-    Adopted,
-    AdoptingSupervisor,
-    ExitWatch,
-    Flush,
-    Forget,
-    Remember,
-    Rewirable,
-    Rewire,
-    crash_if_asked,
-)
+from hostcore.wire import cloudevents
+from hostcore.wire.claims_records import provider_record
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALREADY_RUNNING", "ProviderSupervisor", "provider_claims_record"]
+__all__ = ["ALREADY_RUNNING", "ProviderSupervisor"]
 
 ALREADY_RUNNING = "Provider with that link name is already running on this host"
 
@@ -71,7 +74,7 @@ ALREADY_RUNNING = "Provider with that link name is already running on this host"
 class _Provider:
     instance_id: str
     address: Any
-    claims: Any
+    claims: ProviderClaims
     image_ref: str
     link_name: str
     annotations: dict[str, str]
@@ -86,19 +89,10 @@ class _Provider:
     def key(self) -> tuple[str, str]:
         return (self.claims.public_key, self.link_name)
 
-    def stopped_event(self) -> tuple[str, dict[str, Any]]:
-        # QUIRK: OTP's port closes with reason `normal` however the process ended.
-        return "provider_stopped", {"public_key": self.claims.public_key, "link_name": self.link_name,
-                                    "contract_id": self.claims.capid, "instance_id": self.instance_id,
-                                    "annotations": self.annotations, "reason": "normal"}
-
-
-def provider_claims_record(claims: Any) -> dict[str, Any]:
-    """protocol.md §5.7 record for a provider (v0.63 adds contract_id). QUIRK: `caps` is `""`, as
-    OTP stores a provider's absent caps claim."""
-    return {"call_alias": "", "iss": claims.issuer, "name": claims.name or "", "caps": "",
-            "rev": str(claims.revision), "tags": "", "version": claims.ver, "sub": claims.public_key,
-            "contract_id": claims.capid}
+    def stopped_event(self) -> cloudevents.Event:
+        return cloudevents.provider_stopped(public_key=self.claims.public_key, link_name=self.link_name,
+                                            contract_id=self.claims.capid, instance_id=self.instance_id,
+                                            annotations=self.annotations)
 
 
 class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
@@ -165,8 +159,8 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
                                     configuration=prov.config_json, annotations=prov.annotations, request_id="")
             self.start_provider(request, prov.claims, prov.binary)
 
-    def _event(self, event_type: str, data: dict[str, Any]) -> None:
-        self.send(self.events, PublishEvent(event_type=event_type, data=data))
+    def _event(self, event: cloudevents.Event) -> None:
+        self.send(self.events, PublishEvent.of(event))
 
     def _running(self, ref_or_key: str, link_name: str) -> _Provider | None:
         return next((p for p in self.providers.values() if p.state in ("starting", "running")
@@ -185,9 +179,9 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         self.send(self.native, PrepareProvider(provider_ref=msg.provider_ref, request_id=request_id))
 
     def _already_running(self, msg: StartProvider) -> None:
-        self._event("provider_start_failed", {
-            "provider_ref": msg.provider_ref, "link_name": msg.link_name,
-            "error": f"Ignoring request to start provider, {msg.provider_ref} ({msg.link_name}) is already running"})
+        self._event(cloudevents.provider_start_failed(
+            msg.provider_ref, msg.link_name,
+            f"Ignoring request to start provider, {msg.provider_ref} ({msg.link_name}) is already running"))
 
     def receiveMsg_PrepareFailed(self, msg: PrepareFailed, sender: Any) -> None:
         pending = self.pending.pop(msg.request_id, None)
@@ -196,8 +190,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
 
     def _start_failed(self, req: StartProvider, error: str) -> None:
         log.error("provider start failed", extra={"provider_ref": req.provider_ref, "error": error})
-        self._event("provider_start_failed", {"provider_ref": req.provider_ref, "link_name": req.link_name,
-                                              "error": error})
+        self._event(cloudevents.provider_start_failed(req.provider_ref, req.link_name, error))
 
     def receiveMsg_ProviderPrepared(self, msg: ProviderPrepared, sender: Any) -> None:
         req = self.pending.pop(msg.request_id, None)
@@ -223,7 +216,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         else:
             self._start_failed(req, PolicyDeniedStartProvider(prepared.claims.public_key, msg.message).wire)
 
-    def start_provider(self, req: StartProvider, claims: Any, binary: Path) -> None:
+    def start_provider(self, req: StartProvider, claims: ProviderClaims, binary: Path) -> None:
         """Spawn a ProviderModule for a verified provider; progress arrives as events."""
         assert self.config is not None
         links = tuple(ld for ld in self.snapshot.links
@@ -250,23 +243,19 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         claims = prov.claims
         log.info("provider started", extra={"provider_key": claims.public_key, "link_name": prov.link_name,
                                             "pid": pid})
-        self._event("provider_started", {
-            "public_key": claims.public_key, "image_ref": prov.image_ref, "link_name": prov.link_name,
-            "contract_id": claims.capid, "instance_id": prov.instance_id, "annotations": prov.annotations,
-            "claims": {"issuer": claims.issuer, "tags": None, "name": claims.name, "version": claims.ver,
-                       "not_before_human": "immediately", "expires_human": "never"}})
-        self.send(self.lattice, PutClaims(record=provider_claims_record(claims)))
+        self._event(cloudevents.provider_started(claims=claims, image_ref=prov.image_ref, link_name=prov.link_name,
+                                                 instance_id=prov.instance_id, annotations=prov.annotations))
+        self.send(self.lattice, PutClaims(record=provider_record(claims)))
         if prov.image_ref and prov.image_ref != claims.public_key:
             self.send(self.lattice, PutRefmap(actor_ref=prov.image_ref, public_key=claims.public_key))
-            self._event("refmap_set", {"oci_url": prov.image_ref, "public_key": claims.public_key})
+            self._event(cloudevents.refmap_set(prov.image_ref, claims.public_key))
 
     def receiveMsg_ProviderFailed(self, msg: ProviderFailed, sender: Any) -> None:
         prov = self.providers.get(msg.instance_id)
         if prov is None:
             return
         prov.state = "failed"
-        self._event("provider_start_failed", {"provider_ref": prov.image_ref, "link_name": prov.link_name,
-                                              "error": msg.error})
+        self._event(cloudevents.provider_start_failed(prov.image_ref, prov.link_name, msg.error))
         self.send(prov.address, ActorExitRequest())
 
     # --- stop ----------------------------------------------------------------------------------
@@ -316,8 +305,7 @@ class ProviderSupervisor(AdoptingSupervisor, Rewirable, ActorTypeDispatcher):  #
         self.send(self.host, Forget(role="provider_supervisor", key=prov.instance_id,
                                     pid=prov.pid if prov.adopted else 0))
         if prov.state in ("running", "stopping"):  # it was announced with provider_started
-            event_type, data = prov.stopped_event()
-            self._event(event_type, data)
+            self._event(prov.stopped_event())
         for reply_to, request_id in prov.waiters:
             self.send(reply_to, Done(request_id=request_id))
         if self.purge_waiting is not None:

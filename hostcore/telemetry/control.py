@@ -15,20 +15,20 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hostcore.control.requests import failure_ack
 from hostcore.telemetry.process import ProcessTelemetry, open_process
 from hostcore.telemetry.tracing import NO_SPAN, Span, SpanKind, child_carrier, remote_parent
+from hostcore.wire.control import failure_ack
 
 if TYPE_CHECKING:
     from hostcore.config import HostConfig
-    from hostcore.control.topics import ControlTopic
+    from hostcore.wire.subjects import ControlTopic
 
 __all__ = ["ControlTelemetry", "command_name"]
 
 # A request still unanswered after this long (an auction this host does not bid on) is counted
 # as no_reply; the control client has long given up by then.
 _ANSWER_WINDOW_S = 60.0
-_FAILED = failure_ack("")[:-2]  # `{"accepted":false,"error":` — the envelope is built in requests.py
+_FAILED = failure_ack("")[:-2]  # `{"accepted":false,"error":` — the envelope is built in wire/control.py
 
 
 def command_name(topic: ControlTopic | None) -> str:

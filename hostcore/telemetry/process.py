@@ -8,7 +8,7 @@ its parent (a provider, metric objects) is never used by the child.
 One per process, by nature: a tracer provider owns the process's exporter, and prometheus_client
 keeps one mmap'd file per process and metric type. `open_process` therefore returns the same
 object when called again in the same process, and `process_metrics()` lets code without an owner
-at hand (the NATS callbacks in hostcore/actors/bridge.py) find the process's metrics.
+at hand (the NATS callbacks in hostcore/tree/bridge.py) find the process's metrics.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Trace context crosses two kinds of boundary (protocol.md §1.2):
   * NATS: the `traceparent` / `tracestate` headers of control requests and invocations, read with
     `extract(msg.headers)` and written with `inject()`;
-  * Thespian: the `trace` carrier field of the messages in hostcore/actors/messages.py, the same
+  * Thespian: the `trace` carrier field of the messages in hostcore/tree/messages/, the same
     W3C key/value pairs, so a span in ActorSupervisor can be the child of one in ControlServer.
 
 Everything here takes the process's `Tracer` (or None when tracing is off) from its owner; with

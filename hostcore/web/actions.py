@@ -23,14 +23,13 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hostcore.cli.ctl import json_to_msgpack, msgpack_to_json
 from hostcore.control.client import ControlTimeout
-from hostcore.control.events import EVENT_TYPE_PREFIX
-from hostcore.control.linkdefs import LinkDefinition
-from hostcore.control.requests import Ack
-from hostcore.errors import HostcoreError
+from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
+from hostcore.errors import ControlRequestRefused, HostcoreError
 from hostcore.native.claims import extract_claims
 from hostcore.web.forms import ActionFailed, Body, field_count, field_pairs, field_text, json_body
+from hostcore.wire.cloudevents import event_name
+from hostcore.wire.linkdefs import LinkDefinition
 
 if TYPE_CHECKING:
     from hostcore.web.app import Dashboard
@@ -54,6 +53,8 @@ def _action(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return JSONResponse({"ok": False, "error": err.wire}, err.status)
         except ControlTimeout as err:
             return JSONResponse({"ok": False, "error": err.wire}, 504)
+        except ControlRequestRefused as err:
+            return JSONResponse({"ok": False, "error": err.wire}, 409)
         except HostcoreError as err:
             return JSONResponse({"ok": False, "error": err.wire}, 502)
         except nats.errors.Error as err:
@@ -66,13 +67,8 @@ def _action(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def _check(ack: Ack) -> None:
-    if not ack.accepted:
-        raise ActionFailed(ack.error or "The host refused the request", 409)
-
-
 def _event_type(event: Body) -> str:
-    return str(event.get("type", "")).removeprefix(EVENT_TYPE_PREFIX)
+    return event_name(str(event.get("type", "")))
 
 
 def _error_text(error: Any) -> str:
@@ -120,7 +116,7 @@ async def _launch(dash: Dashboard, host_id: str, ref: str, count: int, constrain
             or (_event_type(ev) == "actor_start_failed" and data.get("actor_ref") == ref))
 
     with dash.watcher.expect(reports) as fut:
-        _check(await dash.client.launch_actor(host_id, ref, count))
+        await dash.client.launch_actor(host_id, ref, count)
         event = await _outcome(fut, dash.settings.start_wait_s)
     if event is not None and _event_type(event) == "actor_start_failed":
         raise ActionFailed(_error_text(event["data"].get("error")), 409)
@@ -194,7 +190,7 @@ async def scale_actor(request: Request, dash: Dashboard) -> Body:
             or (_event_type(ev) == "actor_start_failed" and data.get("actor_ref") in (ref or actor_id, actor_id)))
 
     with dash.watcher.expect(reports) as fut:
-        _check(await dash.client.scale_actor(host_id, actor_id, ref, count))
+        await dash.client.scale_actor(host_id, actor_id, ref, count)
         event = await _outcome(fut, dash.settings.start_wait_s) if count > running else None
     if event is not None and _event_type(event) == "actor_start_failed":
         raise ActionFailed(_error_text(event["data"].get("error")), 409)
@@ -225,7 +221,7 @@ async def start_provider(request: Request, dash: Dashboard) -> Body:
 
     configuration = field_text(body, "configuration", required=False)
     with dash.watcher.expect(reports) as fut:
-        _check(await dash.client.launch_provider(host_id, ref, link, configuration))
+        await dash.client.launch_provider(host_id, ref, link, configuration)
         event = await _outcome(fut, dash.settings.start_wait_s)
     if event is not None and _event_type(event) == "provider_start_failed":
         raise ActionFailed(_error_text(event["data"].get("error")), 409)
@@ -235,9 +231,9 @@ async def start_provider(request: Request, dash: Dashboard) -> Body:
 @_action
 async def stop_provider(request: Request, dash: Dashboard) -> Body:
     body = await json_body(request)
-    _check(await dash.client.stop_provider(
+    await dash.client.stop_provider(
         field_text(body, "host_id"), field_text(body, "provider_id"), field_text(body, "link_name"),
-        field_text(body, "contract_id", required=False)))
+        field_text(body, "contract_id", required=False))
     return {}
 
 
@@ -248,22 +244,22 @@ async def put_link(request: Request, dash: Dashboard) -> Body:
                           contract_id=field_text(body, "contract_id"),
                           link_name=field_text(body, "link_name", required=False) or "default",
                           values=field_pairs(body.get("values"), "Values"))
-    _check(await dash.client.put_link(link))
+    await dash.client.put_link(link)
     return {}
 
 
 @_action
 async def delete_link(request: Request, dash: Dashboard) -> Body:
     body = await json_body(request)
-    _check(await dash.client.del_link(field_text(body, "actor_id"), field_text(body, "contract_id"),
-                                        field_text(body, "link_name")))
+    await dash.client.del_link(field_text(body, "actor_id"), field_text(body, "contract_id"),
+                               field_text(body, "link_name"))
     return {}
 
 
 @_action
 async def stop_host(request: Request, dash: Dashboard) -> Body:
     body = await json_body(request)
-    _check(await dash.client.stop_host(field_text(body, "host_id")))
+    await dash.client.stop_host(field_text(body, "host_id"))
     return {}
 
 

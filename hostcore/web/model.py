@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from hostcore.control.events import EVENT_TYPE_PREFIX, humanize_seconds
+from hostcore.wire.cloudevents import event_name, humanize_seconds
 
 __all__ = ["ActorView", "EventRecord", "Health", "HostView", "LatticeModel", "LinkView", "ProviderView"]
 
@@ -155,7 +155,7 @@ class LatticeModel:
 
     def apply_event(self, event: dict[str, Any]) -> None:
         """Record one CloudEvent from `wasmbus.evt.{lattice}` and apply it."""
-        etype = str(event.get("type", "")).removeprefix(EVENT_TYPE_PREFIX)
+        etype = event_name(str(event.get("type", "")))
         data = _obj(event.get("data"))
         self.seq += 1
         record = EventRecord(self.seq, etype, str(event.get("source", "")), str(event.get("time", "")), data)

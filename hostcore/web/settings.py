@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from hostcore.natsconn import NatsEndpoint
 from hostcore.telemetry.metrics import metrics_dir
+from hostcore.wire.subjects import DEFAULT_CTL_TOPIC_PREFIX
 
 if TYPE_CHECKING:
     from hostcore.config import HostConfig
@@ -45,7 +46,7 @@ class DashboardSettings:
 
     nats_url: str
     lattice_prefix: str = "default"
-    ctl_topic_prefix: str = "wasmbus.ctl"
+    ctl_topic_prefix: str = DEFAULT_CTL_TOPIC_PREFIX
     timeout_s: float = 2.0
     token: str = ""
     cluster_seed: str = ""

@@ -27,9 +27,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hostcore.control.client import ControlClient, ControlTimeout
-from hostcore.control.events import event_subject
+from hostcore.errors import ControlReplyInvalid, ControlRequestRefused
 from hostcore.web.model import LatticeModel, LinkView
 from hostcore.web.settings import DashboardSettings
+from hostcore.wire import subjects
 
 __all__ = ["EventPredicate", "LatticeWatcher"]
 
@@ -58,7 +59,7 @@ class LatticeWatcher:
         self.closing = False
 
     async def __aenter__(self) -> Self:
-        self._sub = await self.nc.subscribe(event_subject(self.settings.lattice_prefix), cb=self._on_event)
+        self._sub = await self.nc.subscribe(subjects.lattice_events(self.settings.lattice_prefix), cb=self._on_event)
         await self.nc.flush(timeout=math.ceil(self.settings.timeout_s))
         self._spawn(self._discover())
         self._spawn(self._expire_loop())
@@ -204,7 +205,7 @@ class LatticeWatcher:
 
     async def _probe(self, key: tuple[str, str, str]) -> None:
         host_id, provider_id, link_name = key
-        subject = f"wasmbus.rpc.{self.settings.lattice_prefix}.{provider_id}.{link_name}.health"
+        subject = subjects.provider_health(subjects.provider_rpc(self.settings.lattice_prefix, provider_id, link_name))
         try:
             await self.nc.request(subject, _HEALTH_REQUEST, timeout=self.settings.timeout_s)
         except (nats.errors.Error, TimeoutError) as err:
@@ -223,15 +224,15 @@ class LatticeWatcher:
 
     async def _refresh_links(self) -> None:
         try:
-            claims = [c for c in await self.client.get_claims() if isinstance(c, dict)]
-        except (ControlTimeout, KeyError, ValueError, nats.errors.Error) as err:  # names are a nicety
+            claims = await self.client.get_claims()
+        except (ControlTimeout, ControlRequestRefused, ControlReplyInvalid, nats.errors.Error) as err:  # a nicety
             log.debug("no claims from the lattice", extra={"error": str(err)})
         else:
             self.model.apply_claims(claims)
         since = self.model.seq
         try:
-            links = [LinkView.from_obj(obj) for obj in await self.client.get_links() if isinstance(obj, dict)]
-        except (ControlTimeout, KeyError) as err:  # KeyError: a failure ack instead of {"links": …}
+            links = [LinkView.from_obj(ld.to_map()) for ld in await self.client.get_links()]
+        except (ControlTimeout, ControlRequestRefused, ControlReplyInvalid) as err:
             log.debug("no link definitions from the lattice", extra={"error": str(err)})
             return
         except nats.errors.Error as err:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from conftest import EventWatcher, HostProcess, fixture_actor, started_host
 
-from hostcore.cli.ctl import json_to_msgpack, msgpack_to_json
+from hostcore.control.payloads import json_to_msgpack, msgpack_to_json
 
 ECHO_KEY = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 

@@ -1,9 +1,10 @@
 import datetime as dt
 import json
 
-from hostcore.actors.messages import InstanceInfo, Inventory, ProviderInfo, ProviderInventory
+from hostcore.tree.messages import InstanceInfo, Inventory, ProviderInfo, ProviderInventory
 from hostcore.config import load_config
-from hostcore.control.events import cloud_event, heartbeat_data, humanize_seconds
+from hostcore.control.events import heartbeat_data
+from hostcore.wire.cloudevents import cloud_event, humanize_seconds
 from hostcore.control.inventory import InventoryJoin
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hostcore.control.requests import (
+from hostcore.wire.control import (
     Ack,
     LaunchActorRequest,
     ScaleRequest,

@@ -1,4 +1,4 @@
-from hostcore.control import topics
+from hostcore.wire import subjects as topics
 
 
 def test_parse_host_commands_and_lattice_requests() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from hostcore import COMPAT_VERSION
 from hostcore.actors.batches import BatchTracker
-from hostcore.actors.messages import (
+from hostcore.tree.messages import (
     InstanceInfo,
     Inventory,
     LatticeSnapshot,
@@ -24,16 +24,16 @@ from hostcore.actors.messages import (
 from hostcore.actors.outbound import HostCallRouter
 from hostcore.config import load_config
 from hostcore.control.events import heartbeat_data
-from hostcore.control.inventory import HostInventory, inventory_reply, nats_host
-from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.control.inventory import JoinedInventory as HostInventory, inventory_reply, nats_host
+from hostcore.wire.linkdefs import LinkDefinition, link_id
 from hostcore.control.migration import LegacyCache, refmap_key
 from hostcore.control.server import ping_reply
 from hostcore.errors import HostCallError
 from hostcore.native.claims import ActorClaims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.providers.module import host_data, provider_env
-from hostcore.providers.par import ProviderClaims
-from hostcore.providers.supervisor import provider_claims_record
+from hostcore.native.par import ProviderClaims
+from hostcore.wire.claims_records import provider_record as provider_claims_record
 
 # semver.org's regular expression (core + optional pre-release and build).
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
@@ -190,8 +190,8 @@ def test_legacy_fold_keeps_live_links_claims_and_refmaps() -> None:
 # --- batch events ----------------------------------------------------------------------------------
 
 class Published(list[tuple[str, dict[str, Any]]]):
-    def __call__(self, event_type: str, data: dict[str, Any]) -> None:
-        self.append((event_type, data))
+    def __call__(self, event: Any) -> None:
+        self.append((event.type, event.data))
 
 
 def test_start_batch_is_published_once_all_instances_answered() -> None:

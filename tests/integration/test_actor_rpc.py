@@ -12,7 +12,7 @@ import pytest
 from conftest import EventWatcher, HostProcess, fixture_actor, signed_wat_actor, started_host
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.procutil import wait_for
 
@@ -178,10 +178,10 @@ async def test_link_definitions_put_get_delete(
     assert (await client.put_link(link)).accepted
     [event] = await events.wait_for("linkdef_set")
     assert event["data"] == link.to_map()
-    assert await client.get_links() == [link.to_map()]
+    assert await client.get_links() == [link]
     assert (await client.put_link(LinkDefinition(actor_id=actor, provider_id=PROVIDER, link_name="default",
                                                  contract_id="wasmcloud:keyvalue", values={"URL": "x"}))).accepted
-    assert [l["values"] for l in await client.get_links()] == [{"URL": "x"}]  # same triple overwrites
+    assert [l.values for l in await client.get_links()] == [{"URL": "x"}]  # same triple overwrites
 
     assert (await client.del_link(actor, "wasmcloud:keyvalue")).accepted
     await events.wait_for("linkdef_deleted")

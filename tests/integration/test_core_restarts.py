@@ -19,9 +19,9 @@ import requests
 from conftest import EventWatcher, HostProcess, describe_pid, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.procutil import free_port, pid_alive, wait_for
-from hostcore.providers.par import builtin_provider_key
+from hostcore.native.par import builtin_provider_key
 
 ECHO_KEY = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 HTTP_KEY = builtin_provider_key("httpserver")

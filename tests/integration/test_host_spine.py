@@ -14,7 +14,8 @@ import pytest
 from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient, ControlTimeout
-from hostcore.control.requests import Ack
+from hostcore.errors import ControlRequestRefused
+from hostcore.wire.control import Ack
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import pid_alive, wait_for
 
@@ -257,11 +258,13 @@ async def test_live_update_swaps_every_instance_and_refuses_older_revisions(
     assert inv["actors"][0]["image_ref"] == file_ref(paths[2])
     assert {i["revision"] for i in inv["actors"][0]["instances"]} == {2}
 
-    ack = await client.update_actor(host.host_id, key, file_ref(paths[1]))
-    assert ack == Ack(accepted=False, error="Unable to perform live update: new revision 1 is not greater "
-                                            "than the running revision 2")
-    ack = await client.update_actor(host.host_id, ECHO_KEY, file_ref(fixture_actor("echo.wasm")))
-    assert not ack.accepted and "not running on this host" in ack.error
+    with pytest.raises(ControlRequestRefused) as refused:
+        await client.update_actor(host.host_id, key, file_ref(paths[1]))
+    assert refused.value.error == ("Unable to perform live update: new revision 1 is not greater "
+                                   "than the running revision 2")
+    with pytest.raises(ControlRequestRefused) as refused:
+        await client.update_actor(host.host_id, ECHO_KEY, file_ref(fixture_actor("echo.wasm")))
+    assert "not running on this host" in refused.value.error
 
 
 async def test_stopped_then_restarted_actor_is_invocable(

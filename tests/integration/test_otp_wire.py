@@ -22,13 +22,13 @@ from test_chunking_policy import BIG_ECHO_WAT, FORWARD_WAT, write_actor
 from test_providers import http_get
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition, link_id
+from hostcore.wire.linkdefs import LinkDefinition, link_id
 from hostcore.control.migration import refmap_key
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, wait_for
-from hostcore.providers.par import builtin_provider_key, create_par, native_target
+from hostcore.native.par import builtin_provider_key, create_par, native_target
 
 ECHO = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 ECHO_ISSUER = "ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW"
@@ -84,7 +84,7 @@ async def test_a_059_lattice_cache_is_migrated_and_removed(
     assert await client.get_claims() == [echo_claims]
     [got] = await client.get_links()
     new_id = link_id(kv_actor, KV, "default")
-    assert got == {"id": new_id, "actor_id": kv_actor, "provider_id": provider, "link_name": "default",
+    assert got.to_map() == {"id": new_id, "actor_id": kv_actor, "provider_id": provider, "link_name": "default",
                    "contract_id": KV, "values": {"URL": "redis://127.0.0.1:6379"}}
     kv = await nc.jetstream().key_value(f"LATTICEDATA_{lattice}")
     assert json.loads((await kv.get(refmap_key(ref))).value) == {"oci_url": ref, "public_key": ECHO}
@@ -200,7 +200,7 @@ async def test_links_written_into_the_bucket_are_announced_and_reach_the_provide
     resp = await http_get(f"http://127.0.0.1:{port}/hello")  # the running provider got the link
     assert resp.status_code == 200
     assert ("put", {**linkdef_set["data"], "deleted": False}) in to_provider
-    assert [link["id"] for link in await client.get_links()] == [linkdef_set["data"]["id"]]
+    assert [link.id for link in await client.get_links()] == [linkdef_set["data"]["id"]]
 
     await kv.delete(key)
     [deleted] = await events.wait_for("linkdef_deleted")

@@ -14,11 +14,12 @@ import requests
 from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.errors import ControlRequestRefused
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, pid_alive, wait_for
-from hostcore.providers.par import builtin_provider_key, create_par, native_target
+from hostcore.native.par import builtin_provider_key, create_par, native_target
 
 HTTP = "wasmcloud:httpserver"
 KV = "wasmcloud:keyvalue"
@@ -132,8 +133,9 @@ async def test_killed_provider_is_reported_and_host_stop_ends_providers(
     inv = await client.get_inventory(host.host_id)
     assert [p["id"] for p in inv["providers"]] == [builtin_provider_key("httpserver")]
 
-    again = await client.launch_provider(host.host_id, "builtin:httpserver")
-    assert again.accepted is False and again.error == "Provider with that link name is already running on this host"
+    with pytest.raises(ControlRequestRefused) as again:
+        await client.launch_provider(host.host_id, "builtin:httpserver")
+    assert again.value.error == "Provider with that link name is already running on this host"
     await events.wait_for("provider_start_failed")
 
     left = provider_pids()

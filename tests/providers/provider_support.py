@@ -98,11 +98,11 @@ class ProviderEnv:
                               id=str(uuid.uuid4()))
 
     async def put_link(self, ld: LinkDefinition) -> None:
-        await self.nc.publish(f"{self.topic}.linkdefs.put", ld.to_wire())
+        await self.nc.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
         await self.nc.flush()
 
     async def del_link(self, ld: LinkDefinition) -> None:
-        await self.nc.publish(f"{self.topic}.linkdefs.del", ld.to_wire(deleted=True))
+        await self.nc.publish(f"{self.topic}.linkdefs.del", ld.to_msgpack(deleted=True))
         await self.nc.flush()
 
     def invocation(self, operation: str, arg: Any, *, actor: str | None = None, signer: KeyPair | None = None,

@@ -23,7 +23,7 @@ from hostcore.native.claims import extract_claims
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity, new_invocation
 from hostcore.native.wasm import ActorRuntime, EpochTicker, compile_to_cache, load_module, new_engine
 from hostcore.procutil import free_port
-from hostcore.providers.par import builtin_par, extract_binary, native_target, read_par
+from hostcore.native.par import builtin_par, extract_binary, native_target, read_par
 from hostcore.providers.protocol import LinkDefinition
 from provider_support import ProviderEnv, ProviderProc, provider_procs, redis_url  # noqa: F401 (fixtures)
 

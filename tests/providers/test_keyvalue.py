@@ -14,7 +14,7 @@ import redis
 
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import pid_alive, wait_for
-from hostcore.providers.par import builtin_par, builtin_provider_key, extract_binary, native_target, read_par
+from hostcore.native.par import builtin_par, builtin_provider_key, extract_binary, native_target, read_par
 from provider_support import ProviderEnv, ProviderProc, provider_procs, redis_url  # noqa: F401 (fixtures)
 
 CONTRACT = "wasmcloud:keyvalue"

@@ -1,4 +1,4 @@
-"""hostcore.providers.par: provider archive round trip, refusal of bad archives, extraction and
+"""hostcore.native.par: provider archive round trip, refusal of bad archives, extraction and
 the bundled providers' PARs."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hostcore.errors import (
 )
 from hostcore.native.wascap_jwt import encode_jwt, parse_token
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.providers.par import (
+from hostcore.native.par import (
     BUILTIN_PROVIDERS,
     builtin_par,
     builtin_provider_key,

@@ -10,7 +10,7 @@ import pytest
 
 from hostcore.cli.par import register
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.providers.par import read_par
+from hostcore.native.par import read_par
 
 
 def run(*argv: str | Path) -> int:

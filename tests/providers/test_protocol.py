@@ -86,13 +86,13 @@ def test_host_data_errors(line: bytes, detail: str) -> None:
 
 def test_link_definition_wire() -> None:
     ld = LinkDefinition(actor_id="MA", provider_id="VP", link_name="l", contract_id="c", values={"k": "v"})
-    assert msgpack.unpackb(ld.to_wire()) == {"id": "", "actor_id": "MA", "provider_id": "VP", "link_name": "l",
-                                             "contract_id": "c", "values": {"k": "v"}, "deleted": False}
-    assert LinkDefinition.from_wire(ld.to_wire(deleted=True)) == ld
+    assert msgpack.unpackb(ld.to_msgpack()) == {"id": ld.id, "actor_id": "MA", "provider_id": "VP", "link_name": "l",
+                                                "contract_id": "c", "values": {"k": "v"}, "deleted": False}
+    assert LinkDefinition.from_msgpack(ld.to_msgpack(deleted=True)) == ld
     with pytest.raises(ValueError):
-        LinkDefinition.from_wire(b"\xc1")
+        LinkDefinition.from_msgpack(b"\xc1")
     with pytest.raises(ValueError):
-        LinkDefinition.from_wire(msgpack.packb({"actor_id": "MA", "values": {"k": 1}}))
+        LinkDefinition.from_msgpack(msgpack.packb({"actor_id": "MA", "values": {"k": 1}}))
 
 
 def test_health_response_wire() -> None:

@@ -18,10 +18,10 @@ from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids
 from listeners import listeners
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.procutil import free_port, wait_for
-from hostcore.providers.par import builtin_provider_key
+from hostcore.native.par import builtin_provider_key
 
 ECHO = fixture_actor("echo.wasm")
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/x", "queryString": "", "header": {}, "body": b""})

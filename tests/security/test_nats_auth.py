@@ -22,12 +22,12 @@ from conftest import EventWatcher, HostProcess, fixture_actor
 from nats_configs import Operator, Pki, Server, nkey_users_config, start_server
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.natsconn import NatsEndpoint
 from hostcore.procutil import free_port, wait_for
-from hostcore.providers.par import builtin_provider_key
+from hostcore.native.par import builtin_provider_key
 
 ECHO = fixture_actor("echo.wasm")
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/auth", "queryString": "", "header": {}, "body": b""})

@@ -10,8 +10,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 from telemetry_support import metrics, samples, spans, tracer  # noqa: F401 (fixtures)
 
-from hostcore.control.requests import failure_ack, success_ack
-from hostcore.control.topics import ControlTopic
+from hostcore.wire.control import failure_ack, success_ack
+from hostcore.wire.subjects import ControlTopic
 from hostcore.telemetry.control import ControlTelemetry, command_name
 from hostcore.telemetry.metrics import MULTIPROC_ENV, HostMetrics
 from hostcore.telemetry.process import ProcessTelemetry

@@ -20,7 +20,7 @@ from dashboard_fixtures import ECHO_KEY, browser_page, dashboard_settings
 from playwright.async_api import Locator, Page, expect
 
 from hostcore.control.client import ControlClient
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port

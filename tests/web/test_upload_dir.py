@@ -10,7 +10,7 @@ import pytest
 from hostcore.config import HostConfig
 from hostcore.errors import FileLoadDisabled
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.native.worker import read_file_ref
+from hostcore.actors.native_worker import read_file_ref
 from hostcore.web import DashboardSettings
 
 

@@ -18,8 +18,18 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest
 
-from hostcore.actors.bridge import InboxActor
-from hostcore.actors.messages import (
+from hostcore.config import HostConfig
+from hostcore.errors import ActorFetchFailed, BindleUnsupported, FileLoadDisabled, HostcoreError
+from hostcore.native.claims import extract_claims
+from hostcore.native.oci import OciClient, OciSettings
+from hostcore.native.par import builtin_par, extract_binary, native_target, read_par
+from hostcore.native.wasm import compile_to_cache, new_engine
+from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import crash_if_asked
+from hostcore.telemetry.native import NativeTelemetry
+from hostcore.telemetry.tracing import NO_SPAN
+from hostcore.tree.bridge import InboxActor
+from hostcore.tree.messages import (
     ActorPrepared,
     InitNative,
     PrepareActor,
@@ -29,16 +39,6 @@ from hostcore.actors.messages import (
     PutRegistryCredentials,
     Ready,
 )
-from hostcore.config import HostConfig
-from hostcore.errors import ActorFetchFailed, BindleUnsupported, FileLoadDisabled, HostcoreError
-from hostcore.native.claims import extract_claims
-from hostcore.native.oci import OciClient, OciSettings
-from hostcore.native.wasm import compile_to_cache, new_engine
-from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import crash_if_asked
-from hostcore.providers.par import builtin_par, extract_binary, native_target, read_par
-from hostcore.telemetry.native import NativeTelemetry
-from hostcore.telemetry.tracing import NO_SPAN
 
 log = logging.getLogger(__name__)
 

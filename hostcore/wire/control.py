@@ -10,9 +10,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hostcore.errors import ControlRequestError
+from hostcore.errors import ControlReplyInvalid, ControlRequestError, ControlRequestRefused
+from hostcore.wire.linkdefs import LinkDefinition
 
 __all__ = [
+    "ActorDescription",
+    "HostInventory",
+    "InstanceDescription",
+    "PingReply",
+    "ProviderDescription",
     "Ack",
     "AuctionActorRequest",
     "AuctionProviderRequest",
@@ -23,8 +29,12 @@ __all__ = [
     "StopHostRequest",
     "StopProviderRequest",
     "UpdateActorRequest",
+    "claims_reply",
     "dumps",
     "failure_ack",
+    "links_reply",
+    "parse_claims_reply",
+    "parse_links_reply",
     "labels_match",
     "success_ack",
 ]
@@ -172,6 +182,50 @@ class Ack:
         return cls(accepted=bool(obj.get("accepted")), error=str(obj.get("error") or ""))
 
 
+    def raise_if_refused(self) -> Ack:
+        """Self when accepted; else ControlRequestRefused with the host's text."""
+        if not self.accepted:
+            raise ControlRequestRefused(self.error)
+        return self
+
+
+def claims_reply(records: list[dict[str, Any]]) -> bytes:
+    """The get.claims reply (protocol.md §2.4): `{"claims": [record, …]}`."""
+    return dumps({"claims": records})
+
+
+def links_reply(links: list[dict[str, Any]]) -> bytes:
+    """The get.links reply (protocol.md §2.4): `{"links": [LinkDefinition.to_map(), …]}`."""
+    return dumps({"links": links})
+
+
+def _list_reply(data: bytes, key: str, subject: str) -> list[Any]:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlReplyInvalid(subject) from None
+    if isinstance(obj, dict) and obj.get("accepted") is False:
+        raise ControlRequestRefused(str(obj.get("error") or ""))
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), list):
+        raise ControlReplyInvalid(subject)
+    return list(obj[key])
+
+
+def parse_claims_reply(data: bytes, subject: str = "get.claims") -> list[dict[str, Any]]:
+    """The claims records of a get.claims reply (entries that are not maps are dropped).
+    Raises ControlRequestRefused on a failure ack, ControlReplyInvalid on anything else."""
+    return [c for c in _list_reply(data, "claims", subject) if isinstance(c, dict)]
+
+
+def parse_links_reply(data: bytes, subject: str = "get.links") -> list[LinkDefinition]:
+    """The link definitions of a get.links reply, read as a provider reads them (the host's id
+    kept). Raises ControlRequestRefused on a failure ack, ControlReplyInvalid on anything else."""
+    try:
+        return [LinkDefinition.from_provider_map(obj) for obj in _list_reply(data, "links", subject)]
+    except ValueError:
+        raise ControlReplyInvalid(subject) from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateActorRequest:
     actor_id: str
@@ -285,3 +339,89 @@ class StopProviderRequest:
 
     def to_wire(self) -> bytes:
         return dumps(asdict(self))
+
+
+# --- replies to queries (protocol.md §2.4) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingReply:
+    """One host's answer to ping.hosts (v0.59 keys plus v0.60+'s host names and lattice)."""
+
+    id: str
+    issuer: str
+    labels: dict[str, str]
+    friendly_name: str
+    uptime_seconds: int
+    uptime_human: str
+    version: str
+    cluster_issuers: str  # comma-separated, as OTP sends them
+    js_domain: str | None
+    ctl_host: str
+    prov_rpc_host: str
+    rpc_host: str
+    lattice_prefix: str
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "issuer": self.issuer, "labels": self.labels, "friendly_name": self.friendly_name,
+            "uptime_seconds": self.uptime_seconds, "uptime_human": self.uptime_human, "version": self.version,
+            "cluster_issuers": self.cluster_issuers, "js_domain": self.js_domain, "ctl_host": self.ctl_host,
+            "prov_rpc_host": self.prov_rpc_host, "rpc_host": self.rpc_host, "lattice_prefix": self.lattice_prefix,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceDescription:
+    annotations: dict[str, str]
+    instance_id: str
+    revision: int
+
+    def to_map(self) -> dict[str, Any]:
+        return {"annotations": self.annotations, "instance_id": self.instance_id, "revision": self.revision}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorDescription:
+    id: str
+    image_ref: str
+    name: str
+    instances: tuple[InstanceDescription, ...]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"id": self.id, "image_ref": self.image_ref, "name": self.name,
+                "instances": [i.to_map() for i in self.instances]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderDescription:
+    id: str
+    image_ref: str
+    link_name: str
+    name: str
+    instance_id: str
+    annotations: dict[str, str]
+    revision: int
+    contract_id: str  # v0.63
+
+    def to_map(self) -> dict[str, Any]:
+        return {"id": self.id, "image_ref": self.image_ref, "link_name": self.link_name, "name": self.name,
+                "instance_id": self.instance_id, "annotations": self.annotations, "revision": self.revision,
+                "contract_id": self.contract_id}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostInventory:
+    """The get.{host}.inv reply (v0.59 shape; provider entries also carry v0.63's contract_id)."""
+
+    host_id: str
+    issuer: str
+    labels: dict[str, str]
+    friendly_name: str
+    actors: tuple[ActorDescription, ...]
+    providers: tuple[ProviderDescription, ...]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"host_id": self.host_id, "issuer": self.issuer, "labels": self.labels,
+                "friendly_name": self.friendly_name, "actors": [a.to_map() for a in self.actors],
+                "providers": [p.to_map() for p in self.providers]}

@@ -37,8 +37,8 @@ from hostcore.errors import (
     ParUnreadable,
     TokenError,
 )
-from hostcore.native.wascap_jwt import WASCAP_REVISION, decode_jwt, encode_jwt, new_jti
 from hostcore.native.nkeys import KeyKind, KeyPair, encode_seed, is_valid_public_key
+from hostcore.native.wascap_jwt import WASCAP_REVISION, decode_jwt, encode_jwt, new_jti
 
 __all__ = [
     "BUILTIN_PROVIDERS",

@@ -1,0 +1,205 @@
+"""Messages of the ActorSupervisor, the NativeWorker (actor preparation), each ActorModule, live update and registry credentials.
+
+Frozen dataclasses, pickled between processes by Thespian."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostcore.config import HostConfig
+from hostcore.native.claims import ActorClaims
+from hostcore.tree.messages.lattice import LatticeSnapshot
+
+__all__ = [
+    "ActorPrepared",
+    "Done",
+    "GetInventory",
+    "InstanceFailed",
+    "InstanceInfo",
+    "InstanceStarted",
+    "Inventory",
+    "ModuleSwapped",
+    "PrepareActor",
+    "PrepareFailed",
+    "Purge",
+    "PutRegistryCredentials",
+    "ScaleActor",
+    "StartActor",
+    "StartInstance",
+    "SwapModule",
+    "TerminateActor",
+    "UpdateActor",
+    "UpdateDone",
+]
+
+# --- ActorSupervisor ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleActor:
+    """Run `count` instances of `actor_id`; `actor_ref` may be "" (then a running instance's ref)."""
+
+    actor_id: str
+    actor_ref: str
+    count: int
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartActor:
+    """Start `count` more instances from `actor_ref` (control `la`)."""
+
+    actor_ref: str
+    count: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminateActor:
+    """Halt `count` instances (0 = all) matching `annotations`; replied with Done(request_id)."""
+
+    actor_id: str
+    count: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purge:
+    """Halt everything; replied with Done(request_id) once every instance has exited."""
+
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Done:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetInventory:
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceInfo:
+    public_key: str
+    instance_id: str
+    image_ref: str
+    name: str
+    revision: int
+    annotations: dict[str, str]
+    claims_record: dict[str, Any]  # protocol.md §5.7, for get.claims
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inventory:
+    request_id: str
+    instances: tuple[InstanceInfo, ...]
+
+
+# --- native worker -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareActor:
+    """To NativeWorker: fetch `actor_ref`, verify its claims, compile it. Replied with
+    ActorPrepared or PrepareFailed carrying the same `request_id`."""
+
+    actor_ref: str
+    request_id: str
+    trace: dict[str, str] = field(default_factory=dict)  # W3C carrier (hostcore.telemetry.tracing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorPrepared:
+    request_id: str
+    actor_ref: str
+    claims: ActorClaims
+    cwasm_path: Path
+    byte_size: int = 0  # of the fetched module ("OCI image fetched")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareFailed:
+    request_id: str
+    actor_ref: str
+    error: str
+
+
+# --- ActorModule (one instance) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartInstance:
+    """ActorSupervisor → ActorModule: load the module, subscribe, serve. Replied with
+    InstanceStarted or InstanceFailed."""
+
+    config: HostConfig
+    claims: ActorClaims
+    cwasm_path: Path
+    image_ref: str
+    instance_id: str
+    annotations: dict[str, str]
+    snapshot: LatticeSnapshot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceStarted:
+    instance_id: str
+    api_version: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceFailed:
+    instance_id: str
+    error: str
+
+
+# --- live update (protocol.md §2.3 `upd`, §11.6) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateActor:
+    """Swap every instance of `actor_id` to the module at `new_actor_ref`; replied with
+    UpdateDone(request_id, error) once every instance has answered."""
+
+    actor_id: str
+    new_actor_ref: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateDone:
+    request_id: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwapModule:
+    """ActorSupervisor → ActorModule: serve `claims` from `cwasm_path` from now on (same key)."""
+
+    claims: ActorClaims
+    cwasm_path: Path
+    image_ref: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleSwapped:
+    instance_id: str
+    error: str = ""  # "" = swapped
+
+
+# --- registries (protocol.md §2.4 registries.put) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutRegistryCredentials:
+    """To NativeWorker: merge these OCI credentials (registry host → credentials)."""
+
+    credentials: dict[str, Any]
