@@ -7,18 +7,21 @@ so teardown can find leftovers, kill them, and fail the test that left them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
+import requests
 
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
@@ -33,6 +36,50 @@ def fixture_actor(name: str) -> Path:
     path = FIXTURES / name
     assert path.is_file(), f"fixture actor {path} missing (set HOSTCORE_FIXTURES)"
     return path
+
+
+async def eventually(predicate: Callable[[], Any | Awaitable[Any]], timeout: float, what: str | Callable[[], str],
+                     *, interval: float = 0.05, ignoring: tuple[type[BaseException], ...] = ()) -> Any:
+    """Await `predicate()` (sync or async) until it returns something truthy, and return that.
+    An exception in `ignoring` counts as "not yet". Fails the test with `what` (a callable is
+    called then, e.g. to attach a log as it is at the deadline) and the last value or exception
+    once `timeout` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            last = predicate()
+            if inspect.isawaitable(last):
+                last = await last
+        except ignoring as err:
+            last = err
+        else:
+            if last:
+                return last
+        if loop.time() >= deadline:
+            what = what() if callable(what) else what
+            pytest.fail(f"not within {timeout}s: {what}\nlast: {repr(last)[:2000]}")
+        await asyncio.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+async def http_get(url: str, *, method: str = "GET", within: float = 15.0, **kw: Any) -> requests.Response:
+    """One HTTP request, retried while nothing listens yet (a provider's listener comes up after
+    its link arrives, asynchronously); any status counts as an answer."""
+    async def answer() -> list[requests.Response]:
+        # a list: a Response with an error status is falsy, but it is an answer
+        return [await asyncio.to_thread(requests.request, method, url, timeout=5, **kw)]
+    [resp] = await eventually(answer, within, f"an answer from {url}", interval=0.1,
+                              ignoring=(requests.ConnectionError,))
+    return resp
 
 
 def marked_pids(mark: str) -> list[int]:

@@ -25,6 +25,7 @@ from conftest import (
     EventWatcher,
     HostProcess,
     describe_pid,
+    eventually,
     fixture_actor,
     kill_marked,
     marked_pids,
@@ -140,13 +141,8 @@ async def joined(host: HostProcess, *workers: WorkerProcess, timeout: float = 20
     def seen() -> bool:
         lines = [ln for ln in host.log().splitlines() if "worker joined" in ln]
         return all(any(f"worker_id={w.name} " in ln for ln in lines) for w in workers)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not seen():
-        if loop.time() > deadline:
-            pytest.fail(f"workers {[w.name for w in workers]} did not join in {timeout}s; host log:\n"
-                        f"{host.log()[-3000:]}\n" + "\n".join(w.log()[-1500:] for w in workers))
-        await asyncio.sleep(0.05)
+    await eventually(seen, timeout, lambda: f"workers {[w.name for w in workers]} to join; host log:\n"
+                     f"{host.log()[-3000:]}\n" + "\n".join(w.log()[-1500:] for w in workers))
 
 
 async def echo_ok(client: ControlClient, host: HostProcess, calls: int = 10) -> None:
