@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import msgpack
 import pytest
-from conftest import EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
+from conftest import WAPC_HOST_CALL_IMPORTS, EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.control.linkdefs import LinkDefinition
@@ -68,16 +68,7 @@ async def test_pinger_calls_ponger_by_call_alias(
 
 
 # Actor A calls B with the namespace given in the payload (binding ""), returning B's answer.
-CALLER_WAT = """
-(module
-  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
-  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
-  (import "wasmbus" "__guest_error" (func $err (param i32 i32)))
-  (import "wasmbus" "__host_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "wasmbus" "__host_response_len" (func $rlen (result i32)))
-  (import "wasmbus" "__host_response" (func $rsp (param i32)))
-  (import "wasmbus" "__host_error_len" (func $elen (result i32)))
-  (import "wasmbus" "__host_error" (func $herr (param i32)))
+CALLER_WAT = "(module\n" + WAPC_HOST_CALL_IMPORTS + """
   (memory (export "memory") 2)
   (data (i32.const 0) "Echo.Echo")
   (func (export "__guest_call") (param $op_len i32) (param $len i32) (result i32)

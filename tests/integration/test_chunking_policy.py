@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
+from conftest import WAPC_HOST_CALL_IMPORTS, EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.native.claims import extract_claims
@@ -28,16 +28,7 @@ BIG_ECHO_WAT = """
 """
 
 # Forwards its payload to the actor whose key is at offset 0 (56 bytes) and returns the answer.
-FORWARD_WAT = """
-(module
-  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
-  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
-  (import "wasmbus" "__guest_error" (func $err (param i32 i32)))
-  (import "wasmbus" "__host_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "wasmbus" "__host_response_len" (func $rlen (result i32)))
-  (import "wasmbus" "__host_response" (func $rsp (param i32)))
-  (import "wasmbus" "__host_error_len" (func $elen (result i32)))
-  (import "wasmbus" "__host_error" (func $herr (param i32)))
+FORWARD_WAT = "(module\n" + WAPC_HOST_CALL_IMPORTS + """
   (memory (export "memory") 128)
   (data (i32.const 0) "KEY")
   (data (i32.const 64) "Echo.Echo")

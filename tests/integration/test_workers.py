@@ -31,6 +31,7 @@ from conftest import (
     marked_pids,
     signed_wat_actor,
     started_host,
+    stop_child,
 )
 from test_host_spine import instance_pids
 
@@ -90,15 +91,7 @@ class WorkerProcess:
         kill_all(self.mark)
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            pytest.fail(f"worker did not exit {timeout}s after SIGTERM; log:\n{self.log()[-3000:]}")
+        return stop_child(self.proc, f"worker {self.name}", self.log, timeout)
 
 
 @pytest.fixture
