@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import _procs  # noqa: E402  (bench/ is on sys.path: every benchmark runs as bench/<name>.py)
 from hostcore.nats_server import EmbeddedNatsServer  # noqa: E402
 from hostcore.native.nkeys import KeyKind, KeyPair  # noqa: E402
 
@@ -77,19 +78,7 @@ def median(values: Iterable[float]) -> float:
 
 def marked_pids(mark: str) -> list[int]:
     """Live (non-zombie) processes whose environment carries MARK_VAR=mark."""
-    needle = f"{MARK_VAR}={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    return _procs.marked_pids(MARK_VAR, mark)
 
 
 def cmdline(pid: int) -> str:
@@ -105,7 +94,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 def proc_cpu_s(pid: int) -> float:
     """user + system CPU seconds of `pid` (all its threads); 0.0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = _procs.stat_fields(pid)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK

@@ -7,24 +7,31 @@ so teardown can find leftovers, kill them, and fail the test that left them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
+import requests
 
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.procutil import wait_for
+from hostcore.procutil import stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
+# bench/_procs.py (standard library only) is shared with the benchmarks; appended, so that
+# bench/ shadows nothing the tests import.
+sys.path.append(str(REPO / "bench"))
+import _procs  # noqa: E402
 FIXTURES = Path(os.environ.get("HOSTCORE_FIXTURES", REPO.parent / "shared" / "fixtures" / "actors"))
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -35,27 +42,59 @@ def fixture_actor(name: str) -> Path:
     return path
 
 
+async def eventually(predicate: Callable[[], Any | Awaitable[Any]], timeout: float, what: str | Callable[[], str],
+                     *, interval: float = 0.05, ignoring: tuple[type[BaseException], ...] = ()) -> Any:
+    """Await `predicate()` (sync or async) until it returns something truthy, and return that.
+    An exception in `ignoring` counts as "not yet". Fails the test with `what` (a callable is
+    called then, e.g. to attach a log as it is at the deadline) and the last value or exception
+    once `timeout` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            last = predicate()
+            if inspect.isawaitable(last):
+                last = await last
+        except ignoring as err:
+            last = err
+        else:
+            if last:
+                return last
+        if loop.time() >= deadline:
+            what = what() if callable(what) else what
+            pytest.fail(f"not within {timeout}s: {what}\nlast: {repr(last)[:2000]}")
+        await asyncio.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+async def http_get(url: str, *, method: str = "GET", within: float = 15.0, **kw: Any) -> requests.Response:
+    """One HTTP request, retried while nothing listens yet (a provider's listener comes up after
+    its link arrives, asynchronously); any status counts as an answer."""
+    async def answer() -> list[requests.Response]:
+        # a list: a Response with an error status is falsy, but it is an answer
+        return [await asyncio.to_thread(requests.request, method, url, timeout=5, **kw)]
+    [resp] = await eventually(answer, within, f"an answer from {url}", interval=0.1,
+                              ignoring=(requests.ConnectionError,))
+    return resp
+
+
 def marked_pids(mark: str) -> list[int]:
     """Live processes whose environment carries HOSTCORE_TEST_MARK=mark."""
-    needle = f"HOSTCORE_TEST_MARK={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    return _procs.marked_pids("HOSTCORE_TEST_MARK", mark)
 
 
 def describe_pid(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        ppid = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
+        ppid = _procs.stat_fields(pid)[1]
     except OSError:
         return f"{pid} (gone)"
     return f"{pid} (ppid {ppid}): {cmd[:80]}"
@@ -83,7 +122,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import redis
     import shutil
 
-    from hostcore.procutil import free_port, set_pdeathsig, stop_process
+    from hostcore.procutil import free_port, set_pdeathsig
 
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed (apt-get install redis-server; .ci/run does)"
@@ -112,6 +151,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 async def nc(nats_server: EmbeddedNatsServer) -> AsyncIterator[nats.aio.client.Client]:
     client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def own_nats_server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
+    """A nats-server for this test alone: its subjects and JetStream buckets start empty."""
+    with EmbeddedNatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+async def own_nc(own_nats_server: EmbeddedNatsServer) -> AsyncIterator[nats.aio.client.Client]:
+    client = await nats.connect(own_nats_server.url)
     yield client
     await client.close()
 
@@ -183,15 +236,18 @@ class HostProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            pytest.fail(f"host did not exit {timeout}s after SIGTERM; log:\n{self.log()[-3000:]}")
+        return stop_child(self.proc, "host", self.log, timeout)
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None, name: str, log: Callable[[], str], timeout: float) -> int | None:
+    """SIGTERM a child we started and return its exit code; fails the test if it needed SIGKILL
+    (one that already exited, however it ended, just reports its code)."""
+    if proc is None or proc.poll() is not None:
+        return proc.returncode if proc else None
+    stop_process(proc, name=name, grace_s=timeout)
+    if proc.returncode == -signal.SIGKILL:
+        pytest.fail(f"{name} did not exit {timeout}s after SIGTERM; log:\n{log()[-3000:]}")
+    return proc.returncode
 
 
 @pytest.fixture
@@ -241,6 +297,19 @@ async def started_host(host_factory: Callable[..., HostProcess], events: EventWa
         raise
     return host
 
+
+# The waPC imports of a guest that calls the host: its request/response/error plus __host_call and
+# the accessors for the host call's result. Shared by the WAT actors of the integration tests.
+WAPC_HOST_CALL_IMPORTS = """\
+  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
+  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
+  (import "wasmbus" "__guest_error" (func $err (param i32 i32)))
+  (import "wasmbus" "__host_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasmbus" "__host_response_len" (func $rlen (result i32)))
+  (import "wasmbus" "__host_response" (func $rsp (param i32)))
+  (import "wasmbus" "__host_error_len" (func $elen (result i32)))
+  (import "wasmbus" "__host_error" (func $herr (param i32)))
+"""
 
 # A tiny waPC actor for behaviour no fixture has: operation "Loop…" spins forever, anything else
 # echoes its payload.

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hostcore.procutil import free_port, set_pdeathsig, stop_process
+from hostcore.procutil import free_port, set_pdeathsig, stop_process, wait_for
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 READY_TIMEOUT_S = 15.0
@@ -100,21 +100,22 @@ class DockerRegistry:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        last = "no answer"
-        while time.monotonic() < deadline:
+        last = ["no answer"]
+
+        def ready() -> bool:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited with {self._proc.returncode}:\n{self.log()}")
             try:
                 status = requests.get(f"{self.url}/v2/", timeout=1).status_code
-                if status in (200, 401):
-                    return
-                last = f"status {status}"
             except requests.ConnectionError as err:
-                last = type(err).__name__
-            time.sleep(0.02)
-        raise RuntimeError(f"docker-registry not ready after {READY_TIMEOUT_S}s ({last}):\n{self.log()}")
+                last[0] = type(err).__name__
+                return False
+            last[0] = f"status {status}"
+            return status in (200, 401)
+        # synchronous on purpose: the benchmarks use this class too, outside any event loop
+        if not wait_for(ready, READY_TIMEOUT_S):
+            raise RuntimeError(f"docker-registry not ready after {READY_TIMEOUT_S}s ({last[0]}):\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -29,7 +27,6 @@ from hostcore.errors import (
     PolicyNoResponders,
     PolicyTimedOut,
 )
-from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import WasmCloudEntity
 from hostcore.native.nkeys import KeyKind, KeyPair
@@ -85,32 +82,19 @@ def answer(permitted: bool, message: str = "") -> Callable[[dict[str, Any]], byt
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    with EmbeddedNatsServer(tmp_path / "nats") as srv:
-        yield srv
-
-
-@pytest.fixture
-async def conn(server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(server.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 def clock() -> list[float]:
     return [NOW]
 
 
 @pytest.fixture
-def evaluator(conn: NatsClient, clock: list[float]) -> PolicyEvaluator:
-    return PolicyEvaluator(conn, topic=TOPIC, timeout_s=0.3, host=HOST, clock=lambda: clock[0])
+def evaluator(own_nc: NatsClient, clock: list[float]) -> PolicyEvaluator:
+    return PolicyEvaluator(own_nc, topic=TOPIC, timeout_s=0.3, host=HOST, clock=lambda: clock[0])
 
 
-async def serve(conn: NatsClient, reply: Callable[[dict[str, Any]], bytes | None]) -> Responder:
+async def serve(own_nc: NatsClient, reply: Callable[[dict[str, Any]], bytes | None]) -> Responder:
     responder = Responder(reply)
-    await conn.subscribe(TOPIC, cb=responder.on_msg)
-    await conn.flush()
+    await own_nc.subscribe(TOPIC, cb=responder.on_msg)
+    await own_nc.flush()
     return responder
 
 
@@ -121,8 +105,8 @@ def invocation_args() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
 # --- allow / deny and the exact request ------------------------------------------------------
 
 
-async def test_allow_sends_the_start_actor_request_of_9_2(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(True, "welcome"))
+async def test_allow_sends_the_start_actor_request_of_9_2(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(True, "welcome"))
     decision = await evaluator.evaluate_start_actor(actor_claims())
     [request] = responder.requests
     assert decision == Decision(True, "welcome", request["requestId"])
@@ -138,8 +122,8 @@ async def test_allow_sends_the_start_actor_request_of_9_2(conn: NatsClient, eval
     assert len(request["requestId"]) == 36  # a UUID v4 string
 
 
-async def test_deny_with_message_for_a_provider(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(False, "Issuer was not the official wasmCloud issuer"))
+async def test_deny_with_message_for_a_provider(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(False, "Issuer was not the official wasmCloud issuer"))
     decision = await evaluator.evaluate_start_provider(PROVIDER, ACCOUNT, "default", "wasmcloud:keyvalue")
     [request] = responder.requests
     assert decision == Decision(False, "Issuer was not the official wasmCloud issuer", request["requestId"])
@@ -150,8 +134,8 @@ async def test_deny_with_message_for_a_provider(conn: NatsClient, evaluator: Pol
         f"Starting provider {PROVIDER} denied: Issuer was not the official wasmCloud issuer")
 
 
-async def test_invocation_request_uses_the_claims_records(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(False, "no"))
+async def test_invocation_request_uses_the_claims_records(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(False, "no"))
     decision = await evaluator.evaluate_invocation(*invocation_args())
     [request] = responder.requests
     assert request["action"] == "perform_invocation"
@@ -165,8 +149,8 @@ async def test_invocation_request_uses_the_claims_records(conn: NatsClient, eval
 # --- failure defaults (§9.4): deny, never cached ----------------------------------------------
 
 
-async def test_timeout_denies_and_is_not_cached(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, lambda req: None)
+async def test_timeout_denies_and_is_not_cached(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, lambda req: None)
     first = await evaluator.evaluate_invocation(*invocation_args())
     assert first == Decision(False, "Policy request timed out", responder.requests[0]["requestId"])
     assert first.message == PolicyTimedOut.wire
@@ -174,13 +158,13 @@ async def test_timeout_denies_and_is_not_cached(conn: NatsClient, evaluator: Pol
     assert len(responder.requests) == 2
 
 
-async def test_no_responders_denies_and_is_not_cached(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
+async def test_no_responders_denies_and_is_not_cached(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
     decision = await evaluator.evaluate_start_actor(actor_claims())
     assert not decision.permitted
     assert decision.message == "No responders to policy request (policy server not listening?)"
     assert decision.message == PolicyNoResponders.wire
     assert evaluator.cached(decision.request_id) is None
-    responder = await serve(conn, answer(True))  # a server appears: the host asks again
+    responder = await serve(own_nc, answer(True))  # a server appears: the host asks again
     assert (await evaluator.evaluate_start_actor(actor_claims())).permitted
     assert len(responder.requests) == 1
 
@@ -188,16 +172,16 @@ async def test_no_responders_denies_and_is_not_cached(conn: NatsClient, evaluato
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"message": "no permitted key"}',
                                   b'{"permitted": "yes", "message": "", "requestId": ""}',
                                   b'{"permitted": true, "message": 7}', b"\xff\xfe"])
-async def test_bad_reply_denies_and_is_not_cached(conn: NatsClient, evaluator: PolicyEvaluator, body: bytes) -> None:
-    responder = await serve(conn, lambda req: body)
+async def test_bad_reply_denies_and_is_not_cached(own_nc: NatsClient, evaluator: PolicyEvaluator, body: bytes) -> None:
+    responder = await serve(own_nc, lambda req: body)
     decision = await evaluator.evaluate_invocation(*invocation_args())
     assert decision == Decision(False, "Policy response failed to decode", responder.requests[0]["requestId"])
     await evaluator.evaluate_invocation(*invocation_args())
     assert len(responder.requests) == 2
 
 
-async def test_a_reply_without_message_or_request_id_is_accepted(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, lambda req: b'{"permitted": false}')
+async def test_a_reply_without_message_or_request_id_is_accepted(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, lambda req: b'{"permitted": false}')
     decision = await evaluator.evaluate_invocation(*invocation_args())
     assert decision == Decision(False, "", responder.requests[0]["requestId"])
     assert PolicyDeniedInvocation(decision.message).wire == "Policy denied invocation: reason not specified"
@@ -206,8 +190,8 @@ async def test_a_reply_without_message_or_request_id_is_accepted(conn: NatsClien
 # --- caching (§9.5) ------------------------------------------------------------------------------
 
 
-async def test_identical_invocations_are_asked_once(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(False, "cached deny"))
+async def test_identical_invocations_are_asked_once(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(False, "cached deny"))
     first = await evaluator.evaluate_invocation(*invocation_args())
     second = await evaluator.evaluate_invocation(*invocation_args())
     assert second == first and len(responder.requests) == 1
@@ -217,8 +201,8 @@ async def test_identical_invocations_are_asked_once(conn: NatsClient, evaluator:
 
 
 async def test_start_decisions_are_cached_despite_the_moving_expires_at(
-        conn: NatsClient, evaluator: PolicyEvaluator, clock: list[float]) -> None:
-    responder = await serve(conn, answer(True))
+        own_nc: NatsClient, evaluator: PolicyEvaluator, clock: list[float]) -> None:
+    responder = await serve(own_nc, answer(True))
     first = await evaluator.evaluate_start_actor(actor_claims())
     clock[0] += 3600
     assert await evaluator.evaluate_start_actor(actor_claims()) == first
@@ -230,9 +214,9 @@ async def test_start_decisions_are_cached_despite_the_moving_expires_at(
         "start_actor", "start_actor", "start_provider", "start_provider"]
 
 
-async def test_the_cache_is_bounded_and_forgets_the_oldest(conn: NatsClient) -> None:
-    evaluator = PolicyEvaluator(conn, topic=TOPIC, timeout_s=0.3, host=HOST, cache_size=2)
-    responder = await serve(conn, answer(True))
+async def test_the_cache_is_bounded_and_forgets_the_oldest(own_nc: NatsClient) -> None:
+    evaluator = PolicyEvaluator(own_nc, topic=TOPIC, timeout_s=0.3, host=HOST, cache_size=2)
+    responder = await serve(own_nc, answer(True))
     sources = [invocation_source(WasmCloudEntity(f"MORIGIN{i}"), ORIGIN_RECORD) for i in range(3)]
     target = invocation_target(TARGET, TARGET_RECORD)
     decisions = [await evaluator.evaluate_invocation(s, target) for s in sources]
@@ -246,25 +230,25 @@ async def test_the_cache_is_bounded_and_forgets_the_oldest(conn: NatsClient) -> 
 # --- policy changes ----------------------------------------------------------------------------
 
 
-async def test_changes_topic_flips_a_cached_decision(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(True, "ok"))
+async def test_changes_topic_flips_a_cached_decision(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(True, "ok"))
     sub = await evaluator.subscribe_changes(CHANGES)
     try:
         first = await evaluator.evaluate_invocation(*invocation_args())
         assert first.permitted
         change = {"request_id": first.request_id, "permitted": False, "message": "revoked"}
-        reply = await conn.request(CHANGES, json.dumps(change).encode(), timeout=2)
+        reply = await own_nc.request(CHANGES, json.dumps(change).encode(), timeout=2)
         assert json.loads(reply.data) == {"success": True}
         assert await evaluator.evaluate_invocation(*invocation_args()) == Decision(False, "revoked", first.request_id)
         assert len(responder.requests) == 1
-        reply = await conn.request(CHANGES, b'{"request_id": "x", "permitted": "no"}', timeout=2)
+        reply = await own_nc.request(CHANGES, b'{"request_id": "x", "permitted": "no"}', timeout=2)
         assert json.loads(reply.data) == {"success": False}
     finally:
         await sub.unsubscribe()
 
 
-async def test_handle_change_input_checks(conn: NatsClient) -> None:
-    evaluator = PolicyEvaluator(conn, topic=TOPIC, timeout_s=0.3, host=HOST)
+async def test_handle_change_input_checks(own_nc: NatsClient) -> None:
+    evaluator = PolicyEvaluator(own_nc, topic=TOPIC, timeout_s=0.3, host=HOST)
     unknown = b'{"request_id": "nobody", "permitted": true, "message": ""}'
     assert json.loads(evaluator.handle_change(unknown)) == {"success": True}  # QUIRK: as OTP
     for bad in (b"", b"{", b"[]", b'{"request_id": "a", "permitted": true}',
@@ -276,8 +260,8 @@ async def test_handle_change_input_checks(conn: NatsClient) -> None:
 
 
 @pytest.mark.parametrize("topic", [None, ""])
-async def test_disabled_permits_everything_without_asking(conn: NatsClient, topic: str | None) -> None:
-    evaluator = PolicyEvaluator(conn, topic=topic, timeout_s=0.3, host=HOST)
+async def test_disabled_permits_everything_without_asking(own_nc: NatsClient, topic: str | None) -> None:
+    evaluator = PolicyEvaluator(own_nc, topic=topic, timeout_s=0.3, host=HOST)
     disabled = Decision(True, DISABLED_MESSAGE, "")
     assert DISABLED_MESSAGE == "Policy evaluation disabled, allowing action"
     assert not evaluator.enabled
@@ -287,8 +271,8 @@ async def test_disabled_permits_everything_without_asking(conn: NatsClient, topi
     assert await evaluator.evaluate_invocation(None, None) == disabled
 
 
-async def test_missing_claims_record_denies_without_a_request(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(True))
+async def test_missing_claims_record_denies_without_a_request(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(True))
     source, target = invocation_args()
     assert invocation_source(ORIGIN, None) is None and invocation_target(TARGET, None) is None
     assert await evaluator.evaluate_invocation(None, target) == Decision(False, "", "")
@@ -296,8 +280,8 @@ async def test_missing_claims_record_denies_without_a_request(conn: NatsClient, 
     assert responder.requests == []
 
 
-async def test_invalid_arguments_deny_without_a_request(conn: NatsClient, evaluator: PolicyEvaluator) -> None:
-    responder = await serve(conn, answer(True))
+async def test_invalid_arguments_deny_without_a_request(own_nc: NatsClient, evaluator: PolicyEvaluator) -> None:
+    responder = await serve(own_nc, answer(True))
     source, target = invocation_args()
     assert source is not None and target is not None
     partial = {k: v for k, v in source.items() if k not in ("issuer", "expired")}

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
 import pytest
-from conftest import EventWatcher, HostProcess, fixture_actor, signed_wat_actor, started_host
+from conftest import WAPC_HOST_CALL_IMPORTS, EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
-from hostcore.procutil import wait_for
 
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/counter", "queryString": "", "header": {}, "body": b""})
 PROVIDER = "VAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3RSLE"
@@ -57,7 +55,7 @@ async def test_randogenlogger_uses_builtins_and_logs_at_its_levels(
         return any(level in line and f"[{key}]" in line for line in host.log().splitlines())
 
     for level in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        assert wait_for(lambda: logged(level), 5), f"no {level} guest log"
+        await eventually(lambda: logged(level), 5, f"a {level} guest log line")
 
 
 async def test_pinger_calls_ponger_by_call_alias(
@@ -70,16 +68,7 @@ async def test_pinger_calls_ponger_by_call_alias(
 
 
 # Actor A calls B with the namespace given in the payload (binding ""), returning B's answer.
-CALLER_WAT = """
-(module
-  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
-  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
-  (import "wasmbus" "__guest_error" (func $err (param i32 i32)))
-  (import "wasmbus" "__host_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "wasmbus" "__host_response_len" (func $rlen (result i32)))
-  (import "wasmbus" "__host_response" (func $rsp (param i32)))
-  (import "wasmbus" "__host_error_len" (func $elen (result i32)))
-  (import "wasmbus" "__host_error" (func $herr (param i32)))
+CALLER_WAT = "(module\n" + WAPC_HOST_CALL_IMPORTS + """
   (memory (export "memory") 2)
   (data (i32.const 0) "Echo.Echo")
   (func (export "__guest_call") (param $op_len i32) (param $len i32) (result i32)
@@ -128,14 +117,13 @@ async def test_actors_call_each_other_by_key_and_alias(
 
 async def _wait_alias(client: ControlClient, host: HostProcess, caller_key: str, alias: str) -> None:
     """The alias reaches the caller's instance through the lattice cache; retry briefly."""
-    import asyncio
+    errors: list[str | None] = [None]
 
-    for _ in range(50):
+    async def resolved() -> bool:
         resp = await client.call_actor(host.cluster_key, caller_key, "Go", alias.encode(), timeout_s=10)
-        if resp.error is None:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"alias {alias} never resolved: {resp.error}")
+        errors[0] = resp.error
+        return resp.error is None
+    await eventually(resolved, 5, lambda: f"alias {alias} to resolve; last error: {errors[0]}", interval=0.1)
 
 
 async def test_capability_and_link_errors_for_keyvalue_calls(
@@ -152,15 +140,14 @@ async def test_capability_and_link_errors_for_keyvalue_calls(
                                                  contract_id="wasmcloud:keyvalue"))).accepted
     await events.wait_for("linkdef_set", lambda d: d["actor_id"] == unpriv)
 
-    async def unpriv_error() -> bytes:
-        return (await http_call(client, host, unpriv))[1]
-    body = await unpriv_error()
-    for _ in range(50):  # the link reaches the instance asynchronously
-        if b"missing capability claim" in body:
-            break
-        await asyncio.sleep(0.1)
-        body = await unpriv_error()
-    assert b"missing capability claim for wasmcloud:keyvalue" in body, body
+    bodies = [b""]
+
+    async def claim_error() -> bool:
+        bodies[0] = (await http_call(client, host, unpriv))[1]
+        return b"missing capability claim" in bodies[0]
+    # the link reaches the instance asynchronously
+    await eventually(claim_error, 5, lambda: f"the missing-claim error; last body: {bodies[0]!r}", interval=0.1)
+    assert b"missing capability claim for wasmcloud:keyvalue" in bodies[0], bodies[0]
 
 
 async def test_link_definitions_put_get_delete(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import EventWatcher, HostProcess, fixture_actor, signed_wat_actor, started_host
+from conftest import WAPC_HOST_CALL_IMPORTS, EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.native.claims import extract_claims
@@ -29,16 +28,7 @@ BIG_ECHO_WAT = """
 """
 
 # Forwards its payload to the actor whose key is at offset 0 (56 bytes) and returns the answer.
-FORWARD_WAT = """
-(module
-  (import "wasmbus" "__guest_request" (func $req (param i32 i32)))
-  (import "wasmbus" "__guest_response" (func $resp (param i32 i32)))
-  (import "wasmbus" "__guest_error" (func $err (param i32 i32)))
-  (import "wasmbus" "__host_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "wasmbus" "__host_response_len" (func $rlen (result i32)))
-  (import "wasmbus" "__host_response" (func $rsp (param i32)))
-  (import "wasmbus" "__host_error_len" (func $elen (result i32)))
-  (import "wasmbus" "__host_error" (func $herr (param i32)))
+FORWARD_WAT = "(module\n" + WAPC_HOST_CALL_IMPORTS + """
   (memory (export "memory") 128)
   (data (i32.const 0) "KEY")
   (data (i32.const 64) "Echo.Echo")
@@ -129,13 +119,12 @@ async def test_policy_denies_starts_and_invocations(
     assert start["target"]["issuer"] == "ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW"
 
     # An origin with claims in the lattice cache is asked about (the echo calling itself).
-    for _ in range(50):
+    async def asked_about() -> list[str | None]:
         resp = await client.call_actor(host.cluster_key, echo, "HttpServer.HandleRequest", b"\x80",
                                        origin=WasmCloudEntity(echo))
-        if resp.error != "Policy denied invocation: reason not specified":
-            break
-        await asyncio.sleep(0.1)
-    assert resp.error == "Policy denied invocation: calls are closed today"
+        return [resp.error] if resp.error != "Policy denied invocation: reason not specified" else []
+    [error] = await eventually(asked_about, 5, "the echo's claims to reach the lattice cache", interval=0.1)
+    assert error == "Policy denied invocation: calls are closed today"
     asked = [r for r in seen if r["action"] == "perform_invocation"]
     assert asked and asked[-1]["source"]["publicKey"] == echo and asked[-1]["source"]["capabilities"] == "wasmcloud:httpserver"
 

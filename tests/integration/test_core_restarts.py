@@ -16,7 +16,7 @@ from typing import Any, Callable
 import msgpack
 import pytest
 import requests
-from conftest import EventWatcher, HostProcess, describe_pid, fixture_actor, marked_pids, started_host
+from conftest import EventWatcher, HostProcess, describe_pid, eventually, fixture_actor, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.wire.linkdefs import LinkDefinition
@@ -88,7 +88,7 @@ class CallLoad:
                         self.failures.append(("http", f"status {resp.status_code}: {resp.text[:200]}"))
                 except requests.RequestException as err:
                     self.failures.append(("http", repr(err)))
-                time.sleep(0.01)
+                time.sleep(0.01)  # paces the load generator, not a wait
 
     async def _rpc_loop(self) -> None:
         while not self._stop.is_set():
@@ -101,14 +101,14 @@ class CallLoad:
                     self.failures.append(("rpc", resp.error))
             except Exception as err:  # noqa: BLE001 -- every failure is counted and reported
                 self.failures.append(("rpc", repr(err)))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # paces the load generator, not a wait
 
     async def wait_calls(self, n: int) -> None:
         """Until both paths have answered `n` more calls (the load really ran through a period)."""
         want = {kind: self.ok[kind] + n for kind in ("http", "rpc")}
-        async with asyncio.timeout(15):
-            while any(self.ok[k] < v for k, v in want.items()):
-                await asyncio.sleep(0.02)
+        await eventually(lambda: all(self.ok[k] >= v for k, v in want.items()), 15,
+                         lambda: f"{n} more calls on each path (have {dict(self.ok)}, want {want}; "
+                                 f"failures {self.failures[-3:]})", interval=0.02)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -138,18 +138,9 @@ async def echo_and_http(client: ControlClient, host: HostProcess, events: EventW
     return port
 
 
-async def until(what: str, probe: Callable[[], Any], timeout_s: float = 10.0) -> float:
-    """Seconds until the async `probe` returns something truthy without raising."""
-    began = time.monotonic()
-    async with asyncio.timeout(timeout_s):
-        while True:
-            try:
-                if await probe():
-                    return time.monotonic() - began
-            except Exception:  # noqa: BLE001 -- not there yet
-                pass
-            await asyncio.sleep(0.02)
-    raise AssertionError(what)  # not reached: the timeout raises first
+async def until(what: str, probe: Callable[[], Any], timeout_s: float = 10.0) -> None:
+    """Until the async `probe` returns something truthy; while a role restarts, requests may fail."""
+    await eventually(probe, timeout_s, what, interval=0.02, ignoring=(Exception,))
 
 
 async def test_every_core_role_is_restarted_and_nothing_that_ran_is_lost(
@@ -176,8 +167,8 @@ async def test_every_core_role_is_restarted_and_nothing_that_ran_is_lost(
 
             await until(f"ping answered after kill -9 of {role}", pinged)
             await until(f"inventory restored after kill -9 of {role}", restored)
-            assert wait_for(lambda: len(pids_named(host.mark, name)) == 1 and victim not in
-                            pids_named(host.mark, name), 10), f"{role} not restarted"
+            await eventually(lambda: len(pids_named(host.mark, name)) == 1 and victim not in
+                             pids_named(host.mark, name), 10, f"{role} restarted")
             await load.wait_calls(5)
             assert set(pids_named(host.mark, "ActorModule")) == instances, f"instances changed ({role})"
             assert set(pids_named(host.mark, "ProviderModule")) == providers, f"provider changed ({role})"

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import msgpack
 import nats
 import pytest
-from conftest import LOOPING_WAT, EventWatcher, HostProcess, fixture_actor, signed_wat_actor, started_host
+from conftest import LOOPING_WAT, EventWatcher, HostProcess, eventually, fixture_actor, signed_wat_actor, started_host
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from test_chunking_policy import BIG_ECHO_WAT, FORWARD_WAT, write_actor
@@ -264,14 +264,10 @@ async def test_provider_start_inherits_the_environment_and_publishes_its_refmap(
 
 
 async def provider_claims(client: ControlClient, key: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        found = [c for c in await client.get_claims() if c["sub"] == key]
-        if found:
-            return found[0]
-        await asyncio.sleep(0.1)
-    pytest.fail(f"no claims for {key} in get.claims after {timeout_s} s")
+    async def found() -> list[dict[str, Any]]:
+        return [c for c in await client.get_claims() if c["sub"] == key]
+    claims: list[dict[str, Any]] = await eventually(found, timeout_s, f"claims for {key} in get.claims", interval=0.1)
+    return claims[0]
 
 
 # --- chunking under a JetStream domain -----------------------------------------------------------------
@@ -336,13 +332,11 @@ async def _leaf_connected(hub_nc: Any, leaf: EmbeddedNatsServer) -> None:
         inbox = hub_nc.new_inbox()
         sub = await hub_nc.subscribe(inbox)
         await hub_nc.flush()
-        for _ in range(100):
+        async def relayed() -> bool:
             await leaf_nc.publish(inbox, b"x")
-            try:
-                await sub.next_msg(timeout=0.1)
-                return
-            except nats.errors.TimeoutError:
-                continue
-        pytest.fail("the leaf node did not connect to the hub")
+            await sub.next_msg(timeout=0.1)
+            return True
+        await eventually(relayed, 10, "the leaf node to connect to the hub", interval=0,
+                         ignoring=(nats.errors.TimeoutError,))
     finally:
         await leaf_nc.close()

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from conftest import EventWatcher, HostProcess, fixture_actor, marked_pids, started_host
+from conftest import EventWatcher, HostProcess, fixture_actor, http_get, marked_pids, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.errors import ControlRequestRefused
@@ -48,17 +48,6 @@ async def start_provider(client: ControlClient, host: HostProcess, events: Event
     await events.wait_for("provider_started", lambda d: d["public_key"] == key, timeout=30)
     await events.wait_for("health_check_passed", lambda d: d["public_key"] == key, timeout=30)
     return key
-
-
-async def http_get(url: str, **kw: Any) -> requests.Response:
-    """GET with retries while the listener comes up (links reach the provider asynchronously)."""
-    method = kw.pop("method", "GET")
-    for _ in range(100):
-        try:
-            return await asyncio.to_thread(requests.request, method, url, timeout=5, **kw)
-        except requests.ConnectionError:
-            await asyncio.sleep(0.1)
-    pytest.fail(f"nothing listening at {url}")
 
 
 async def test_curl_reaches_echo_through_the_httpserver_provider(

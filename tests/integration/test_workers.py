@@ -25,11 +25,13 @@ from conftest import (
     EventWatcher,
     HostProcess,
     describe_pid,
+    eventually,
     fixture_actor,
     kill_marked,
     marked_pids,
     signed_wat_actor,
     started_host,
+    stop_child,
 )
 from test_host_spine import instance_pids
 
@@ -89,15 +91,7 @@ class WorkerProcess:
         kill_all(self.mark)
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            pytest.fail(f"worker did not exit {timeout}s after SIGTERM; log:\n{self.log()[-3000:]}")
+        return stop_child(self.proc, f"worker {self.name}", self.log, timeout)
 
 
 @pytest.fixture
@@ -140,13 +134,8 @@ async def joined(host: HostProcess, *workers: WorkerProcess, timeout: float = 20
     def seen() -> bool:
         lines = [ln for ln in host.log().splitlines() if "worker joined" in ln]
         return all(any(f"worker_id={w.name} " in ln for ln in lines) for w in workers)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not seen():
-        if loop.time() > deadline:
-            pytest.fail(f"workers {[w.name for w in workers]} did not join in {timeout}s; host log:\n"
-                        f"{host.log()[-3000:]}\n" + "\n".join(w.log()[-1500:] for w in workers))
-        await asyncio.sleep(0.05)
+    await eventually(seen, timeout, lambda: f"workers {[w.name for w in workers]} to join; host log:\n"
+                     f"{host.log()[-3000:]}\n" + "\n".join(w.log()[-1500:] for w in workers))
 
 
 async def echo_ok(client: ControlClient, host: HostProcess, calls: int = 10) -> None:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 
 from hostcore.errors import ChunkMissing, HostcoreError
-from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.chunking import (
     CHUNK_THRESHOLD,
     RESPONSE_CHUNK_THRESHOLD,
@@ -43,21 +39,8 @@ TARGET = WasmCloudEntity("MACTORKEY")
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedNatsServer]:
-    with EmbeddedNatsServer(tmp_path / "nats") as srv:
-        yield srv
-
-
-@pytest.fixture
-async def conn(server: EmbeddedNatsServer) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(server.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def js(conn: NatsClient) -> JetStreamContext:
-    return conn.jetstream()
+def js(own_nc: NatsClient) -> JetStreamContext:
+    return own_nc.jetstream()
 
 
 @pytest.fixture

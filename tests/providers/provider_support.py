@@ -8,7 +8,6 @@ Every process started here carries HOSTCORE_TEST_MARK; teardown fails the test i
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from hostcore.native.invocation import Invocation, InvocationResponse, WasmCloud
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, set_pdeathsig, stop_process, wait_for
 from hostcore.providers.protocol import HostData, LinkDefinition
-from conftest import describe_pid, kill_marked, marked_pids
+from conftest import describe_pid, eventually, kill_marked, marked_pids
 
 HEALTH_DEADLINE_S = 15.0
 
@@ -127,40 +126,32 @@ class ProviderEnv:
     async def wait_healthy(self, proc: ProviderProc | None = None) -> dict[str, Any]:
         """Poll `.health` until the provider answers (it subscribes to it last); fail the test
         if `proc` exits first or nothing answers within 15 s."""
-        try:
-            async with asyncio.timeout(HEALTH_DEADLINE_S):
-                return await self._poll_health(proc)
-        except TimeoutError:
-            pytest.fail(f"provider did not answer health checks in {HEALTH_DEADLINE_S}s:\n{proc.log() if proc else ''}")
+        async def health() -> dict[str, Any]:
+            if proc is not None and proc.proc.poll() is not None:
+                pytest.fail(f"provider exited with {proc.proc.returncode}:\n{proc.log()}")
+            reply = await self.nc.request(f"{self.topic}.health", msgpack.packb({"placeholder": True}), timeout=0.25)
+            return dict(msgpack.unpackb(reply.data, raw=False))
 
-    async def _poll_health(self, proc: ProviderProc | None) -> dict[str, Any]:
-            while True:
-                if proc is not None and proc.proc.poll() is not None:
-                    pytest.fail(f"provider exited with {proc.proc.returncode}:\n{proc.log()}")
-                try:
-                    reply = await self.nc.request(f"{self.topic}.health", msgpack.packb({"placeholder": True}),
-                                                  timeout=0.25)
-                    return dict(msgpack.unpackb(reply.data, raw=False))
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-                    await asyncio.sleep(0.05)
+        answer: dict[str, Any] = await eventually(
+            health, HEALTH_DEADLINE_S, lambda: f"provider health checks\n{proc.log() if proc else ''}",
+            ignoring=(nats.errors.TimeoutError, nats.errors.NoRespondersError))
+        return answer
 
     async def wait_unlinked(self, operation: str = "KeyValue.Contains", arg: Any = "probe") -> InvocationResponse:
         """Retry a probe invocation until the provider says "unlinked actor" (after a link delete)."""
-        async with asyncio.timeout(10):
-            while True:
-                resp = await self.invoke(operation, arg)
-                if resp.error is not None and "unlinked actor" in resp.error:
-                    return resp
-                await asyncio.sleep(0.05)
+        async def unlinked() -> InvocationResponse | None:
+            resp = await self.invoke(operation, arg)
+            return resp if resp.error is not None and "unlinked actor" in resp.error else None
+        found: InvocationResponse = await eventually(unlinked, 10, "an 'unlinked actor' reply")
+        return found
 
     async def wait_linked(self, probe: Callable[[], Awaitable[InvocationResponse]]) -> InvocationResponse:
         """Retry `probe` until its reply is not "unlinked actor" (link puts emit no event)."""
-        async with asyncio.timeout(10):
-            while True:
-                resp = await probe()
-                if resp.error is None or "unlinked actor" not in resp.error:
-                    return resp
-                await asyncio.sleep(0.05)
+        async def linked() -> InvocationResponse | None:
+            resp = await probe()
+            return resp if resp.error is None or "unlinked actor" not in resp.error else None
+        found: InvocationResponse = await eventually(linked, 10, "a reply other than 'unlinked actor'")
+        return found
 
 
 class ProviderProc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import nats
 import pytest
 import redis
 import requests
+from conftest import eventually, port_open
 
 from hostcore.errors import HostCallError
 from hostcore.native.claims import extract_claims
@@ -108,9 +108,7 @@ async def lattice(nc: nats.aio.client.Client, nats_server: Any, provider_procs: 
             await env.wait_healthy(proc)
             if name == "httpserver":
                 await env.put_link(link)
-        async with asyncio.timeout(10):
-            while not await asyncio.to_thread(_port_open, port):
-                await asyncio.sleep(0.05)
+        await eventually(lambda: asyncio.to_thread(port_open, port), 10, f"the httpserver listening on {port}")
         return lat, port
 
     yield start
@@ -118,14 +116,6 @@ async def lattice(nc: nats.aio.client.Client, nats_server: Any, provider_procs: 
         await sub.unsubscribe()
     for host in hosts:
         host.close()
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 async def test_echo_through_httpserver(lattice: Callable[..., Any]) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import nats
 import pytest
 import requests
+from conftest import eventually, port_open
 
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator
 from hostcore.native.nkeys import KeyKind, KeyPair
@@ -63,21 +63,10 @@ async def actor(env: ProviderEnv) -> AsyncIterator[FakeActor]:
     await sub.unsubscribe()
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 async def _wait_port(port: int, *, open_: bool = True, proc: ProviderProc | None = None) -> None:
-    try:
-        async with asyncio.timeout(10):
-            while await asyncio.to_thread(_port_open, port) != open_:
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"port {port} did not {'open' if open_ else 'close'} within 10 s\n{proc.log() if proc else ''}")
+    async def reached() -> bool:
+        return await asyncio.to_thread(port_open, port) == open_
+    await eventually(reached, 10, lambda: f"port {port} to {'open' if open_ else 'close'}\n{proc.log() if proc else ''}")
 
 
 async def _serving(env: ProviderEnv, start: Callable[..., ProviderProc], port: int, **hd: Any) -> ProviderProc:
@@ -138,12 +127,12 @@ async def test_link_delete_stops_the_listener_and_shutdown_stops_all(
     await _wait_port(other_port, proc=proc)
     await env.del_link(env.link())
     await _wait_port(port, open_=False, proc=proc)
-    assert _port_open(other_port)
+    assert port_open(other_port)
     reply = await env.nc.request(f"{env.topic}.shutdown", json.dumps({"host_id": env.host.public_key}).encode(),
                                  timeout=3)
     assert reply.data == b"shutting down"
     assert proc.wait_exit(2) == 0, proc.log()
-    assert not _port_open(other_port)
+    assert not port_open(other_port)
 
 
 async def test_taken_port_refuses_the_second_link(env: ProviderEnv, actor: FakeActor,
@@ -151,9 +140,7 @@ async def test_taken_port_refuses_the_second_link(env: ProviderEnv, actor: FakeA
     port = free_port()
     proc = await _serving(env, provider_procs, port)
     await env.put_link(env.link(actor=KeyPair.generate(KeyKind.MODULE).public_key, PORT=str(port)))
-    async with asyncio.timeout(10):
-        while "failed binding to address" not in proc.log():
-            await asyncio.sleep(0.05)
+    await eventually(lambda: "failed binding to address" in proc.log(), 10, "the bind failure in the log")
     resp = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/still-first", timeout=10)
     assert resp.json()["path"] == "/still-first"
 

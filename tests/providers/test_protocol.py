@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import nats
 import pytest
+from conftest import eventually
 
 from hostcore.errors import ActorCallFailed, HostDataInvalid, ProviderOperationFailed, RpcTimeout
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity, new_invocation
@@ -113,7 +114,7 @@ class RecordingProvider(ProviderBase):
 
     async def put_link(self, ld: LinkDefinition) -> None:
         if "SLOW" in ld.values:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # a deliberately slow test double, not a wait
         if "REFUSE" in ld.values:
             raise ProviderOperationFailed("refused by test")
         self.calls.append(("put", ld.actor_id, ld.values))
@@ -161,9 +162,7 @@ async def test_link_put_and_delete_keep_their_order(running: tuple[ProviderEnv, 
     await env.put_link(env.link(actor=other, SLOW="1"))
     await env.del_link(env.link(actor=other))  # sent while the slow put is still running
     await env.put_link(env.link(actor=other, B="1"))
-    async with asyncio.timeout(5):
-        while ("put", other, {"B": "1"}) not in provider.calls:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: ("put", other, {"B": "1"}) in provider.calls, 5, "the last link put", interval=0.02)
     assert [c for c in provider.calls if c[1] == other] == [
         ("put", other, {"SLOW": "1"}), ("del", other, {"SLOW": "1"}), ("put", other, {"B": "1"})]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import eventually
 from telemetry_support import metrics, samples  # noqa: F401 (fixture)
 
 from hostcore.telemetry.metrics import (
@@ -59,8 +60,9 @@ def test_meter_flushes_on_its_loop_and_at_stop(metrics: HostMetrics) -> None:
     async def run() -> None:
         meter.start(asyncio.get_running_loop(), 0.01)
         meter.observe(0.001)
-        await asyncio.sleep(0.05)
-        assert samples(directory_of(metrics))[("hostcore_actor_invocations_total", (("actor_key", KEY),))] == 1
+        # no flush() here: the meter's own periodic loop must write the sample
+        await eventually(lambda: samples(directory_of(metrics)).get(
+            ("hostcore_actor_invocations_total", (("actor_key", KEY),))) == 1, 5.0, "the periodic flush", interval=0.01)
         meter.observe(0.001)
 
     asyncio.run(run())

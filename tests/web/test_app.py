@@ -4,7 +4,6 @@ Starlette's TestClient, against a real nats-server but no host."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from hostcore.nats_server import EmbeddedNatsServer
+from hostcore.procutil import wait_for
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.web import Dashboard, DashboardSettings, create_app
 from hostcore.web.auth import COOKIE
@@ -55,14 +55,15 @@ def publish_event(client: TestClient, event_type: str, source: str, **data: Any)
 
 def wait_for_json(client: TestClient, path: str, predicate: Any, timeout: float = 5.0) -> Any:
     """Poll a JSON view (the model changes asynchronously, after NATS delivers the event)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(path).json()
-        if predicate(body):
-            return body
-        if time.monotonic() > deadline:
-            pytest.fail(f"{path} never satisfied the condition; last body: {body}")
-        time.sleep(0.02)
+    seen: list[Any] = [None]
+
+    def satisfied() -> bool:
+        seen[0] = client.get(path).json()
+        return bool(predicate(seen[0]))
+    # synchronous on purpose: the TestClient runs the app on its own portal thread
+    if not wait_for(satisfied, timeout):
+        pytest.fail(f"{path} never satisfied the condition; last body: {seen[0]}")
+    return seen[0]
 
 
 # --- probes ------------------------------------------------------------------------------------

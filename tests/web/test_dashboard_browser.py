@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from conftest import ARTIFACTS, EventWatcher, HostProcess, fixture_actor, started_host
+from conftest import ARTIFACTS, EventWatcher, HostProcess, fixture_actor, http_get, started_host
 from dashboard_fixtures import CHROMIUM_ARGS, ECHO_KEY, UI_TIMEOUT_MS, cluster_key, dashboard, page  # noqa: F401
 from oci_registry import DockerRegistry
 from playwright.async_api import Locator, Page, async_playwright, expect
@@ -234,18 +233,6 @@ async def test_start_a_provider_link_it_and_stop_it(
     await page.locator('#confirm-modal button[type="submit"]').click()
     await expect(page.locator("#confirm-modal")).to_be_hidden()
     await expect(provider).to_have_count(0)
-
-
-async def http_get(url: str) -> requests.Response:
-    """GET, retrying while the provider's listener comes up (the link reaches it asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        try:
-            return await asyncio.to_thread(requests.get, url, timeout=5)
-        except requests.ConnectionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def test_the_token_gate_in_a_browser(nats_server: EmbeddedNatsServer, lattice: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EventWatcher, HostProcess, fixture_actor, started_host
+from conftest import EventWatcher, HostProcess, eventually, fixture_actor, started_host
 from dashboard_fixtures import ECHO_KEY, browser_page, dashboard_settings
 from playwright.async_api import Locator, Page, expect
 
@@ -33,15 +33,6 @@ def host_row(page: Page, host: HostProcess) -> Locator:
 
 def actor_row(page: Page, host: HostProcess, key: str = ECHO_KEY) -> Locator:
     return page.locator(f'#actors-table tr.actor-row[data-actor="{key}"][data-host="{host.host_id}"]')
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout}s: {what}") from None
 
 
 async def test_what_ran_before_the_dashboard_started_shows_with_its_health_and_links(
@@ -134,12 +125,8 @@ async def test_upload_starts_on_the_dashboards_own_host_with_file_loading_off(
     host = await started_host(host_factory, events, env={"WASMCLOUD_ALLOW_FILE_LOAD": "false",
                                                          "WASMCLOUD_DASHBOARD_PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
-    try:
-        async with asyncio.timeout(30):
-            while not await asyncio.to_thread(answers, url + "/api/livez"):
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"the host's dashboard did not come up; log:\n{host.log()[-3000:]}") from None
+    await eventually(lambda: asyncio.to_thread(answers, url + "/api/livez"), 30,
+                     lambda: f"the host's dashboard to come up; log:\n{host.log()[-3000:]}", interval=0.1)
 
     async with browser_page(url) as page:
         await expect(host_row(page, host)).to_be_visible()

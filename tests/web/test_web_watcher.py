@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import EventWatcher, HostProcess, fixture_actor, started_host
+from conftest import EventWatcher, HostProcess, eventually, fixture_actor, started_host
 
 from hostcore.control.client import ControlClient
 from hostcore.nats_server import EmbeddedNatsServer
@@ -28,14 +28,13 @@ async def lattice_view(server: DashboardServer, predicate: Callable[[dict[str, A
             body: dict[str, Any] = json.load(reply)
             return body
 
-    body: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate(body := await asyncio.to_thread(fetch)):
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"/api/lattice never matched in {timeout}s; last: {body}") from None
-    return body
+    seen: list[dict[str, Any]] = [{}]
+
+    async def matching() -> dict[str, Any] | None:
+        seen[0] = await asyncio.to_thread(fetch)
+        return seen[0] if predicate(seen[0]) else None
+    found: dict[str, Any] = await eventually(matching, timeout, lambda: f"/api/lattice to match; last body: {seen[0]}")
+    return found
 
 
 async def test_a_dashboard_started_later_finds_running_hosts_and_actors(
