@@ -105,9 +105,14 @@ class LatticeView:
             try:
                 record = json.loads(value)
             except ValueError:
+                record = None
+            alias = record.get("call_alias") if isinstance(record, dict) else None
+            if not isinstance(record, dict) or not isinstance(alias, str | None):
+                # Another host's bad record must not stop our view (it would crash again on replay).
+                log.warning("ignoring a malformed claims record", extra={"key": key})
                 return False
             self.claims[name] = record
-            alias = record.get("call_alias") or ""
+            alias = alias or ""
             # protocol.md §5.7: an alias longer than one character is registered, first writer wins.
             new_alias = len(alias) > 1 and alias not in self.aliases
             if new_alias:

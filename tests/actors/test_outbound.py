@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from conftest import LOOPING_WAT, signed_wat_actor
 
-from hostcore.actors.messages import LatticeSnapshot
+from hostcore.tree.messages import LatticeSnapshot
 from hostcore.actors.outbound import HostCallRouter
-from hostcore.control.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.errors import HostCallError, RpcTimeout
 from hostcore.native.claims import ActorClaims, extract_claims
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
