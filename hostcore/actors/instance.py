@@ -101,7 +101,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
                                            js_domain=cfg.js_domain)
         try:
             self.engine = new_engine()
-            self.ticker = EpochTicker(self.engine)
+            self.ticker = EpochTicker(self.engine, on_demand=True)  # idle instances cost no CPU
             self.ticker.start()
             self.runtime = self._runtime(claims, msg.cwasm_path)
             self.router.update(msg.snapshot)
@@ -146,6 +146,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
             host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix, forward=router),
             console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
             call_timeout_s=cfg.rpc_timeout_s * _GUEST_SHARE_OF_RPC_TIMEOUT, max_memory_bytes=cfg.max_memory_bytes,
+            ticker=self.ticker,
         )
 
     def _load_module(self, cwasm_path: Path) -> wasmtime.Module:

@@ -143,12 +143,20 @@ class EpochTicker:
     One per engine. Not started at construction: whoever calls `start()` owns the thread and stops
     it with `close()` (idempotent; joins the thread). Never start one in a process that will fork.
     Without a running ticker, ActorRuntime calls have no time limit.
+
+    `on_demand`: tick only while an ActorRuntime given this ticker runs guest code (it calls
+    `enter`/`leave`); idle, the thread sleeps without waking. A thread waking every 10 ms costs
+    ~2 % of a core: across hundreds of idle instance processes, that was the whole machine.
     """
 
-    def __init__(self, engine: wasmtime.Engine, tick_s: float = EPOCH_TICK_S) -> None:
-        self.engine, self.tick_s = engine, tick_s
+    def __init__(self, engine: wasmtime.Engine, tick_s: float = EPOCH_TICK_S, *, on_demand: bool = False) -> None:
+        self.engine, self.tick_s, self.on_demand = engine, tick_s, on_demand
         self._stop = threading.Event()
+        self._wanted = threading.Event()  # on demand: set while guest code may run
+        self._inside = 0  # guest calls in progress (changed by the calling thread only)
         self._thread: threading.Thread | None = None
+        if not on_demand:
+            self._wanted.set()
 
     def start(self) -> None:
         """Start ticking; idempotent. Raises ValueError after close()."""
@@ -158,18 +166,44 @@ class EpochTicker:
             self._thread = threading.Thread(target=self._run, name="wasm-epoch", daemon=True)
             self._thread.start()
 
+    def enter(self) -> None:
+        """Guest code starts running: ticks are needed. Cheap when the thread already ticks."""
+        self._inside += 1
+        if not self._wanted.is_set():
+            self._wanted.set()
+
+    def leave(self) -> None:
+        self._inside -= 1
+
+    @property
+    def idle(self) -> bool:
+        """True while the thread sleeps without ticking (on demand, no guest code running)."""
+        return not self._wanted.is_set()
+
     def _run(self) -> None:
-        # The epoch follows the clock, not the number of wake-ups: on a busy machine a thread
-        # sleeping 10 ms wakes late, and counting wake-ups stretched a 1.8 s limit past 2 s.
-        began, ticked = time.monotonic(), 0
-        while not self._stop.wait(self.tick_s):
-            due = int((time.monotonic() - began) / self.tick_s)
-            for _ in range(due - ticked):
-                self.engine.increment_epoch()
-            ticked = max(ticked, due)
+        while True:
+            self._wanted.wait()
+            if self._stop.is_set():
+                return
+            # The epoch follows the clock, not the number of wake-ups: on a busy machine a thread
+            # sleeping 10 ms wakes late, and counting wake-ups stretched a 1.8 s limit past 2 s.
+            began, ticked = time.monotonic(), 0
+            while not self._stop.wait(self.tick_s):
+                due = int((time.monotonic() - began) / self.tick_s)
+                for _ in range(due - ticked):
+                    self.engine.increment_epoch()
+                ticked = max(ticked, due)
+                if self.on_demand and not self._inside:
+                    self._wanted.clear()
+                    if not self._inside:  # an `enter` between the check and the clear sets it again
+                        break
+                    self._wanted.set()
+            else:
+                return
 
     def close(self) -> None:
         self._stop.set()
+        self._wanted.set()  # wake an idle thread so it sees the stop
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -192,7 +226,8 @@ class ActorRuntime:
     the guest gets a generic error. `console_log(text)` receives `__console_log` lines.
 
     Each call is limited to `call_timeout_s` (measured in `epoch_tick_s` ticks of the engine's
-    EpochTicker, which must be running) and the Store's memory to `max_memory_bytes`. `fast_path`
+    EpochTicker, which must be running; pass it as `ticker` when it ticks on demand) and the
+    Store's memory to `max_memory_bytes`. `fast_path`
     (default FAST_PATH) selects the wasmtime-internals hot path; False forces the public API.
 
     Raises InstantiationFailed (unknown import, wrong signature, missing `memory`/`__guest_call`,
@@ -201,8 +236,9 @@ class ActorRuntime:
 
     def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module, *, host_call: HostCall,
                  console_log: Callable[[str], None], call_timeout_s: float, max_memory_bytes: int,
-                 epoch_tick_s: float = EPOCH_TICK_S, fast_path: bool = FAST_PATH) -> None:
-        self._engine, self._module = engine, module
+                 epoch_tick_s: float = EPOCH_TICK_S, fast_path: bool = FAST_PATH,
+                 ticker: EpochTicker | None = None) -> None:
+        self._engine, self._module, self._ticker = engine, module, ticker
         self._host_call, self._console_log = host_call, console_log
         self.call_timeout_s = call_timeout_s
         self._deadline_ticks = max(1, math.ceil(call_timeout_s / epoch_tick_s))
@@ -267,6 +303,15 @@ class ActorRuntime:
 
     def _instantiate(self) -> None:
         """Create a fresh Store + instance and run the init exports (protocol.md §6.2)."""
+        if self._ticker is not None:
+            self._ticker.enter()  # init exports run guest code: their time limit needs ticks
+        try:
+            self._instantiate_store()
+        finally:
+            if self._ticker is not None:
+                self._ticker.leave()
+
+    def _instantiate_store(self) -> None:
         self._host_exc = None
         store = wasmtime.Store(self._engine)
         store.set_limits(memory_size=self._max_memory_bytes)
@@ -340,6 +385,9 @@ class ActorRuntime:
         self._guest_response = self._guest_error = self._host_response = self._host_error = None
         self._host_exc = None
         self._busy = True
+        ticker = self._ticker
+        if ticker is not None:
+            ticker.enter()
         try:
             ok = self._guest_call(len(op), len(payload))  # type: ignore[misc]
         except BaseException as exc:
@@ -349,6 +397,8 @@ class ActorRuntime:
                 raise cause from None
             raise self._trap_error(cause) from exc
         finally:
+            if ticker is not None:
+                ticker.leave()
             self._op = self._payload = b""
             self._busy = False
         if ok == 1:

@@ -285,6 +285,29 @@ def test_infinite_loop_times_out_then_next_call_works(runtime: RuntimeFactory) -
     assert rt.call("echo", b"alive") == b"alive"
 
 
+def test_on_demand_ticker_limits_calls_and_sleeps_between_them(
+        modules: Callable[[str], wasmtime.Module], fast_path: bool) -> None:
+    """An instance's ticker ticks only while guest code runs: calls keep their time limit, and an
+    idle instance's thread does not wake up."""
+    from hostcore.procutil import wait_for
+
+    eng = new_engine()
+    wasm = bytes(wasmtime.wat2wasm((HERE / "wasm" / "guest_abi.wat").read_text()))
+    with EpochTicker(eng, on_demand=True) as ticker:
+        rt = ActorRuntime(eng, wasmtime.Module(eng, wasm), host_call=lambda *a: b"", console_log=lambda t: None,
+                          call_timeout_s=0.2, max_memory_bytes=64 * MiB, fast_path=fast_path, ticker=ticker)
+        try:
+            assert wait_for(lambda: ticker.idle, 2), "ticker still ticking after instantiation"
+            with pytest.raises(GuestTimeout):
+                rt.call("loop", b"")
+            assert rt.call("echo", b"alive") == b"alive"
+            assert wait_for(lambda: ticker.idle, 2), "ticker still ticking with no guest code running"
+            with pytest.raises(GuestTimeout):  # and it wakes again for the next call
+                rt.call("loop", b"")
+        finally:
+            rt.close()
+
+
 def test_memory_grow_past_limit_fails(runtime: RuntimeFactory) -> None:
     rt = runtime("guest_abi.wat", max_memory_bytes=4 * 65536)
 
