@@ -12,7 +12,7 @@ import msgpack
 
 from hostcore.errors import ControlRequestError
 
-__all__ = ["LinkDefinition", "LinkDeleteRequest", "link_id"]
+__all__ = ["LinkDefinition", "LinkDeleteRequest", "link_id", "str_map"]
 
 
 def link_id(actor_id: str, contract_id: str, link_name: str) -> str:
@@ -21,7 +21,8 @@ def link_id(actor_id: str, contract_id: str, link_name: str) -> str:
     return hashlib.sha256(f"{actor_id}{contract_id}{link_name}".encode()).hexdigest().upper()
 
 
-def _str_map(value: Any, what: str) -> dict[str, str]:
+def str_map(value: Any, what: str) -> dict[str, str]:
+    """A JSON map of strings (`None` → {}); ValueError naming `what` otherwise."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
@@ -96,7 +97,7 @@ class LinkDefinition:
             strings[key] = value
         if not strings["actor_id"]:
             raise ValueError("link definition has no actor_id")
-        return cls(values=_str_map(fields.get("values"), "link definition `values`"), **strings)
+        return cls(values=str_map(fields.get("values"), "link definition `values`"), **strings)
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> Self:

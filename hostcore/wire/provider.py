@@ -15,7 +15,7 @@ import msgpack
 
 from hostcore.errors import HostDataInvalid
 from hostcore.wire import subjects
-from hostcore.wire.linkdefs import LinkDefinition
+from hostcore.wire.linkdefs import LinkDefinition, str_map
 
 __all__ = [
     "DEFAULT_RPC_TIMEOUT_MS",
@@ -30,14 +30,6 @@ __all__ = [
 ]
 
 DEFAULT_RPC_TIMEOUT_MS = 2000
-
-
-def _str_map(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ValueError(f"{what} must be a map of strings")
-    return dict(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +134,7 @@ class HostData:
             lattice_rpc_url=text("lattice_rpc_url"),
             lattice_rpc_tls=bool(fields.get("lattice_rpc_tls") or False),
             lattice_rpc_tls_ca_file=optional_text("lattice_rpc_tls_ca_file"),
-            env_values=_str_map(fields.get("env_values"), "`env_values`"),
+            env_values=str_map(fields.get("env_values"), "`env_values`"),
             instance_id=text("instance_id"),
             provider_key=provider_key,
             link_definitions=tuple(LinkDefinition.from_provider_map(ld) for ld in links),
