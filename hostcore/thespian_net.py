@@ -68,7 +68,7 @@ class HmacPickle:
         self._acks = acks
 
     def _tag(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
+        return hmac.digest(self._key, payload, hashlib.sha256)  # one-shot: no HMAC object per frame
 
     def dumps(self, obj: Any) -> bytes:
         payload = pickle.dumps(obj)

@@ -112,6 +112,8 @@ def registry_credentials(data: bytes) -> dict[str, Any]:
         raise RegistryCredentialsInvalid(str(getattr(err, "wire", err))) from err
 
 
+_PING_HEARTBEAT_INTERVAL_S = 1.0
+
 # Which role answers a request that waits for an answer from the tree, by request kind.
 _ANSWERED_BY = {
     "sa": ("actor_supervisor",), "upd": ("actor_supervisor",),
@@ -139,6 +141,7 @@ class ControlServer(Rewirable, NatsBridgeActor):
         self.inventories = InventoryJoin()
         self.prefix = subjects.prefix(cfg.ctl_topic_prefix, cfg.lattice_prefix)
         self.started_at = msg.started_at or time.time()
+        self.last_ping_heartbeat = -_PING_HEARTBEAT_INTERVAL_S
         self.waiting: dict[str, tuple[str, str]] = {}  # request_id → (kind, reply subject)
         self.auctions: dict[str, AuctionProviderRequest] = {}
         self.telemetry = ControlTelemetry.open(cfg)
@@ -176,7 +179,13 @@ class ControlServer(Rewirable, NatsBridgeActor):
 
     def on_inbox_item(self, item: Any) -> None:
         if isinstance(item, SendHeartbeat):
-            self.send(self.events, item)
+            # OTP answers every ping with a heartbeat; a heartbeat is a full inventory round through
+            # both supervisors, so a client pinging often made the host do O(instances) work per
+            # ping, in the middle of a scale. Pings within one interval share one heartbeat.
+            now = time.monotonic()
+            if now - self.last_ping_heartbeat >= _PING_HEARTBEAT_INTERVAL_S:
+                self.last_ping_heartbeat = now
+                self.send(self.events, item)
             return
         topic = subjects.parse(self.prefix, item.subject)
         with self.telemetry.request(command_name(topic), item.reply, item.headers):
