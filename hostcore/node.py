@@ -18,8 +18,6 @@ import signal
 import threading
 from types import FrameType
 
-from thespian.actors import ActorSystem
-
 from hostcore.actors.placement import HOST_CAPABILITY, HOST_ID_CAPABILITY
 from hostcore.config import HostConfig, Placement
 from hostcore.context import LocalContext, announce_host, remove_context, second_host_refusal
@@ -27,9 +25,9 @@ from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import DEFAULT_PORT, EmbeddedNatsServer
 from hostcore.natsconn import wait_for_endpoints
-from hostcore.procutil import free_port, set_launcher
+from hostcore.procutil import set_launcher
 from hostcore.telemetry.launcher import LauncherTelemetry
-from hostcore.thespian_admin import configure_convention, reap_admin
+from hostcore.thespian_admin import configure_convention, reap_admin, start_actor_system
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
 from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 from hostcore.web import DashboardServer, DashboardSettings
@@ -76,14 +74,14 @@ def run_node(config: HostConfig) -> int:
     os.environ.setdefault("SPT_NOENV", "1")
     # Before the ActorSystem: every process of the tree inherits PROMETHEUS_MULTIPROC_DIR.
     telemetry = LauncherTelemetry(config)
-    admin_port = config.admin_port or free_port()
     configure_convention(config.convention)
-    # No 'Convention Address.IPv4': this admin leads the convention that workers join.
-    capabilities = {"Admin Port": admin_port, HOST_CAPABILITY: True, HOST_ID_CAPABILITY: config.host_id}
     set_launcher(os.getpid())  # every process of the tree can watch this launcher
     # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
-    asys = ActorSystem("multiprocTCPBase", capabilities,
-                       logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)
+    # No 'Convention Address.IPv4': this admin leads the convention that workers join.
+    asys = start_actor_system(
+        lambda port: {"Admin Port": port, HOST_CAPABILITY: True, HOST_ID_CAPABILITY: config.host_id},
+        fixed_port=config.admin_port, log_defs=log_defs(config.log_level, config.structured_logging))
+    admin_port = asys.capabilities.get("Admin Port")
     admin_pid: int | None = None
     dashboard: DashboardServer | None = None
     try:

@@ -9,14 +9,17 @@ import importlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
+from thespian.actors import ActorSystem, InvalidActorAddress
+
 from hostcore.config import ConventionTiming
-from hostcore.procutil import descendants, pid_alive, wait_for
+from hostcore.procutil import descendants, free_port, pid_alive, wait_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["configure_convention", "reap_admin"]
+__all__ = ["configure_convention", "reap_admin", "start_actor_system"]
 
 
 def configure_convention(timing: ConventionTiming) -> None:
@@ -51,3 +54,23 @@ def reap_admin(admin_pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def start_actor_system(capabilities: Callable[[int], dict[str, Any]], *, fixed_port: int,
+                       log_defs: dict[str, Any], attempts: int = 3) -> ActorSystem:
+    """A node's ActorSystem, created before any thread (the admin forks from here).
+
+    `capabilities(port)` gives the capabilities for an admin on `port`. With no `fixed_port` a
+    free port is picked, and a failed start is retried on a fresh one: between picking a port and
+    binding it another process may take it (seen with several nodes starting at once on a loaded
+    machine; Thespian then says "not a valid or useable ActorSystem Admin").
+    """
+    for attempt in range(1, attempts + 1):
+        port = fixed_port or free_port()
+        try:
+            return ActorSystem("multiprocTCPBase", capabilities(port), logDefs=log_defs, transientUnique=True)
+        except InvalidActorAddress as err:
+            if fixed_port or attempt == attempts:
+                raise
+            log.warning("actor system did not start; retrying on another port", extra={"port": port, "error": str(err)})
+    raise AssertionError("unreachable")

@@ -33,10 +33,8 @@ from types import FrameType
 from typing import Any
 
 from thespian.actors import (
-    ActorSystem,
     ActorSystemConventionUpdate,
     ActorTypeDispatcher,
-    InvalidActorAddress,
     WakeupMessage,
 )
 
@@ -51,8 +49,8 @@ from hostcore.actors.placement import (
 )
 from hostcore.config import WorkerConfig
 from hostcore.logs import log_defs
-from hostcore.procutil import descendants, end_admin_tree, free_port, pid_alive, set_launcher, set_pdeathsig
-from hostcore.thespian_admin import configure_convention, reap_admin
+from hostcore.procutil import descendants, end_admin_tree, pid_alive, set_launcher, set_pdeathsig
+from hostcore.thespian_admin import configure_convention, reap_admin, start_actor_system
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
 from hostcore.tree.messages import (
     StartWorkerWatch,
@@ -68,31 +66,6 @@ log = logging.getLogger(__name__)
 
 _WATCHDOG_S = 0.5
 _START_TIMEOUT_S = 10.0
-
-
-def _start_actor_system(config: WorkerConfig, attempts: int = 3) -> ActorSystem:
-    """The worker's ActorSystem, created before any thread (the admin forks from here).
-
-    With a picked port, a failed start is retried on a fresh port: seen once in a loaded CI run,
-    Thespian refused a just-picked port ("not a valid or useable ActorSystem Admin").
-    """
-    for attempt in range(1, attempts + 1):
-        capabilities = {
-            "Admin Port": config.admin_port or free_port(),
-            "Convention Address.IPv4": config.join,
-            WORKER_CAPABILITY: True,
-            WORKER_ID_CAPABILITY: config.worker_id,
-            WORKER_LABELS_CAPABILITY: dict(config.labels),
-        }
-        try:
-            return ActorSystem("multiprocTCPBase", capabilities,
-                               logDefs=log_defs(config.log_level, config.structured_logging), transientUnique=True)
-        except InvalidActorAddress as err:
-            if config.admin_port or attempt == attempts:
-                raise
-            log.warning("actor system did not start; retrying on another port",
-                        extra={"port": capabilities["Admin Port"], "error": str(err)})
-    raise AssertionError("unreachable")
 
 
 def run_worker(config: WorkerConfig) -> int:
@@ -120,7 +93,10 @@ def run_worker(config: WorkerConfig) -> int:
     except ThespianUnverified as err:
         log.error("refusing to start", extra={"error": str(err)})
         return 1
-    asys = _start_actor_system(config)
+    asys = start_actor_system(
+        lambda port: {"Admin Port": port, "Convention Address.IPv4": config.join, WORKER_CAPABILITY: True,
+                      WORKER_ID_CAPABILITY: config.worker_id, WORKER_LABELS_CAPABILITY: dict(config.labels)},
+        fixed_port=config.admin_port, log_defs=log_defs(config.log_level, config.structured_logging))
     admin_pid: int | None = None
     fields = {"worker_id": config.worker_id, "join": f"{config.join[0]}:{config.join[1]}"}
     try:
