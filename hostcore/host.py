@@ -52,7 +52,7 @@ from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
-from hostcore.supervision import Forget, Remember, RestartWindow, Rewire, pidfd_open
+from hostcore.supervision import ChildRecord, Forget, Remember, RestartWindow, Rewire, pidfd_open
 from hostcore.tree.messages import (
     Done,
     HostFailed,
@@ -241,10 +241,9 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def _halt_records(self, role: str) -> None:
         for record in self.records[role].values():
-            address = getattr(record, "address", None)
-            if address is None:
+            if not isinstance(record, ChildRecord):
                 continue
-            self.send(address, ActorExitRequest())
+            self.send(record.address, ActorExitRequest())
             if "events" in self.children:
                 self.send(self.children["events"], PublishEvent.of(record.stopped_event()))
         self.records[role].clear()

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from thespian.actors import ActorExitRequest, ThespianWatch, WakeupMessage, WatchMessage
 
@@ -119,8 +119,10 @@ class Flush:
     request_id: str
 
 
+@runtime_checkable
 class ChildRecord(Protocol):
-    """What a supervisor remembers of one process it runs; HostSupervisor halts it through
+    """What a supervisor remembers of one process it runs (other records, such as a start in
+    flight, have no process); HostSupervisor halts it through
     `address` if the supervisor is gone for good, and publishes `stopped_event()` for it."""
 
     instance_id: str

@@ -19,6 +19,7 @@ __all__ = [
     "InitEvents",
     "InitFailed",
     "InitNative",
+    "InitSupervisor",
     "PublishEvent",
     "Ready",
     "SendHeartbeat",
@@ -81,9 +82,9 @@ class InitNative:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InitActorSupervisor:
-    """`restore`: what the previous ActorSupervisor recorded (hostcore/supervision.py): instances
-    to adopt or replace, starts it had in flight."""
+class InitSupervisor:
+    """What both process-owning supervisors start with. `restore`: what their predecessor
+    recorded (hostcore/supervision.py): processes to adopt or replace, starts in flight."""
 
     config: HostConfig
     events: Any
@@ -91,6 +92,11 @@ class InitActorSupervisor:
     lattice: Any
     restart: int = 0
     restore: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitActorSupervisor(InitSupervisor):
+    """HostSupervisor → ActorSupervisor."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from hostcore.config import HostConfig
 from hostcore.native.par import ProviderClaims
+from hostcore.tree.messages.host import InitSupervisor
 
 __all__ = [
     "InitProviderSupervisor",
@@ -29,15 +30,8 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InitProviderSupervisor:
-    """`restore`: the provider modules the previous ProviderSupervisor recorded."""
-
-    config: HostConfig
-    events: Any
-    native: Any
-    lattice: Any
-    restart: int = 0
-    restore: tuple[Any, ...] = ()
+class InitProviderSupervisor(InitSupervisor):
+    """HostSupervisor → ProviderSupervisor."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
