@@ -25,7 +25,7 @@ from hostcore.host import HostSupervisor
 from hostcore.logs import log_defs
 from hostcore.nats_server import DEFAULT_PORT, EmbeddedNatsServer
 from hostcore.natsconn import wait_for_endpoints
-from hostcore.procutil import set_launcher
+from hostcore.procutil import freeze_heap, set_launcher
 from hostcore.telemetry.launcher import LauncherTelemetry
 from hostcore.thespian_admin import configure_convention, reap_admin, start_actor_system
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
@@ -76,6 +76,7 @@ def run_node(config: HostConfig) -> int:
     telemetry = LauncherTelemetry(config)
     configure_convention(config.convention)
     set_launcher(os.getpid())  # every process of the tree can watch this launcher
+    freeze_heap()  # the whole tree forks from here: its processes share this heap
     # Created before any thread or loop: Thespian forks from here (architecture.md P0 step 2).
     # No 'Convention Address.IPv4': this admin leads the convention that workers join.
     asys = start_actor_system(

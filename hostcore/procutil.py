@@ -4,6 +4,7 @@ and the ask-wait-SIGTERM-wait-SIGKILL stop sequence (style.md "Processes and res
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ __all__ = [
     "descendants",
     "end_admin_tree",
     "free_port",
+    "freeze_heap",
     "guard_forks",
     "launcher_pid",
     "pid_alive",
@@ -69,9 +71,21 @@ def reap(pid: int) -> None:
         return
 
 
+def freeze_heap() -> None:
+    """Collect this process's garbage, then exempt every object that is left from all later
+    collections (gc.freeze). Call right before a fork: a child's first full collection would
+    otherwise write the GC header of every object it inherited, copying nearly every page of the
+    parent's heap (measured: 9-15 MB of private memory per forked process). Frozen objects are
+    still freed by reference counting; only cyclic garbage among them stays. Once most of the heap
+    is frozen, the collection here only walks what was allocated since (well under 1 ms)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _before_fork() -> None:
     global _fork_parent
     _fork_parent = os.getpid()
+    freeze_heap()
 
 
 def _after_fork_in_child() -> None:
@@ -90,7 +104,8 @@ def set_launcher(pid: int) -> None:
 
 def guard_forks() -> None:
     """From now on every process forked by this one (or below it) dies with its parent from its
-    first instruction (PDEATHSIG). Not for the launcher: Thespian's admin daemonises with a double
+    first instruction (PDEATHSIG), and each fork shares its parent's heap (`freeze_heap` runs
+    before every fork). Not for the launcher: Thespian's admin daemonises with a double
     fork, whose intermediate parent exits at once. Idempotent per process."""
     global _fork_guarded
     if not _fork_guarded:  # fork hooks can't be unregistered

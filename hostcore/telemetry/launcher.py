@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hostcore.telemetry.logcontext import install_log_context
-from hostcore.telemetry.metrics import MetricsServer, metrics_dir, prepare_metrics_dir
+from hostcore.telemetry.metrics import MetricsServer, metrics_dir, preload_client, prepare_metrics_dir
 
 if TYPE_CHECKING:
     from hostcore.config import HostConfig
@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class LauncherTelemetry:
-    """Owned by `run_node`. Create it before the ActorSystem: it empties the metrics directory
-    and exports PROMETHEUS_MULTIPROC_DIR, which every process of the tree inherits. Call `serve()`
-    once the ActorSystem exists (it may start a thread) and `close()` on exit (idempotent)."""
+    """Owned by `run_node`. Create it before the ActorSystem: it empties the metrics directory,
+    exports PROMETHEUS_MULTIPROC_DIR and imports prometheus_client, which every process of the
+    tree inherits. Call `serve()` once the ActorSystem exists (it may start a thread) and
+    `close()` on exit (idempotent)."""
 
     def __init__(self, config: HostConfig) -> None:
         self.settings = config.telemetry
@@ -30,6 +31,7 @@ class LauncherTelemetry:
         self.metrics_dir: Path | None = metrics_dir(config) if self.settings.metrics else None
         if self.metrics_dir is not None:
             prepare_metrics_dir(self.metrics_dir, os.environ)
+            preload_client()
         self.server: MetricsServer | None = None
 
     def serve(self) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "MetricsApp",
     "MetricsServer",
     "metrics_dir",
+    "preload_client",
     "prepare_metrics_dir",
     "render_metrics",
 ]
@@ -69,6 +70,13 @@ def prepare_metrics_dir(directory: Path, environ: MutableMapping[str, str]) -> N
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     environ[MULTIPROC_ENV] = str(directory)
+
+
+def preload_client() -> None:
+    """Import the parts of prometheus_client that `HostMetrics` uses. The launcher calls this
+    before the ActorSystem forks: every process of the tree then shares one copy of the library
+    instead of importing its own after the fork (~4 MB of private memory in each process)."""
+    import prometheus_client.values  # noqa: F401
 
 
 class HostMetrics:
