@@ -1,15 +1,16 @@
 """NativeWorker: fetches actor modules (file or OCI), verifies their claims and compiles them once.
 
-The only process that compiles wasm (architecture.md "Compile once, deserialize everywhere"): it
-holds the wasmtime Engine and never creates children, so it may use threads. Pulls and compiles
-run on a small pool, so one slow registry does not hold up other starts; results come back to the
-actor thread through the inbox. It owns the `.cwasm` cache and the OCI cache directories.
+The only process that compiles wasm (architecture.md "Compile once, deserialize everywhere"),
+each compile in a short-lived child process of its own (fork + exec, never a bare fork), so it
+may use threads. Pulls and compiles run on a small pool, so one slow registry does not hold up
+other starts; results come back to the actor thread through the inbox. It owns the `.cwasm` cache and the OCI cache directories.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import logging
 import time
 import urllib.parse
@@ -18,12 +19,12 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest
 
+from hostcore.actors.compiler import compile_in_child
 from hostcore.config import HostConfig
 from hostcore.errors import ActorFetchFailed, BindleUnsupported, FileLoadDisabled, HostcoreError
 from hostcore.native.claims import extract_claims
 from hostcore.native.oci import OciClient, OciSettings
 from hostcore.native.par import builtin_par, extract_binary, native_target, read_par
-from hostcore.native.wasm import compile_to_cache, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import crash_if_asked
 from hostcore.telemetry.native import NativeTelemetry
@@ -75,7 +76,7 @@ class NativeWorker(InboxActor):
         set_pdeathsig()
         crash_if_asked(msg.config, "native", msg.restart)
         cfg = self.config = msg.config
-        self.engine = new_engine()
+        self.compiled: dict[str, Path] = {}  # module SHA-256 → its .cwasm, as the compile child named it
         self.cache_dir = cfg.cache_dir / "cwasm"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.oci_settings = OciSettings(cache_dir=cfg.cache_dir, allow_latest=cfg.allow_latest,
@@ -142,7 +143,7 @@ class NativeWorker(InboxActor):
                     fetched(len(module))
                 claims = extract_claims(module)
                 span.event("claims verified", public_key=claims.public_key, issuer=claims.issuer)
-                cwasm = compile_to_cache(self.engine, module, self.cache_dir)
+                cwasm = self._compile(module)
             except HostcoreError as err:
                 span.fail(err.wire)
                 log.error("actor preparation failed", extra={"actor_ref": msg.actor_ref, "error": err.wire})
@@ -156,6 +157,17 @@ class NativeWorker(InboxActor):
                                               "bytes": len(module), "ms": round((time.monotonic() - began) * 1000, 1)})
         return ActorPrepared(request_id=msg.request_id, actor_ref=msg.actor_ref, claims=claims, cwasm_path=cwasm,
                              byte_size=len(module))
+
+    def _compile(self, module: bytes) -> Path:
+        """`compile_to_cache` in a child process (hostcore/actors/compiler.py: a compile's memory
+        leaves with the child), skipped when this process already knows the module's .cwasm and
+        the file is still there. Runs on the pool; the dict is only read and set."""
+        key = hashlib.sha256(module).hexdigest()
+        known = self.compiled.get(key)
+        if known is not None and known.exists():
+            return known
+        self.compiled[key] = path = compile_in_child(module, self.cache_dir)
+        return path
 
     def _fetch(self, ref: str, settings: OciSettings) -> bytes:
         """protocol.md §8.1 dispatch: bindle (refused), file, else OCI."""
