@@ -3,7 +3,8 @@
 The only process that compiles wasm (architecture.md "Compile once, deserialize everywhere"),
 each compile in a short-lived child process of its own (fork + exec, never a bare fork), so it
 may use threads. Pulls and compiles run on a small pool, so one slow registry does not hold up
-other starts; results come back to the actor thread through the inbox. It owns the `.cwasm` cache and the OCI cache directories.
+other starts; results come back to the actor thread through the inbox. It owns the `.cwasm` cache
+and the OCI cache directories.
 """
 
 from __future__ import annotations
