@@ -10,5 +10,6 @@ directory before the ActorSystem starts (`launcher`). Settings come from `HostCo
     tracing     provider, W3C propagation (NATS headers and message carriers), span helpers
     fileexport  the JSON-lines span exporter (OTEL_TRACES_EXPORTER=hostcore_file)
     metrics     metric objects, the hot-path InvocationMeter, render_metrics / MetricsApp / MetricsServer
+    deadfiles   dead processes' metric files folded into one per type at each scrape
     logcontext  host_id, lattice, actor_key, instance_id, trace_id on every log record
 """
