@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from hostcore.actors.placement import HOST_CAPABILITY, HOST_ID_CAPABILITY
 from hostcore.config import HostConfig, Placement
@@ -30,7 +31,9 @@ from hostcore.telemetry.launcher import LauncherTelemetry
 from hostcore.thespian_admin import configure_convention, reap_admin, start_actor_system
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
 from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
-from hostcore.web import DashboardServer, DashboardSettings
+
+if TYPE_CHECKING:
+    from hostcore.web import DashboardServer
 
 __all__ = ["run_node"]
 
@@ -132,6 +135,10 @@ def _start_dashboard(config: HostConfig) -> DashboardServer | None:
     then on). None when it is off (port 0) or could not start (a port in use is a warning)."""
     if not config.dashboard_port:
         return None
+    # Imported here, after the tree forked: no process of the tree needs the dashboard, and pages
+    # the launcher touches while serving it would otherwise be copied out of the shared heap.
+    from hostcore.web import DashboardServer, DashboardSettings
+
     server = DashboardServer(DashboardSettings.from_host_config(config, token=config.dashboard_token),
                              host=config.dashboard_host, port=config.dashboard_port)
     return server if server.start() else None
