@@ -37,7 +37,7 @@ class InstanceAdoption(AdoptingSupervisor):
                 self._forget(record.key)
                 self._event(cloudevents.actor_start_failed(record.actor_ref, RoleRestarted("actor supervisor").wire))
             elif isinstance(record, InstanceRecord):
-                self.instances[record.instance_id] = record
+                self.instances.add(record)
                 if record.node == HOST:
                     self.adopt(record)
                 else:

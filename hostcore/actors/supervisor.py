@@ -1,8 +1,9 @@
 """ActorSupervisor: the OTP DynamicSupervisor of actor instances (protocol.md §11).
 
-Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine: it forks the
-ActorModule processes (architecture.md "A process that forks must hold no threads"). Events go to
-LatticeEvents; module bytes are fetched, verified and compiled by the NativeWorker.
+Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine. The
+InstanceTemplate, its child, forks the ActorModule processes (hostcore/actors/template.py) and
+reports their starts and exits here. Events go to LatticeEvents; module bytes are fetched,
+verified and compiled by the NativeWorker.
 
 With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
 Thespian convention (hostcore/actors/worker_nodes.py). Live update is in
@@ -28,7 +29,8 @@ from hostcore.actors.batches import BatchTracker
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.placement import HOST, WorkerNode, requirements_for
-from hostcore.actors.records import InstanceRecord, PendingStart
+from hostcore.actors.records import InstanceRecord, InstanceTable, PendingStart
+from hostcore.actors.template import InstanceTemplate
 from hostcore.actors.worker_nodes import WorkerNodes
 from hostcore.config import HostConfig, Placement
 from hostcore.errors import (
@@ -47,10 +49,14 @@ from hostcore.tree.messages import (
     ActorPrepared,
     Done,
     EvaluateStart,
+    ForkInstances,
     GetInventory,
     InitActorSupervisor,
+    InitTemplate,
+    InstanceExited,
     InstanceFailed,
     InstanceInfo,
+    InstanceSpec,
     InstanceStarted,
     Inventory,
     LatticeSnapshot,
@@ -67,12 +73,17 @@ from hostcore.tree.messages import (
     StartActor,
     StartInstance,
     TerminateActor,
+    ToInstances,
 )
 from hostcore.wire import cloudevents
 
 __all__ = ["ActorSupervisor", "matches_annotations", "scale_diff"]
 
 log = logging.getLogger(__name__)
+
+# Instances are forked in chunks of this many, one message to the template each: between two, the
+# template passes on the starts already made, so the first actor_started does not wait for all.
+FORK_CHUNK = 8
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,7 +118,8 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
     def __init__(self) -> None:
         super().__init__()
         self.config: HostConfig | None = None
-        self.instances: dict[str, InstanceRecord] = {}
+        self.instances = InstanceTable()
+        self.template: Any = None
         self.pending: dict[str, PendingStart] = {}
         self.preparing: set[str] = set()  # keys with a scale waiting on the NativeWorker
         self.deferred: dict[str, list[ScaleActor]] = collections.defaultdict(list)
@@ -134,8 +146,15 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
+        self._new_template()
         self._restore(msg.restore)
         self.send(sender, Ready(role="actor_supervisor"))
+
+    def _new_template(self) -> None:
+        # Forked while this process is small: the template and every instance inherit its heap.
+        assert self.config is not None
+        self.template = self.createActor(InstanceTemplate)
+        self.send(self.template, InitTemplate(config=self.config, snapshot=self.snapshot))
 
     def _event(self, event: cloudevents.Event) -> None:
         self.send(self.events, PublishEvent.of(event))
@@ -304,35 +323,60 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
                          annotations: dict[str, str]) -> list[str]:
         assert self.config is not None
         image: bytes | None = None
-        ids = []
+        ids, forked = [], []
         for _ in range(count):
             node = self._place(claims.public_key)
             inst = InstanceRecord(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path,
                                   image_ref=ref, annotations=annotations, node=node,
-                                  address=self.createActor(ActorModule, requirements_for(node)))
-            self.instances[inst.instance_id] = inst
+                                  address=None if node == HOST else self.createActor(ActorModule, requirements_for(node)))
+            self.instances.add(inst)
             self._remember(inst)
             self.telemetry.instance_starting(inst.instance_id)
-            if node != HOST:
-                image = image if image is not None else self._module_image(cwasm_path)
-                self.send(inst.address, ModuleImage(cwasm_path=cwasm_path, data=image))
+            ids.append(inst.instance_id)
+            if node == HOST:
+                forked.append(inst.instance_id)
+                continue
+            image = image if image is not None else self._module_image(cwasm_path)
+            self.send(inst.address, ModuleImage(cwasm_path=cwasm_path, data=image))
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
-            ids.append(inst.instance_id)
+        spec = InstanceSpec(claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
+        for i in range(0, len(forked), FORK_CHUNK):
+            self.send(self.template, ForkInstances(spec=spec, instance_ids=tuple(forked[i:i + FORK_CHUNK])))
         return ids
+
+    def _tell(self, insts: list[InstanceRecord], message: Any) -> None:
+        """Send `message` to each instance: through the template for those it forked (it knows
+        their addresses before we do), directly to those adopted or on workers."""
+        forked = []
+        for inst in insts:
+            if self._forked(inst):
+                forked.append(inst.instance_id)
+            elif inst.address is not None:
+                self.send(inst.address, message)
+        if forked:
+            self.send(self.template, ToInstances(instance_ids=tuple(forked), message=message))
+
+    def _forked(self, inst: InstanceRecord) -> bool:
+        """Forked by the current template (not adopted from a predecessor, nor on a worker)."""
+        return inst.node == HOST and not inst.adopted and inst.instance_id not in self.adopting
 
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
-        if inst is None or inst.state != "starting":
+        if inst is None:  # replaced meanwhile (its template was lost): it must not serve
+            self.send(msg.address if msg.address is not None else sender, ActorExitRequest())
             return
-        self._announce(inst, msg.api_version, msg.pid)
+        if inst.address is None:
+            inst.address = msg.address
+        if inst.state == "starting":
+            self._announce(inst, msg.api_version, msg.pid)
 
     def _announce(self, inst: InstanceRecord, api_version: int, pid: int) -> None:
         inst.state, inst.pid = "running", pid
         self._remember(inst)
         self.telemetry.instance_started(inst.instance_id, pid)
-        self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
+        self._count(inst.public_key)
         log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                          "pid": pid, "node": inst.node or "host"})
         self._event(cloudevents.actor_started(
@@ -352,7 +396,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
         self._event(cloudevents.actor_start_failed(inst.public_key, msg.error))
         self.batches.instance_failed(inst.instance_id, msg.error)
-        self.send(inst.address, ActorExitRequest())
+        self._tell([inst], ActorExitRequest())
 
     # --- terminate_actor -----------------------------------------------------------------------
 
@@ -374,7 +418,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         for inst in victims:
             inst.state = "stopping"
             self._remember(inst)  # a successor must not restart it
-            self.send(inst.address, ActorExitRequest())
+        self._tell(victims, ActorExitRequest())
         return {i.instance_id for i in victims}
 
     def receiveMsg_Purge(self, msg: Purge, sender: Any) -> None:
@@ -401,13 +445,20 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
 
     # --- exits and restarts --------------------------------------------------------------------
 
+    def receiveMsg_InstanceExited(self, msg: InstanceExited, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        if inst is not None and self._forked(inst):
+            self._instance_exited(inst, "actor instance died, restarting", counted=True)
+
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        # Thespian addresses are not hashable, hence the scan. A worker's admin forwards the exits
-        # of instances it forked for us; duplicates are possible and find nothing here.
-        inst = next((i for i in self.instances.values() if i.address == msg.childAddress), None)
+        if msg.childAddress == self.template:
+            return self._template_lost()
+        # An instance on a worker (Thespian addresses are not hashable, hence the scan). A worker's
+        # admin forwards the exits of instances it forked for us; duplicates find nothing here.
+        inst = next((i for i in self.instances.values() if i.node != HOST and i.address == msg.childAddress), None)
         if inst is None:
             return
-        if inst.node != HOST and inst.state == "starting":
+        if inst.state == "starting":
             # Thespian could not create it there (the worker died or is leaving and the convention
             # has not said so yet), or it died while starting: try elsewhere, and give that worker
             # a detection period to prove itself before anything else goes there.
@@ -419,13 +470,26 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
                                          counted=False)
         self._instance_exited(inst, "actor instance died, restarting", counted=True)
 
+    def _template_lost(self) -> None:
+        """The template died. Its instances outlive it as they outlive a supervisor: the running
+        ones are adopted by us; those still starting die with it, and are replaced."""
+        forked = [i for i in self.instances.values() if self._forked(i)]
+        log.warning("instance template died, restarting it", extra={"instances": len(forked)})
+        self._new_template()
+        for inst in forked:
+            if inst.address is not None and inst.state in ("running", "stopping"):
+                self.adopt(inst)
+            else:
+                self._instance_exited(inst, "instance lost with its template, replacing it", counted=False)
+        self.adoption_deadline()
+
     def _instance_exited(self, inst: InstanceRecord, why: str, *, counted: bool) -> None:
         """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the
         restart intensity (a crash); moves off a lost or draining worker do not."""
-        del self.instances[inst.instance_id]
+        self.instances.remove(inst)
         self.exits.forget(inst.instance_id)
         self._forget(inst.instance_id, pid=inst.pid if inst.adopted else 0)
-        self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
+        self._count(inst.public_key)
         if inst.state in ("running", "stopping"):  # it was announced with actor_started
             log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
             self._event(inst.stopped_event())
@@ -460,8 +524,9 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""
         self.snapshot = msg
+        self.send(self.template, msg)  # for every instance it forked, and those it will fork
         for inst in self.instances.values():
-            if inst.live:
+            if inst.live and not self._forked(inst) and inst.address is not None:
                 self.send(inst.address, msg)
 
     # --- inventory -----------------------------------------------------------------------------
@@ -474,7 +539,12 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             for i in self.instances.values() if i.state == "running")))
 
     def _live(self, public_key: str) -> list[InstanceRecord]:
-        return [i for i in self.instances.values() if i.public_key == public_key and i.live]
+        return [i for i in self.instances.of_key(public_key) if i.live]
+
+    def _count(self, public_key: str) -> None:
+        """The running-instances gauge of `public_key`."""
+        if self.telemetry.metrics is not None:
+            self.telemetry.instance_count(public_key, sum(i.state == "running" for i in self.instances.of_key(public_key)))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         log.info("actor supervisor stopping", extra={"pid": os.getpid(), "instances": len(self.instances)})

@@ -1,0 +1,138 @@
+"""InstanceTemplate: the process that forks this host's actor instances.
+
+Each instance is its own OS process, and forking is how it gets one. Forked from the
+ActorSupervisor, every instance paid for the supervisor's heap: the fork copied its page tables,
+the supervisor was busy forking instead of answering, and the child's first garbage collection
+wrote the header of every object it had inherited, which copied ~10 MB of pages per instance.
+The template is forked once from the supervisor while it is still small; it freezes its heap
+(`gc.freeze()`, so no child's collector ever touches those objects) and holds the Engine and each
+module deserialized, so a forked instance shares all of that and only pays for its own state
+(hostcore/actors/inheritance.py). It runs no thread and compiles nothing, so forking it is safe.
+
+The template is each local instance's Thespian parent: it hears their starts and exits and passes
+them on to the ActorSupervisor, which keeps every record and decides everything else. Instances
+on workers are not forked here (ActorSupervisor creates them where placement says).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+
+from hostcore.actors.inheritance import Inheritance, bequeath
+from hostcore.actors.instance import ActorModule
+from hostcore.config import HostConfig
+from hostcore.errors import HostcoreError
+from hostcore.native.wasm import load_module, new_engine
+from hostcore.procutil import set_pdeathsig
+from hostcore.tree.messages import (
+    ForkInstances,
+    InitTemplate,
+    InstanceExited,
+    InstanceFailed,
+    InstanceStarted,
+    LatticeSnapshot,
+    ModuleSwapped,
+    StartForked,
+    StartInstance,
+    ToInstances,
+)
+
+__all__ = ["InstanceTemplate"]
+
+log = logging.getLogger(__name__)
+
+
+class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.supervisor: Any = None
+        self.config: HostConfig | None = None
+        self.snapshot = LatticeSnapshot()
+        self.engine: wasmtime.Engine | None = None
+        self.modules: dict[Path, wasmtime.Module] = {}
+        # Thespian addresses are not hashable. A child's address is known by its string once it
+        # has reported (the address it sends from is the one its exit names); until then it is
+        # only the placeholder createActor returned, found by comparison among the few starting.
+        self.starting: dict[str, Any] = {}  # instance id → createActor's address
+        self.running: dict[str, tuple[str, Any]] = {}  # str(address) → (instance id, address)
+
+    def receiveMsg_InitTemplate(self, msg: InitTemplate, sender: Any) -> None:
+        set_pdeathsig()
+        self.supervisor, self.config, self.snapshot = sender, msg.config, msg.snapshot
+        self.engine = new_engine()
+        gc.freeze()
+
+    def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
+        self.snapshot = msg
+        for address in self._children():
+            self.send(address, msg)
+
+    def receiveMsg_ForkInstances(self, msg: ForkInstances, sender: Any) -> None:
+        assert self.config is not None and self.engine is not None
+        try:
+            module = self._module(msg.spec.cwasm_path)
+        except HostcoreError as err:
+            for instance_id in msg.instance_ids:
+                self.send(self.supervisor, InstanceFailed(instance_id=instance_id, error=err.wire))
+            return
+        # Whatever this process allocated since the last fork is shared with the children too.
+        gc.freeze()
+        spec = msg.spec
+        for instance_id in msg.instance_ids:
+            bequeath(Inheritance(StartInstance(
+                config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path, image_ref=spec.image_ref,
+                instance_id=instance_id, annotations=spec.annotations, snapshot=self.snapshot),
+                self.engine, module))
+            address = self.createActor(ActorModule)  # forks here, with the inheritance in place
+            self.starting[instance_id] = address
+            self.send(address, StartForked(instance_id=instance_id))
+        bequeath(None)
+
+    def _module(self, cwasm_path: Path) -> wasmtime.Module:
+        module = self.modules.get(cwasm_path)
+        if module is None:
+            assert self.engine is not None
+            module = self.modules[cwasm_path] = load_module(self.engine, cwasm_path)
+        return module
+
+    def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
+        if self.starting.pop(msg.instance_id, None) is not None:
+            self.running[str(sender)] = (msg.instance_id, sender)
+        self.send(self.supervisor, dataclasses.replace(msg, address=sender))
+
+    def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
+        self.send(self.supervisor, msg)  # the supervisor halts it
+
+    def receiveMsg_ModuleSwapped(self, msg: ModuleSwapped, sender: Any) -> None:
+        self.send(self.supervisor, msg)  # the answer to a SwapModule sent through us
+
+    def receiveMsg_ToInstances(self, msg: ToInstances, sender: Any) -> None:
+        by_id = {instance_id: address for instance_id, address in self.running.values()}
+        for instance_id in msg.instance_ids:
+            address = by_id.get(instance_id) or self.starting.get(instance_id)
+            if address is not None:
+                self.send(address, msg.message)
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        found = self.running.pop(str(msg.childAddress), None)
+        if found is not None:
+            instance_id = found[0]
+        else:
+            instance_id = next((i for i, a in self.starting.items() if a == msg.childAddress), "")
+            if not instance_id:
+                return
+            del self.starting[instance_id]
+        self.send(self.supervisor, InstanceExited(instance_id=instance_id))
+
+    def _children(self) -> list[Any]:
+        return [*self.starting.values(), *(address for _, address in self.running.values())]
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        log.debug("instance template stopping", extra={"instances": len(self.starting) + len(self.running)})
