@@ -243,9 +243,11 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         for record in self.records[role].values():
             if not isinstance(record, ChildRecord):
                 continue
-            self.send(record.address, ActorExitRequest())
-            if "events" in self.children:
-                self.send(self.children["events"], PublishEvent.of(record.stopped_event()))
+            if record.address is not None:  # None: still being forked; it dies with its template
+                self.send(record.address, ActorExitRequest())
+            event = record.stopped_event()
+            if event is not None and "events" in self.children:
+                self.send(self.children["events"], PublishEvent.of(event))
         self.records[role].clear()
         self.purging.discard(role)
 

@@ -27,7 +27,9 @@ class InstanceRecord:
     image_ref: str
     annotations: dict[str, str]
     node: str = HOST  # or the worker id it was placed on
-    state: str = "starting"  # starting → running → stopping; or failed
+    # starting → running → stopping; or starting → failed, or starting → cancelled (halted before it
+    # was announced: it leaves without an actor_stopped)
+    state: str = "starting"
     pid: int = 0
     adopted: bool = False  # taken over from a supervisor that died: not our Thespian child
 
@@ -39,7 +41,9 @@ class InstanceRecord:
     def live(self) -> bool:
         return self.state in ("starting", "running")
 
-    def stopped_event(self) -> cloudevents.Event:
+    def stopped_event(self) -> cloudevents.Event | None:
+        if self.state not in ("running", "stopping"):
+            return None  # never announced with actor_started
         return cloudevents.actor_stopped(public_key=self.public_key, instance_id=self.instance_id,
                                          annotations=self.annotations)
 

@@ -16,16 +16,16 @@ import collections
 import dataclasses
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
 from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.batches import BatchTracker
+from hostcore.actors.exits import InstanceExits
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.placement import HOST, WorkerNode, requirements_for
@@ -53,7 +53,6 @@ from hostcore.tree.messages import (
     GetInventory,
     InitActorSupervisor,
     InitTemplate,
-    InstanceExited,
     InstanceFailed,
     InstanceInfo,
     InstanceSpec,
@@ -81,10 +80,6 @@ __all__ = ["ActorSupervisor", "matches_annotations", "scale_diff"]
 
 log = logging.getLogger(__name__)
 
-# Instances are forked in chunks of this many, one message to the template each: between two, the
-# template passes on the starts already made, so the first actor_started does not wait for all.
-FORK_CHUNK = 8
-
 
 @dataclass(slots=True, kw_only=True)
 class _Waiter:
@@ -104,7 +99,7 @@ def scale_diff(current: int, desired: int) -> int:
     return current - desired
 
 
-class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
+class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
     """scale_actor / start_actor / terminate_actor over supervised ActorModule processes.
 
     Instances that die without being asked are restarted (new instance id, same module) unless the
@@ -341,9 +336,9 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
-        spec = InstanceSpec(claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
-        for i in range(0, len(forked), FORK_CHUNK):
-            self.send(self.template, ForkInstances(spec=spec, instance_ids=tuple(forked[i:i + FORK_CHUNK])))
+        if forked:
+            spec = InstanceSpec(claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
+            self.send(self.template, ForkInstances(spec=spec, instance_ids=tuple(forked)))
         return ids
 
     def _tell(self, insts: list[InstanceRecord], message: Any) -> None:
@@ -410,13 +405,21 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         """Halt `count` live instances of `public_key` matching `annotations` (0 = all matching).
         Returns the instance ids asked to stop; each publishes actor_stopped when it is gone.
 
+        Instances still starting go first: halting them cancels work not yet done, and, never
+        announced, they leave without an actor_stopped (nor a start failure).
+
         QUIRK (protocol.md §11.3): v0.59 could stop the key's RPC subscriber while non-matching
         instances still ran; here each instance owns its subscription, so the others keep serving.
         """
         matching = [i for i in self._live(public_key) if matches_annotations(annotations, i.annotations)]
+        matching.sort(key=lambda i: i.state != "starting")  # stable: otherwise oldest first
         victims = matching if count == 0 else matching[:count]
         for inst in victims:
-            inst.state = "stopping"
+            if inst.state == "starting":
+                inst.state = "cancelled"
+                self.batches.instance_cancelled(inst.instance_id)
+            else:
+                inst.state = "stopping"
             self._remember(inst)  # a successor must not restart it
         self._tell(victims, ActorExitRequest())
         return {i.instance_id for i in victims}
@@ -425,7 +428,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         halted: set[str] = set()
         for key in {i.public_key for i in self.instances.values() if i.live}:
             halted |= self.terminate_actor(key, 0, {})
-        halted |= {i.instance_id for i in self.instances.values() if i.state == "stopping"}
+        halted |= {i.instance_id for i in self.instances.values() if i.state in ("stopping", "cancelled")}
         # The host publishes host_stopped on our Done: it goes through LatticeEvents, behind every
         # actor_stopped we sent there (protocol.md §11.4, OTP's do_stop order).
         self._wait(msg.request_id, sender, halted, flush=True)
@@ -442,84 +445,6 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             self.send(self.events, Flush(reply_to=waiter.reply_to, request_id=waiter.request_id))
         else:
             self.send(waiter.reply_to, Done(request_id=waiter.request_id))
-
-    # --- exits and restarts --------------------------------------------------------------------
-
-    def receiveMsg_InstanceExited(self, msg: InstanceExited, sender: Any) -> None:
-        inst = self.instances.get(msg.instance_id)
-        if inst is not None and self._forked(inst):
-            self._instance_exited(inst, "actor instance died, restarting", counted=True)
-
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        if msg.childAddress == self.template:
-            return self._template_lost()
-        # An instance on a worker (Thespian addresses are not hashable, hence the scan). A worker's
-        # admin forwards the exits of instances it forked for us; duplicates find nothing here.
-        inst = next((i for i in self.instances.values() if i.node != HOST and i.address == msg.childAddress), None)
-        if inst is None:
-            return
-        if inst.state == "starting":
-            # Thespian could not create it there (the worker died or is leaving and the convention
-            # has not said so yet), or it died while starting: try elsewhere, and give that worker
-            # a detection period to prove itself before anything else goes there.
-            assert self.config is not None
-            worker = self.workers.get(inst.node)
-            if worker is not None:
-                worker.suspect_until = time.monotonic() + self.config.convention.detection_s
-            return self._instance_exited(inst, "instance did not start on its worker, placing it elsewhere",
-                                         counted=False)
-        self._instance_exited(inst, "actor instance died, restarting", counted=True)
-
-    def _template_lost(self) -> None:
-        """The template died. Its instances outlive it as they outlive a supervisor: the running
-        ones are adopted by us; those still starting die with it, and are replaced."""
-        forked = [i for i in self.instances.values() if self._forked(i)]
-        log.warning("instance template died, restarting it", extra={"instances": len(forked)})
-        self._new_template()
-        for inst in forked:
-            if inst.address is not None and inst.state in ("running", "stopping"):
-                self.adopt(inst)
-            else:
-                self._instance_exited(inst, "instance lost with its template, replacing it", counted=False)
-        self.adoption_deadline()
-
-    def _instance_exited(self, inst: InstanceRecord, why: str, *, counted: bool) -> None:
-        """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the
-        restart intensity (a crash); moves off a lost or draining worker do not."""
-        self.instances.remove(inst)
-        self.exits.forget(inst.instance_id)
-        self._forget(inst.instance_id, pid=inst.pid if inst.adopted else 0)
-        self._count(inst.public_key)
-        if inst.state in ("running", "stopping"):  # it was announced with actor_started
-            log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
-            self._event(inst.stopped_event())
-        self.batches.instance_gone(inst.instance_id)
-        if inst.live:  # nobody asked it to stop
-            log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
-                                    "node": inst.node or "host"})
-            self._restart(inst, counted=counted)
-        for request_id, update in list(self.updates.items()):
-            if inst.instance_id in update.pending:
-                self._update_progress(request_id, inst.instance_id)
-        for waiter in list(self.waiters):
-            waiter.pending.discard(inst.instance_id)
-            if not waiter.pending:
-                self.waiters.remove(waiter)
-                self._answer(waiter)
-
-    def _restart(self, inst: InstanceRecord, *, counted: bool = True) -> None:
-        assert self.config is not None
-        if not counted:
-            self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
-            return
-        if not self.restarts.allow(inst.public_key):
-            error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
-                     f"{self.config.restart_period_s:g} s; giving up")
-            log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
-            self._event(cloudevents.actor_start_failed(inst.public_key, error))
-            return
-        self.telemetry.restarted(inst.public_key)
-        self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""

@@ -16,9 +16,11 @@ on workers are not forked here (ActorSupervisor creates them where placement say
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from hostcore.native.wasm import load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.tree.messages import (
     ForkInstances,
+    InstanceSpec,
     InitTemplate,
     InstanceExited,
     InstanceFailed,
@@ -48,6 +51,9 @@ __all__ = ["InstanceTemplate"]
 
 log = logging.getLogger(__name__)
 
+# Instances starting at once: enough to keep every core busy while one waits on NATS.
+STARTING_WINDOW = 2 * (os.cpu_count() or 1)
+
 
 class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
     def __init__(self) -> None:
@@ -62,6 +68,8 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         # only the placeholder createActor returned, found by comparison among the few starting.
         self.starting: dict[str, Any] = {}  # instance id → createActor's address
         self.running: dict[str, tuple[str, Any]] = {}  # str(address) → (instance id, address)
+        self.backlog: collections.deque[tuple[InstanceSpec, str]] = collections.deque()  # still to fork
+        self.mail: dict[str, list[Any]] = {}  # messages for instances still in the backlog
 
     def receiveMsg_InitTemplate(self, msg: InitTemplate, sender: Any) -> None:
         set_pdeathsig()
@@ -75,25 +83,37 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             self.send(address, msg)
 
     def receiveMsg_ForkInstances(self, msg: ForkInstances, sender: Any) -> None:
+        self.backlog.extend((msg.spec, instance_id) for instance_id in msg.instance_ids)
+        self._fork_more()
+
+    def _fork_more(self) -> None:
+        """Fork while fewer than STARTING_WINDOW are starting. All at once, every start would share
+        the cores with all the others and none would be done before the last; this way they finish
+        in order, the first within one start's time, and the total is no longer."""
+        while self.backlog and len(self.starting) < STARTING_WINDOW:
+            spec, instance_id = self.backlog.popleft()
+            self._fork(spec, instance_id)
+
+    def _fork(self, spec: InstanceSpec, instance_id: str) -> None:
         assert self.config is not None and self.engine is not None
         try:
-            module = self._module(msg.spec.cwasm_path)
+            module = self._module(spec.cwasm_path)
         except HostcoreError as err:
-            for instance_id in msg.instance_ids:
-                self.send(self.supervisor, InstanceFailed(instance_id=instance_id, error=err.wire))
+            self.send(self.supervisor, InstanceFailed(instance_id=instance_id, error=err.wire))
+            self.send(self.supervisor, InstanceExited(instance_id=instance_id))
             return
-        # Whatever this process allocated since the last fork is shared with the children too.
+        # Whatever this process allocated since the last fork is shared with the child too.
         gc.freeze()
-        spec = msg.spec
-        for instance_id in msg.instance_ids:
-            bequeath(Inheritance(StartInstance(
-                config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path, image_ref=spec.image_ref,
-                instance_id=instance_id, annotations=spec.annotations, snapshot=self.snapshot),
-                self.engine, module))
-            address = self.createActor(ActorModule)  # forks here, with the inheritance in place
-            self.starting[instance_id] = address
-            self.send(address, StartForked(instance_id=instance_id))
+        bequeath(Inheritance(StartInstance(
+            config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path, image_ref=spec.image_ref,
+            instance_id=instance_id, annotations=spec.annotations, snapshot=self.snapshot),
+            self.engine, module))
+        address = self.createActor(ActorModule)  # forks here, with the inheritance in place
         bequeath(None)
+        self.starting[instance_id] = address
+        self.send(address, StartForked(instance_id=instance_id))
+        for message in self.mail.pop(instance_id, ()):
+            self.send(address, message)
 
     def _module(self, cwasm_path: Path) -> wasmtime.Module:
         module = self.modules.get(cwasm_path)
@@ -106,19 +126,34 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         if self.starting.pop(msg.instance_id, None) is not None:
             self.running[str(sender)] = (msg.instance_id, sender)
         self.send(self.supervisor, dataclasses.replace(msg, address=sender))
+        self._fork_more()
 
     def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
+        if self.starting.pop(msg.instance_id, None) is not None:
+            self.running[str(sender)] = (msg.instance_id, sender)  # until it exited
         self.send(self.supervisor, msg)  # the supervisor halts it
+        self._fork_more()
 
     def receiveMsg_ModuleSwapped(self, msg: ModuleSwapped, sender: Any) -> None:
         self.send(self.supervisor, msg)  # the answer to a SwapModule sent through us
 
     def receiveMsg_ToInstances(self, msg: ToInstances, sender: Any) -> None:
         by_id = {instance_id: address for instance_id, address in self.running.values()}
+        waiting = {instance_id for _, instance_id in self.backlog}
+        halted = set()
         for instance_id in msg.instance_ids:
             address = by_id.get(instance_id) or self.starting.get(instance_id)
             if address is not None:
                 self.send(address, msg.message)
+            elif instance_id in waiting and isinstance(msg.message, ActorExitRequest):
+                halted.add(instance_id)  # never forked: gone at once
+                self.send(self.supervisor, InstanceExited(instance_id=instance_id))
+            elif instance_id in waiting:
+                self.mail.setdefault(instance_id, []).append(msg.message)
+        if halted:
+            self.backlog = collections.deque(item for item in self.backlog if item[1] not in halted)
+            for instance_id in halted:
+                self.mail.pop(instance_id, None)
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
         found = self.running.pop(str(msg.childAddress), None)
@@ -130,6 +165,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
                 return
             del self.starting[instance_id]
         self.send(self.supervisor, InstanceExited(instance_id=instance_id))
+        self._fork_more()
 
     def _children(self) -> list[Any]:
         return [*self.starting.values(), *(address for _, address in self.running.values())]
