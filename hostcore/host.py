@@ -52,7 +52,7 @@ from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
-from hostcore.supervision import ChildRecord, Forget, Remember, RestartWindow, Rewire, pidfd_open
+from hostcore.supervision import ChildRecord, Forget, Records, Remember, RestartWindow, Rewire, pidfd_open
 from hostcore.tree.messages import (
     Done,
     HostFailed,
@@ -187,6 +187,13 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.records[msg.role].pop(msg.key, None)
         if msg.pid:
             reap(msg.pid)
+
+    def receiveMsg_Records(self, msg: Records, sender: Any) -> None:
+        for change in msg.changes:
+            if isinstance(change, Remember):
+                self.receiveMsg_Remember(change, sender)
+            else:
+                self.receiveMsg_Forget(change, sender)
 
     # --- restarts ------------------------------------------------------------------------------
 

@@ -93,6 +93,14 @@ class Forget:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Records:
+    """Several Remember / Forget at once (one supervisor's changes of one message turn), applied
+    in this order."""
+
+    changes: tuple[Remember | Forget, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Adopt:
     """A restarted supervisor → a process its predecessor started: report to me from now on."""
 

@@ -1,7 +1,7 @@
 """ActorSupervisor's exits and restarts (a mixin): an instance is gone, restart it if nobody asked
 it to stop, within the restart intensity (OTP's one-for-one DynamicSupervisor).
 
-Instances forked by the InstanceTemplate are reported by it (`InstanceExited`); those on workers
+Instances forked by the InstanceTemplate are reported by it (`InstancesExited`); those on workers
 are ActorSupervisor's own Thespian children (`ChildActorExited`); adopted ones are watched through
 pidfds (hostcore/actors/adoption.py).
 """
@@ -16,7 +16,7 @@ from thespian.actors import ChildActorExited
 
 from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord
-from hostcore.tree.messages import InstanceExited
+from hostcore.tree.messages import InstancesExited
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 class InstanceExits:
     """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
 
-    def receiveMsg_InstanceExited(self: ActorSupervisor, msg: InstanceExited, sender: Any) -> None:
-        inst = self.instances.get(msg.instance_id)
-        if inst is not None and self._forked(inst):
-            self._instance_exited(inst, "actor instance died, restarting", counted=True)
+    def receiveMsg_InstancesExited(self: ActorSupervisor, msg: InstancesExited, sender: Any) -> None:
+        for instance_id in msg.instance_ids:
+            inst = self.instances.get(instance_id)
+            if inst is not None and self._forked(inst):
+                self._instance_exited(inst, "actor instance died, restarting", counted=True)
 
     def receiveMsg_ChildActorExited(self: ActorSupervisor, msg: ChildActorExited, sender: Any) -> None:
         if msg.childAddress == self.template:

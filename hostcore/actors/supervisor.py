@@ -43,7 +43,7 @@ from hostcore.errors import (
 )
 from hostcore.native.claims import ActorClaims
 from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
+from hostcore.supervision import ExitWatch, Flush, Forget, Records, Remember, RestartWindow, Rewirable, crash_if_asked
 from hostcore.telemetry.supervision import SupervisorTelemetry
 from hostcore.tree.messages import (
     ActorPrepared,
@@ -64,6 +64,7 @@ from hostcore.tree.messages import (
     PolicyVerdict,
     PrepareFailed,
     PublishEvent,
+    PublishEvents,
     Purge,
     PutClaims,
     PutRefmap,
@@ -127,6 +128,8 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.exits = ExitWatch()  # adopted instances
         self.adopting: set[str] = set()
         self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped
+        self.outbox: list[PublishEvent] = []  # to LatticeEvents, at the end of this message turn
+        self.unsaved: dict[str, Remember | Forget] = {}  # to HostSupervisor, idem; the last per key
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -151,15 +154,32 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.template = self.createActor(InstanceTemplate)
         self.send(self.template, InitTemplate(config=self.config, snapshot=self.snapshot))
 
+    # Events and record changes of one message turn go out together, as one message each, at its
+    # end (`_flush`): a scale of N, or N exits handled at once, is not 3N messages.
+
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:
+        try:
+            return super().receiveMessage(msg, sender)
+        finally:
+            self._flush()
+
     def _event(self, event: cloudevents.Event) -> None:
-        self.send(self.events, PublishEvent.of(event))
+        self.outbox.append(PublishEvent.of(event))
 
     def _remember(self, record: InstanceRecord | PendingStart) -> None:
         key = record.instance_id if isinstance(record, InstanceRecord) else record.key
-        self.send(self.host, Remember(role="actor_supervisor", key=key, record=dataclasses.replace(record)))
+        self.unsaved[key] = Remember(role="actor_supervisor", key=key, record=dataclasses.replace(record))
 
     def _forget(self, key: str, pid: int = 0) -> None:
-        self.send(self.host, Forget(role="actor_supervisor", key=key, pid=pid))
+        self.unsaved[key] = Forget(role="actor_supervisor", key=key, pid=pid)  # replaces a Remember
+
+    def _flush(self) -> None:
+        if self.outbox:
+            events, self.outbox = tuple(self.outbox), []
+            self.send(self.events, events[0] if len(events) == 1 else PublishEvents(events=events))
+        if self.unsaved:
+            changes, self.unsaved = tuple(self.unsaved.values()), {}
+            self.send(self.host, changes[0] if len(changes) == 1 else Records(changes=changes))
 
     def peer_restarted(self, role: str) -> None:
         """Starts waiting on the lost NativeWorker or LatticeCache fail visibly (not replayed)."""
@@ -442,6 +462,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
 
     def _answer(self, waiter: _Waiter) -> None:
         if waiter.flush:
+            self._flush()  # the barrier goes behind the events of this turn
             self.send(self.events, Flush(reply_to=waiter.reply_to, request_id=waiter.request_id))
         else:
             self.send(waiter.reply_to, Done(request_id=waiter.request_id))

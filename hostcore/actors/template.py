@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import gc
 import logging
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
 from hostcore.actors.inheritance import Inheritance, bequeath
 from hostcore.actors.instance import ActorModule
@@ -37,7 +38,7 @@ from hostcore.tree.messages import (
     ForkInstances,
     InstanceSpec,
     InitTemplate,
-    InstanceExited,
+    InstancesExited,
     InstanceFailed,
     InstanceStarted,
     LatticeSnapshot,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 # Instances starting at once: enough to keep every core busy while one waits on NATS.
 STARTING_WINDOW = 2 * (os.cpu_count() or 1)
+_NOW = dt.timedelta(0)
 
 
 class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
@@ -70,6 +72,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.running: dict[str, tuple[str, Any]] = {}  # str(address) → (instance id, address)
         self.backlog: collections.deque[tuple[InstanceSpec, str]] = collections.deque()  # still to fork
         self.mail: dict[str, list[Any]] = {}  # messages for instances still in the backlog
+        self.exited: list[str] = []  # not yet reported
 
     def receiveMsg_InitTemplate(self, msg: InitTemplate, sender: Any) -> None:
         set_pdeathsig()
@@ -100,7 +103,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             module = self._module(spec.cwasm_path)
         except HostcoreError as err:
             self.send(self.supervisor, InstanceFailed(instance_id=instance_id, error=err.wire))
-            self.send(self.supervisor, InstanceExited(instance_id=instance_id))
+            self._exited(instance_id)
             return
         # Whatever this process allocated since the last fork is shared with the child too.
         gc.freeze()
@@ -147,7 +150,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
                 self.send(address, msg.message)
             elif instance_id in waiting and isinstance(msg.message, ActorExitRequest):
                 halted.add(instance_id)  # never forked: gone at once
-                self.send(self.supervisor, InstanceExited(instance_id=instance_id))
+                self._exited(instance_id)
             elif instance_id in waiting:
                 self.mail.setdefault(instance_id, []).append(msg.message)
         if halted:
@@ -164,8 +167,19 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             if not instance_id:
                 return
             del self.starting[instance_id]
-        self.send(self.supervisor, InstanceExited(instance_id=instance_id))
+        self._exited(instance_id)
         self._fork_more()
+
+    def _exited(self, instance_id: str) -> None:
+        """Reported once the exits that arrived together are handled: many in one message."""
+        if not self.exited:
+            self.wakeupAfter(_NOW)
+        self.exited.append(instance_id)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if self.exited:
+            self.send(self.supervisor, InstancesExited(instance_ids=tuple(self.exited)))
+            self.exited.clear()
 
     def _children(self) -> list[Any]:
         return [*self.starting.values(), *(address for _, address in self.running.values())]

@@ -18,7 +18,7 @@ __all__ = [
     "GetInventory",
     "ForkInstances",
     "InitTemplate",
-    "InstanceExited",
+    "InstancesExited",
     "InstanceFailed",
     "InstanceInfo",
     "InstanceSpec",
@@ -192,7 +192,7 @@ class InstanceSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForkInstances:
     """ActorSupervisor → InstanceTemplate: start one instance per id. Each is reported with
-    InstanceStarted (carrying its address) or InstanceFailed, and later InstanceExited."""
+    InstanceStarted (carrying its address) or InstanceFailed, and later InstancesExited."""
 
     spec: InstanceSpec
     instance_ids: tuple[str, ...]
@@ -215,10 +215,10 @@ class ToInstances:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class InstanceExited:
-    """InstanceTemplate → ActorSupervisor: the process of `instance_id` is gone."""
+class InstancesExited:
+    """InstanceTemplate → ActorSupervisor: the processes of these instances are gone."""
 
-    instance_id: str
+    instance_ids: tuple[str, ...]
 
 
 # --- live update (protocol.md §2.3 `upd`, §11.6) -------------------------------------------------
