@@ -174,12 +174,13 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.unsaved[key] = Forget(role="actor_supervisor", key=key, pid=pid)  # replaces a Remember
 
     def _flush(self) -> None:
-        if self.outbox:
-            events, self.outbox = tuple(self.outbox), []
-            self.send(self.events, events[0] if len(events) == 1 else PublishEvents(events=events))
+        # Records first: what the lattice hears of (actor_started) a successor must know of.
         if self.unsaved:
             changes, self.unsaved = tuple(self.unsaved.values()), {}
             self.send(self.host, changes[0] if len(changes) == 1 else Records(changes=changes))
+        if self.outbox:
+            events, self.outbox = tuple(self.outbox), []
+            self.send(self.events, events[0] if len(events) == 1 else PublishEvents(events=events))
 
     def peer_restarted(self, role: str) -> None:
         """Starts waiting on the lost NativeWorker or LatticeCache fail visibly (not replayed)."""
