@@ -252,7 +252,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
             return self.handler.failure(inv, err)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        if self.supervisor is not None and sender != self.supervisor:
+        if self.supervisor is not None and sender not in (self.supervisor, self.myAddress):
             # A worker's admin is shutting down: let the supervisor start a replacement now,
             # while this one drains, instead of after the exit notice.
             self.send(self.supervisor, InstanceEvicted(instance_id=self.instance_id))

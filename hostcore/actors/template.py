@@ -22,6 +22,8 @@ import datetime as dt
 import gc
 import logging
 import os
+import resource
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError
 from hostcore.native.wasm import load_module, new_engine
 from hostcore.procutil import set_pdeathsig
+from hostcore.supervision import pidfd_open
 from hostcore.tree.messages import (
     ForkInstances,
     InstanceSpec,
@@ -73,9 +76,13 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.backlog: collections.deque[tuple[InstanceSpec, str]] = collections.deque()  # still to fork
         self.mail: dict[str, list[Any]] = {}  # messages for instances still in the backlog
         self.exited: list[str] = []  # not yet reported
+        self.pidfds: dict[str, int] = {}  # of the running instances, to halt them by signal
 
     def receiveMsg_InitTemplate(self, msg: InitTemplate, sender: Any) -> None:
         set_pdeathsig()
+        # A socket or two and a pidfd per instance: hundreds of instances pass a 1024 soft limit.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.supervisor, self.config, self.snapshot = sender, msg.config, msg.snapshot
         self.engine = new_engine()
         gc.freeze()
@@ -128,6 +135,9 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         if self.starting.pop(msg.instance_id, None) is not None:
             self.running[str(sender)] = (msg.instance_id, sender)
+            fd = pidfd_open(msg.pid)
+            if fd is not None:
+                self.pidfds[msg.instance_id] = fd
         self.send(self.supervisor, dataclasses.replace(msg, address=sender))
         self._fork_more()
 
@@ -144,9 +154,15 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         by_id = {instance_id: address for instance_id, address in self.running.values()}
         waiting = {instance_id for _, instance_id in self.backlog}
         halted = set()
+        halt = isinstance(msg.message, ActorExitRequest)
         for instance_id in msg.instance_ids:
             address = by_id.get(instance_id) or self.starting.get(instance_id)
-            if address is not None:
+            if halt and instance_id in self.pidfds:
+                # Thespian turns SIGTERM into an ActorExitRequest in the instance (it drains as
+                # for the message). Hundreds of messages sent at once cost this process O(n²):
+                # its transport rescans every unacknowledged send on each turn of its loop.
+                signal.pidfd_send_signal(self.pidfds[instance_id], signal.SIGTERM)
+            elif address is not None:
                 self.send(address, msg.message)
             elif instance_id in waiting and isinstance(msg.message, ActorExitRequest):
                 halted.add(instance_id)  # never forked: gone at once
@@ -172,6 +188,9 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
 
     def _exited(self, instance_id: str) -> None:
         """Reported once the exits that arrived together are handled: many in one message."""
+        fd = self.pidfds.pop(instance_id, None)
+        if fd is not None:
+            os.close(fd)
         if not self.exited:
             self.wakeupAfter(_NOW)
         self.exited.append(instance_id)
