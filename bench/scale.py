@@ -61,7 +61,7 @@ from _host import (
     percentile,
     proc_cpu_s,
 )
-from hostcore.control import topics
+from hostcore.wire import subjects
 from hostcore.control.client import ControlClient
 from hostcore.procutil import set_pdeathsig
 
@@ -275,7 +275,7 @@ async def host_round(env: BenchEnv, host: Host, client: ControlClient, watcher: 
     ref = f"file://{ECHO}"
     nc = client.nc
     stop = asyncio.Event()
-    ping_subject = topics.ping_hosts(client.prefix)
+    ping_subject = subjects.ping_hosts(client.prefix)
     probes = [
         asyncio.create_task(probe_loop(lambda: nc.request(ping_subject, b"", timeout=10), r.ping_ms, stop)),
         asyncio.create_task(probe_loop(lambda: client.get_inventory(host.host_id), r.inv_ms, stop)),

@@ -52,7 +52,7 @@ from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
 from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
 from hostcore.providers.supervisor import ProviderSupervisor
-from hostcore.supervision import ChildRecord, Forget, Remember, RestartWindow, Rewire, pidfd_open
+from hostcore.supervision import ChildRecord, Forget, Records, Remember, RestartWindow, Rewire, pidfd_open
 from hostcore.tree.messages import (
     Done,
     HostFailed,
@@ -188,6 +188,13 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         if msg.pid:
             reap(msg.pid)
 
+    def receiveMsg_Records(self, msg: Records, sender: Any) -> None:
+        for change in msg.changes:
+            if isinstance(change, Remember):
+                self.receiveMsg_Remember(change, sender)
+            else:
+                self.receiveMsg_Forget(change, sender)
+
     # --- restarts ------------------------------------------------------------------------------
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
@@ -243,9 +250,11 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         for record in self.records[role].values():
             if not isinstance(record, ChildRecord):
                 continue
-            self.send(record.address, ActorExitRequest())
-            if "events" in self.children:
-                self.send(self.children["events"], PublishEvent.of(record.stopped_event()))
+            if record.address is not None:  # None: still being forked; it dies with its template
+                self.send(record.address, ActorExitRequest())
+            event = record.stopped_event()
+            if event is not None and "events" in self.children:
+                self.send(self.children["events"], PublishEvent.of(event))
         self.records[role].clear()
         self.purging.discard(role)
 

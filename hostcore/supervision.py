@@ -93,6 +93,14 @@ class Forget:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Records:
+    """Several Remember / Forget at once (one supervisor's changes of one message turn), applied
+    in this order."""
+
+    changes: tuple[Remember | Forget, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Adopt:
     """A restarted supervisor → a process its predecessor started: report to me from now on."""
 
@@ -128,7 +136,7 @@ class ChildRecord(Protocol):
     instance_id: str
     address: Any
 
-    def stopped_event(self) -> Event: ...
+    def stopped_event(self) -> Event | None: ...  # None: it was never announced
 
 
 # --- restart intensity ---------------------------------------------------------------------------
@@ -284,7 +292,7 @@ class AdoptingSupervisor:
         if not msg.running or not self.exits.watch(msg.pid, msg.instance_id):
             self.send(sender, ActorExitRequest())  # type: ignore[attr-defined]
             self.adoption_lost(record)
-        elif record.state == "stopping":  # the predecessor had asked it to stop: ask again
+        elif record.state in ("stopping", "cancelled"):  # the predecessor had asked it to stop: ask again
             self.send(sender, ActorExitRequest())  # type: ignore[attr-defined]
         elif record.state == "starting":  # it reported its start to the predecessor
             self.adopted_running(record, msg)

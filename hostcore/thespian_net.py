@@ -39,7 +39,7 @@ from typing import Any
 from hostcore.config import ThespianNetwork
 from hostcore.errors import HostcoreError
 
-__all__ = ["VERIFIED_THESPIAN", "FrameAuthFailed", "HmacPickle", "ThespianUnverified", "secure_thespian"]
+__all__ = ["VERIFIED_THESPIAN", "FrameAuthFailed", "HmacPickle", "ThespianUnverified", "check_version", "secure_thespian"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class HmacPickle:
         return pickle.loads(payload)
 
 
-def _check_version() -> None:
+def check_version() -> None:
     try:
         version = importlib.metadata.version("thespian")
     except importlib.metadata.PackageNotFoundError:
@@ -121,7 +121,7 @@ def secure_thespian(network: ThespianNetwork, *, convention: bool) -> None:
     Raises:
         ThespianUnverified: the installed Thespian is not the verified version.
     """
-    _check_version()
+    check_version()
     _patch_bind(network.bind)
     if network.bind not in ("", "0.0.0.0"):
         os.environ["THESPIAN_BASE_IPADDR"] = network.bind

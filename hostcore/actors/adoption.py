@@ -37,9 +37,12 @@ class InstanceAdoption(AdoptingSupervisor):
                 self._forget(record.key)
                 self._event(cloudevents.actor_start_failed(record.actor_ref, RoleRestarted("actor supervisor").wire))
             elif isinstance(record, InstanceRecord):
-                self.instances[record.instance_id] = record
-                if record.node == HOST:
+                self.instances.add(record)
+                if record.node == HOST and record.address is not None:
                     self.adopt(record)
+                elif record.node == HOST:
+                    # Still being forked when its template died with our predecessor: it died too.
+                    self._instance_exited(record, "instance lost with its supervisor, replacing it", counted=False)
                 else:
                     # Its exits would still go to our dead predecessor, and a worker's process
                     # can't be watched from here: replace it.

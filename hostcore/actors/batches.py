@@ -71,14 +71,18 @@ class BatchTracker:
     def instance_failed(self, instance_id: str, error: str) -> None:
         self._resolve(instance_id, error)
 
-    def _resolve(self, instance_id: str, error: str) -> None:
+    def instance_cancelled(self, instance_id: str) -> None:
+        """Halted while starting by a later request: neither started nor failed."""
+        self._resolve(instance_id, "", counted=False)
+
+    def _resolve(self, instance_id: str, error: str, *, counted: bool = True) -> None:
         batch = next((b for b in self._starts if instance_id in b.pending), None)
         if batch is None:
             return  # a restart, not part of a request
         batch.pending.discard(instance_id)
         if error:
             batch.errors.append(error)
-        else:
+        elif counted:
             batch.started += 1
         if batch.pending:
             return

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from thespian.actors import ActorExitRequest
 
+from hostcore.actors.inheritance import inherit
 from hostcore.actors.outbound import HostCallRouter, OutboundConnection
 from hostcore.actors.placement import capability_check
 from hostcore.actors.rpc import BuiltinHostCalls, InvocationHandler
@@ -46,6 +47,7 @@ from hostcore.tree.messages import (
     LatticeSnapshot,
     ModuleImage,
     ModuleSwapped,
+    StartForked,
     StartInstance,
     SwapModule,
 )
@@ -91,7 +93,20 @@ class ActorModule(Adoptable, NatsBridgeActor):
         self.images[msg.cwasm_path] = msg.data
 
     def receiveMsg_StartInstance(self, msg: StartInstance, sender: Any) -> None:
-        set_pdeathsig()  # the parent's death ends us (no orphans): supervisor, or a worker's admin
+        self._start(msg, sender, None, None)
+
+    def receiveMsg_StartForked(self, msg: StartForked, sender: Any) -> None:
+        """Forked by the InstanceTemplate: the start, the Engine and the Module are inherited."""
+        try:
+            inheritance = inherit(msg.instance_id)
+        except LookupError as err:
+            self.send(sender, InstanceFailed(instance_id=msg.instance_id, error=str(err)))
+            return
+        self._start(inheritance.start, sender, inheritance.engine, inheritance.module)
+
+    def _start(self, msg: StartInstance, sender: Any, engine: wasmtime.Engine | None,
+               module: wasmtime.Module | None) -> None:
+        set_pdeathsig()  # the parent's death ends us (no orphans): template, supervisor, or a worker's admin
         self.supervisor = sender
         cfg, claims = msg.config, msg.claims
         self.config, self.instance_id = cfg, msg.instance_id
@@ -100,10 +115,10 @@ class ActorModule(Adoptable, NatsBridgeActor):
         self.outbound = OutboundConnection(cfg.rpc, f"hostcore-out-{claims.public_key[:8]}-{msg.instance_id[:8]}",
                                            js_domain=cfg.js_domain)
         try:
-            self.engine = new_engine()
+            self.engine = engine if engine is not None else new_engine()
             self.ticker = EpochTicker(self.engine, on_demand=True)  # idle instances cost no CPU
             self.ticker.start()
-            self.runtime = self._runtime(claims, msg.cwasm_path)
+            self.runtime = self._runtime(claims, msg.cwasm_path, module)
             self.router.update(msg.snapshot)
             self.handler = InvocationHandler(
                 claims=claims, runtime=self.runtime, validator=InvocationValidator(cfg.cluster_issuers),
@@ -132,7 +147,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
         self.send(sender, InstanceStarted(instance_id=msg.instance_id, api_version=self.runtime.api_version,
                                           pid=os.getpid()))
 
-    def _runtime(self, claims: ActorClaims, cwasm_path: Path) -> ActorRuntime:
+    def _runtime(self, claims: ActorClaims, cwasm_path: Path, module: wasmtime.Module | None = None) -> ActorRuntime:
         cfg = self.config
         guest_log = logging.getLogger("hostcore.guest")
         router = HostCallRouter(claims=claims, lattice_prefix=cfg.lattice_prefix, signer=cfg.cluster_key,
@@ -142,7 +157,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
             router.update(self.snapshot)
         self.router = router
         return ActorRuntime(
-            self.engine, self._load_module(cwasm_path),
+            self.engine, module if module is not None else self._load_module(cwasm_path),
             host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix, forward=router),
             console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
             call_timeout_s=cfg.rpc_timeout_s * _GUEST_SHARE_OF_RPC_TIMEOUT, max_memory_bytes=cfg.max_memory_bytes,
@@ -237,7 +252,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
             return self.handler.failure(inv, err)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        if self.supervisor is not None and sender != self.supervisor:
+        if self.supervisor is not None and sender not in (self.supervisor, self.myAddress):
             # A worker's admin is shutting down: let the supervisor start a replacement now,
             # while this one drains, instead of after the exit notice.
             self.send(self.supervisor, InstanceEvicted(instance_id=self.instance_id))

@@ -89,8 +89,8 @@ class LiveUpdate:
         for inst in live:
             if inst.node != HOST:
                 self.send(inst.address, ModuleImage(cwasm_path=prepared.cwasm_path, data=image))
-            self.send(inst.address, SwapModule(claims=claims, cwasm_path=prepared.cwasm_path,
-                                               image_ref=prepared.actor_ref))
+            self._tell([inst], SwapModule(claims=claims, cwasm_path=prepared.cwasm_path,
+                                          image_ref=prepared.actor_ref))
             # Restarts from now on use the new module, whether or not this instance swaps in time.
             inst.claims, inst.cwasm_path, inst.image_ref = claims, prepared.cwasm_path, prepared.actor_ref
             self._remember(inst)

@@ -1,8 +1,9 @@
 """ActorSupervisor: the OTP DynamicSupervisor of actor instances (protocol.md §11).
 
-Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine: it forks the
-ActorModule processes (architecture.md "A process that forks must hold no threads"). Events go to
-LatticeEvents; module bytes are fetched, verified and compiled by the NativeWorker.
+Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine. The
+InstanceTemplate, its child, forks the ActorModule processes (hostcore/actors/template.py) and
+reports their starts and exits here. Events go to LatticeEvents; module bytes are fetched,
+verified and compiled by the NativeWorker.
 
 With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
 Thespian convention (hostcore/actors/worker_nodes.py). Live update is in
@@ -15,20 +16,21 @@ import collections
 import dataclasses
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
 from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.batches import BatchTracker
+from hostcore.actors.exits import InstanceExits
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.placement import HOST, WorkerNode, requirements_for
-from hostcore.actors.records import InstanceRecord, PendingStart
+from hostcore.actors.records import InstanceRecord, InstanceTable, PendingStart
+from hostcore.actors.template import InstanceTemplate
 from hostcore.actors.worker_nodes import WorkerNodes
 from hostcore.config import HostConfig, Placement
 from hostcore.errors import (
@@ -41,16 +43,19 @@ from hostcore.errors import (
 )
 from hostcore.native.claims import ActorClaims
 from hostcore.procutil import set_pdeathsig
-from hostcore.supervision import ExitWatch, Flush, Forget, Remember, RestartWindow, Rewirable, crash_if_asked
+from hostcore.supervision import ExitWatch, Flush, Forget, Records, Remember, RestartWindow, Rewirable, crash_if_asked
 from hostcore.telemetry.supervision import SupervisorTelemetry
 from hostcore.tree.messages import (
     ActorPrepared,
     Done,
     EvaluateStart,
+    ForkInstances,
     GetInventory,
     InitActorSupervisor,
+    InitTemplate,
     InstanceFailed,
     InstanceInfo,
+    InstanceSpec,
     InstanceStarted,
     Inventory,
     LatticeSnapshot,
@@ -59,6 +64,7 @@ from hostcore.tree.messages import (
     PolicyVerdict,
     PrepareFailed,
     PublishEvent,
+    PublishEvents,
     Purge,
     PutClaims,
     PutRefmap,
@@ -67,6 +73,7 @@ from hostcore.tree.messages import (
     StartActor,
     StartInstance,
     TerminateActor,
+    ToInstances,
 )
 from hostcore.wire import cloudevents
 
@@ -93,7 +100,7 @@ def scale_diff(current: int, desired: int) -> int:
     return current - desired
 
 
-class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
+class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
     """scale_actor / start_actor / terminate_actor over supervised ActorModule processes.
 
     Instances that die without being asked are restarted (new instance id, same module) unless the
@@ -107,7 +114,8 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
     def __init__(self) -> None:
         super().__init__()
         self.config: HostConfig | None = None
-        self.instances: dict[str, InstanceRecord] = {}
+        self.instances = InstanceTable()
+        self.template: Any = None
         self.pending: dict[str, PendingStart] = {}
         self.preparing: set[str] = set()  # keys with a scale waiting on the NativeWorker
         self.deferred: dict[str, list[ScaleActor]] = collections.defaultdict(list)
@@ -120,6 +128,8 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         self.exits = ExitWatch()  # adopted instances
         self.adopting: set[str] = set()
         self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped
+        self.outbox: list[PublishEvent] = []  # to LatticeEvents, at the end of this message turn
+        self.unsaved: dict[str, Remember | Forget] = {}  # to HostSupervisor, idem; the last per key
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -134,18 +144,43 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
+        self._new_template()
         self._restore(msg.restore)
         self.send(sender, Ready(role="actor_supervisor"))
 
+    def _new_template(self) -> None:
+        # Forked while this process is small: the template and every instance inherit its heap.
+        assert self.config is not None
+        self.template = self.createActor(InstanceTemplate)
+        self.send(self.template, InitTemplate(config=self.config, snapshot=self.snapshot))
+
+    # Events and record changes of one message turn go out together, as one message each, at its
+    # end (`_flush`): a scale of N, or N exits handled at once, is not 3N messages.
+
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:
+        try:
+            return super().receiveMessage(msg, sender)
+        finally:
+            self._flush()
+
     def _event(self, event: cloudevents.Event) -> None:
-        self.send(self.events, PublishEvent.of(event))
+        self.outbox.append(PublishEvent.of(event))
 
     def _remember(self, record: InstanceRecord | PendingStart) -> None:
         key = record.instance_id if isinstance(record, InstanceRecord) else record.key
-        self.send(self.host, Remember(role="actor_supervisor", key=key, record=dataclasses.replace(record)))
+        self.unsaved[key] = Remember(role="actor_supervisor", key=key, record=dataclasses.replace(record))
 
     def _forget(self, key: str, pid: int = 0) -> None:
-        self.send(self.host, Forget(role="actor_supervisor", key=key, pid=pid))
+        self.unsaved[key] = Forget(role="actor_supervisor", key=key, pid=pid)  # replaces a Remember
+
+    def _flush(self) -> None:
+        # Records first: what the lattice hears of (actor_started) a successor must know of.
+        if self.unsaved:
+            changes, self.unsaved = tuple(self.unsaved.values()), {}
+            self.send(self.host, changes[0] if len(changes) == 1 else Records(changes=changes))
+        if self.outbox:
+            events, self.outbox = tuple(self.outbox), []
+            self.send(self.events, events[0] if len(events) == 1 else PublishEvents(events=events))
 
     def peer_restarted(self, role: str) -> None:
         """Starts waiting on the lost NativeWorker or LatticeCache fail visibly (not replayed)."""
@@ -304,35 +339,60 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
                          annotations: dict[str, str]) -> list[str]:
         assert self.config is not None
         image: bytes | None = None
-        ids = []
+        ids, forked = [], []
         for _ in range(count):
             node = self._place(claims.public_key)
             inst = InstanceRecord(instance_id=str(uuid.uuid4()), claims=claims, cwasm_path=cwasm_path,
                                   image_ref=ref, annotations=annotations, node=node,
-                                  address=self.createActor(ActorModule, requirements_for(node)))
-            self.instances[inst.instance_id] = inst
+                                  address=None if node == HOST else self.createActor(ActorModule, requirements_for(node)))
+            self.instances.add(inst)
             self._remember(inst)
             self.telemetry.instance_starting(inst.instance_id)
-            if node != HOST:
-                image = image if image is not None else self._module_image(cwasm_path)
-                self.send(inst.address, ModuleImage(cwasm_path=cwasm_path, data=image))
+            ids.append(inst.instance_id)
+            if node == HOST:
+                forked.append(inst.instance_id)
+                continue
+            image = image if image is not None else self._module_image(cwasm_path)
+            self.send(inst.address, ModuleImage(cwasm_path=cwasm_path, data=image))
             self.send(inst.address, StartInstance(
                 config=self.config, claims=claims, cwasm_path=cwasm_path, image_ref=ref,
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
-            ids.append(inst.instance_id)
+        if forked:
+            spec = InstanceSpec(claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
+            self.send(self.template, ForkInstances(spec=spec, instance_ids=tuple(forked)))
         return ids
+
+    def _tell(self, insts: list[InstanceRecord], message: Any) -> None:
+        """Send `message` to each instance: through the template for those it forked (it knows
+        their addresses before we do), directly to those adopted or on workers."""
+        forked = []
+        for inst in insts:
+            if self._forked(inst):
+                forked.append(inst.instance_id)
+            elif inst.address is not None:
+                self.send(inst.address, message)
+        if forked:
+            self.send(self.template, ToInstances(instance_ids=tuple(forked), message=message))
+
+    def _forked(self, inst: InstanceRecord) -> bool:
+        """Forked by the current template (not adopted from a predecessor, nor on a worker)."""
+        return inst.node == HOST and not inst.adopted and inst.instance_id not in self.adopting
 
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
-        if inst is None or inst.state != "starting":
+        if inst is None:  # replaced meanwhile (its template was lost): it must not serve
+            self.send(msg.address if msg.address is not None else sender, ActorExitRequest())
             return
-        self._announce(inst, msg.api_version, msg.pid)
+        if inst.address is None:
+            inst.address = msg.address
+        if inst.state == "starting":
+            self._announce(inst, msg.api_version, msg.pid)
 
     def _announce(self, inst: InstanceRecord, api_version: int, pid: int) -> None:
         inst.state, inst.pid = "running", pid
         self._remember(inst)
         self.telemetry.instance_started(inst.instance_id, pid)
-        self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
+        self._count(inst.public_key)
         log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                          "pid": pid, "node": inst.node or "host"})
         self._event(cloudevents.actor_started(
@@ -352,7 +412,7 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
         self._event(cloudevents.actor_start_failed(inst.public_key, msg.error))
         self.batches.instance_failed(inst.instance_id, msg.error)
-        self.send(inst.address, ActorExitRequest())
+        self._tell([inst], ActorExitRequest())
 
     # --- terminate_actor -----------------------------------------------------------------------
 
@@ -366,22 +426,30 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
         """Halt `count` live instances of `public_key` matching `annotations` (0 = all matching).
         Returns the instance ids asked to stop; each publishes actor_stopped when it is gone.
 
+        Instances still starting go first: halting them cancels work not yet done, and, never
+        announced, they leave without an actor_stopped (nor a start failure).
+
         QUIRK (protocol.md §11.3): v0.59 could stop the key's RPC subscriber while non-matching
         instances still ran; here each instance owns its subscription, so the others keep serving.
         """
         matching = [i for i in self._live(public_key) if matches_annotations(annotations, i.annotations)]
+        matching.sort(key=lambda i: i.state != "starting")  # stable: otherwise oldest first
         victims = matching if count == 0 else matching[:count]
         for inst in victims:
-            inst.state = "stopping"
+            if inst.state == "starting":
+                inst.state = "cancelled"
+                self.batches.instance_cancelled(inst.instance_id)
+            else:
+                inst.state = "stopping"
             self._remember(inst)  # a successor must not restart it
-            self.send(inst.address, ActorExitRequest())
+        self._tell(victims, ActorExitRequest())
         return {i.instance_id for i in victims}
 
     def receiveMsg_Purge(self, msg: Purge, sender: Any) -> None:
         halted: set[str] = set()
         for key in {i.public_key for i in self.instances.values() if i.live}:
             halted |= self.terminate_actor(key, 0, {})
-        halted |= {i.instance_id for i in self.instances.values() if i.state == "stopping"}
+        halted |= {i.instance_id for i in self.instances.values() if i.state in ("stopping", "cancelled")}
         # The host publishes host_stopped on our Done: it goes through LatticeEvents, behind every
         # actor_stopped we sent there (protocol.md §11.4, OTP's do_stop order).
         self._wait(msg.request_id, sender, halted, flush=True)
@@ -395,73 +463,17 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
 
     def _answer(self, waiter: _Waiter) -> None:
         if waiter.flush:
+            self._flush()  # the barrier goes behind the events of this turn
             self.send(self.events, Flush(reply_to=waiter.reply_to, request_id=waiter.request_id))
         else:
             self.send(waiter.reply_to, Done(request_id=waiter.request_id))
 
-    # --- exits and restarts --------------------------------------------------------------------
-
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        # Thespian addresses are not hashable, hence the scan. A worker's admin forwards the exits
-        # of instances it forked for us; duplicates are possible and find nothing here.
-        inst = next((i for i in self.instances.values() if i.address == msg.childAddress), None)
-        if inst is None:
-            return
-        if inst.node != HOST and inst.state == "starting":
-            # Thespian could not create it there (the worker died or is leaving and the convention
-            # has not said so yet), or it died while starting: try elsewhere, and give that worker
-            # a detection period to prove itself before anything else goes there.
-            assert self.config is not None
-            worker = self.workers.get(inst.node)
-            if worker is not None:
-                worker.suspect_until = time.monotonic() + self.config.convention.detection_s
-            return self._instance_exited(inst, "instance did not start on its worker, placing it elsewhere",
-                                         counted=False)
-        self._instance_exited(inst, "actor instance died, restarting", counted=True)
-
-    def _instance_exited(self, inst: InstanceRecord, why: str, *, counted: bool) -> None:
-        """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the
-        restart intensity (a crash); moves off a lost or draining worker do not."""
-        del self.instances[inst.instance_id]
-        self.exits.forget(inst.instance_id)
-        self._forget(inst.instance_id, pid=inst.pid if inst.adopted else 0)
-        self.telemetry.instance_count(inst.public_key, sum(i.state == "running" for i in self._live(inst.public_key)))
-        if inst.state in ("running", "stopping"):  # it was announced with actor_started
-            log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
-            self._event(inst.stopped_event())
-        self.batches.instance_gone(inst.instance_id)
-        if inst.live:  # nobody asked it to stop
-            log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
-                                    "node": inst.node or "host"})
-            self._restart(inst, counted=counted)
-        for request_id, update in list(self.updates.items()):
-            if inst.instance_id in update.pending:
-                self._update_progress(request_id, inst.instance_id)
-        for waiter in list(self.waiters):
-            waiter.pending.discard(inst.instance_id)
-            if not waiter.pending:
-                self.waiters.remove(waiter)
-                self._answer(waiter)
-
-    def _restart(self, inst: InstanceRecord, *, counted: bool = True) -> None:
-        assert self.config is not None
-        if not counted:
-            self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
-            return
-        if not self.restarts.allow(inst.public_key):
-            error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
-                     f"{self.config.restart_period_s:g} s; giving up")
-            log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
-            self._event(cloudevents.actor_start_failed(inst.public_key, error))
-            return
-        self.telemetry.restarted(inst.public_key)
-        self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
-
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""
         self.snapshot = msg
+        self.send(self.template, msg)  # for every instance it forked, and those it will fork
         for inst in self.instances.values():
-            if inst.live:
+            if inst.live and not self._forked(inst) and inst.address is not None:
                 self.send(inst.address, msg)
 
     # --- inventory -----------------------------------------------------------------------------
@@ -474,7 +486,12 @@ class ActorSupervisor(InstanceAdoption, LiveUpdate, WorkerNodes, Rewirable, Acto
             for i in self.instances.values() if i.state == "running")))
 
     def _live(self, public_key: str) -> list[InstanceRecord]:
-        return [i for i in self.instances.values() if i.public_key == public_key and i.live]
+        return [i for i in self.instances.of_key(public_key) if i.live]
+
+    def _count(self, public_key: str) -> None:
+        """The running-instances gauge of `public_key`."""
+        if self.telemetry.metrics is not None:
+            self.telemetry.instance_count(public_key, sum(i.state == "running" for i in self.instances.of_key(public_key)))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         log.info("actor supervisor stopping", extra={"pid": os.getpid(), "instances": len(self.instances)})

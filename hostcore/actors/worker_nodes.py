@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate
 
 from hostcore.actors.placement import HOST, choose_node, worker_from_capabilities
+from hostcore.config import Placement
 from hostcore.tree.messages import InstanceEvicted
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class WorkerNodes:
 
     def _place(self: ActorSupervisor, public_key: str) -> str:
         assert self.config is not None
+        if self.config.placement is Placement.LOCAL:  # no per-start scan of every instance
+            return HOST
         load: collections.Counter[str] = collections.Counter()
         key_load: collections.Counter[str] = collections.Counter()
         for i in self.instances.values():

@@ -27,6 +27,7 @@ from hostcore.tree.messages import (
     Inventory,
     ProviderInventory,
     PublishEvent,
+    PublishEvents,
     Ready,
     SendHeartbeat,
 )
@@ -89,6 +90,10 @@ class LatticeEvents(Rewirable, NatsBridgeActor):
 
     def receiveMsg_PublishEvent(self, msg: PublishEvent, sender: Any) -> None:
         self.publish(self.subject, cloudevents.cloud_event(msg.event_type, msg.data, self.config.host_id))
+
+    def receiveMsg_PublishEvents(self, msg: PublishEvents, sender: Any) -> None:
+        for event in msg.events:
+            self.receiveMsg_PublishEvent(event, sender)
 
     def receiveMsg_Flush(self, msg: Flush, sender: Any) -> None:
         """Answer once every event published before this message has reached the server."""

@@ -232,3 +232,17 @@ def test_stop_batch_waits_for_its_instances() -> None:
                                        "host_id": ""})]
     batches.stopping([], "MB", 3, 0, {})  # nothing matched
     assert out[-1][1]["count"] == 3 and out[-1][1]["remaining"] == 0
+
+
+def test_instances_halted_while_starting_are_neither_started_nor_failed() -> None:
+    out = Published()
+    batches = BatchTracker(out)
+    batches.starting(["i1", "i2", "i3"], "MA", "ref", {}, {})
+    batches.instance_started("i1")
+    batches.instance_cancelled("i2")
+    batches.instance_cancelled("i3")
+    batches.instance_gone("i2")  # its exit, later: not a start failure
+    assert [(t, d.get("count")) for t, d in out] == [("actors_started", 1)]
+    batches.starting(["j1"], "MA", "ref", {}, {})
+    batches.instance_cancelled("j1")  # nothing started, nothing failed: nothing to say
+    assert len(out) == 1

@@ -33,6 +33,9 @@ ROLES = {
     "lattice": "LatticeCache",
     "native": "NativeWorker",
     "provider_supervisor": "ProviderSupervisor",
+    # Not a core role: ActorSupervisor restarts the process that forks its instances, and adopts
+    # the instances it had forked. Before actor_supervisor, whose death takes the template along.
+    "instance_template": "InstanceTemplate",
     "actor_supervisor": "ActorSupervisor",
 }
 

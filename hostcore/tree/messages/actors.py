@@ -16,8 +16,12 @@ __all__ = [
     "ActorPrepared",
     "Done",
     "GetInventory",
+    "ForkInstances",
+    "InitTemplate",
+    "InstancesExited",
     "InstanceFailed",
     "InstanceInfo",
+    "InstanceSpec",
     "InstanceStarted",
     "Inventory",
     "ModuleSwapped",
@@ -27,9 +31,11 @@ __all__ = [
     "PutRegistryCredentials",
     "ScaleActor",
     "StartActor",
+    "StartForked",
     "StartInstance",
     "SwapModule",
     "TerminateActor",
+    "ToInstances",
     "UpdateActor",
     "UpdateDone",
 ]
@@ -153,12 +159,66 @@ class InstanceStarted:
     instance_id: str
     api_version: int
     pid: int
+    address: Any = None  # the instance's, when the InstanceTemplate forwards this to the supervisor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceFailed:
     instance_id: str
     error: str
+
+
+# --- InstanceTemplate (forks this host's instances) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitTemplate:
+    """ActorSupervisor → InstanceTemplate, once: what every instance it forks is started with."""
+
+    config: HostConfig
+    snapshot: LatticeSnapshot
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSpec:
+    """What the instances of one ForkInstances share."""
+
+    claims: ActorClaims
+    cwasm_path: Path
+    image_ref: str
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForkInstances:
+    """ActorSupervisor → InstanceTemplate: start one instance per id. Each is reported with
+    InstanceStarted (carrying its address) or InstanceFailed, and later InstancesExited."""
+
+    spec: InstanceSpec
+    instance_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartForked:
+    """InstanceTemplate → the ActorModule it just forked: start from what you inherited."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToInstances:
+    """ActorSupervisor → InstanceTemplate: send `message` to each of these instances it forked
+    (an ActorExitRequest to halt them, a SwapModule); they may not have reported their address yet."""
+
+    instance_ids: tuple[str, ...]
+    message: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstancesExited:
+    """InstanceTemplate → ActorSupervisor: the processes of these instances are gone."""
+
+    instance_ids: tuple[str, ...]
 
 
 # --- live update (protocol.md §2.3 `upd`, §11.6) -------------------------------------------------

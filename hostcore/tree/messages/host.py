@@ -21,6 +21,7 @@ __all__ = [
     "InitNative",
     "InitSupervisor",
     "PublishEvent",
+    "PublishEvents",
     "Ready",
     "SendHeartbeat",
     "StartHost",
@@ -136,6 +137,13 @@ class PublishEvent:
     @classmethod
     def of(cls, event: Event) -> PublishEvent:
         return cls(event_type=event.type, data=event.data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishEvents:
+    """To LatticeEvents: several PublishEvent at once, published in this order."""
+
+    events: tuple[PublishEvent, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

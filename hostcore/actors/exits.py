@@ -1,0 +1,109 @@
+"""ActorSupervisor's exits and restarts (a mixin): an instance is gone, restart it if nobody asked
+it to stop, within the restart intensity (OTP's one-for-one DynamicSupervisor).
+
+Instances forked by the InstanceTemplate are reported by it (`InstancesExited`); those on workers
+are ActorSupervisor's own Thespian children (`ChildActorExited`); adopted ones are watched through
+pidfds (hostcore/actors/adoption.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from thespian.actors import ChildActorExited
+
+from hostcore.actors.placement import HOST
+from hostcore.actors.records import InstanceRecord
+from hostcore.tree.messages import InstancesExited
+from hostcore.wire import cloudevents
+
+if TYPE_CHECKING:
+    from hostcore.actors.supervisor import ActorSupervisor
+
+__all__ = ["InstanceExits"]
+
+log = logging.getLogger(__name__)
+
+
+class InstanceExits:
+    """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
+
+    def receiveMsg_InstancesExited(self: ActorSupervisor, msg: InstancesExited, sender: Any) -> None:
+        for instance_id in msg.instance_ids:
+            inst = self.instances.get(instance_id)
+            if inst is not None and self._forked(inst):
+                self._instance_exited(inst, "actor instance died, restarting", counted=True)
+
+    def receiveMsg_ChildActorExited(self: ActorSupervisor, msg: ChildActorExited, sender: Any) -> None:
+        if msg.childAddress == self.template:
+            return self._template_lost()
+        # An instance on a worker (Thespian addresses are not hashable, hence the scan). A worker's
+        # admin forwards the exits of instances it forked for us; duplicates find nothing here.
+        inst = next((i for i in self.instances.values() if i.node != HOST and i.address == msg.childAddress), None)
+        if inst is None:
+            return
+        if inst.state == "starting":
+            # Thespian could not create it there (the worker died or is leaving and the convention
+            # has not said so yet), or it died while starting: try elsewhere, and give that worker
+            # a detection period to prove itself before anything else goes there.
+            assert self.config is not None
+            worker = self.workers.get(inst.node)
+            if worker is not None:
+                worker.suspect_until = time.monotonic() + self.config.convention.detection_s
+            return self._instance_exited(inst, "instance did not start on its worker, placing it elsewhere",
+                                         counted=False)
+        self._instance_exited(inst, "actor instance died, restarting", counted=True)
+
+    def _template_lost(self: ActorSupervisor) -> None:
+        """The template died. Its instances outlive it as they outlive a supervisor: the running
+        ones are adopted by us; those still starting die with it, and are replaced."""
+        forked = [i for i in self.instances.values() if self._forked(i)]
+        log.warning("instance template died, restarting it", extra={"instances": len(forked)})
+        self._new_template()
+        for inst in forked:
+            if inst.address is not None and inst.state in ("running", "stopping"):
+                self.adopt(inst)
+            else:
+                self._instance_exited(inst, "instance lost with its template, replacing it", counted=False)
+        self.adoption_deadline()
+
+    def _instance_exited(self: ActorSupervisor, inst: InstanceRecord, why: str, *, counted: bool) -> None:
+        """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the
+        restart intensity (a crash); moves off a lost or draining worker do not."""
+        self.instances.remove(inst)
+        self.exits.forget(inst.instance_id)
+        self._forget(inst.instance_id, pid=inst.pid if inst.adopted else 0)
+        self._count(inst.public_key)
+        stopped = inst.stopped_event()
+        if stopped is not None:
+            log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
+            self._event(stopped)
+        self.batches.instance_gone(inst.instance_id)
+        if inst.live:  # nobody asked it to stop
+            log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
+                                    "node": inst.node or "host"})
+            self._restart(inst, counted=counted)
+        for request_id, update in list(self.updates.items()):
+            if inst.instance_id in update.pending:
+                self._update_progress(request_id, inst.instance_id)
+        for waiter in list(self.waiters):
+            waiter.pending.discard(inst.instance_id)
+            if not waiter.pending:
+                self.waiters.remove(waiter)
+                self._answer(waiter)
+
+    def _restart(self: ActorSupervisor, inst: InstanceRecord, *, counted: bool = True) -> None:
+        assert self.config is not None
+        if not counted:
+            self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+            return
+        if not self.restarts.allow(inst.public_key):
+            error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
+                     f"{self.config.restart_period_s:g} s; giving up")
+            log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
+            self._event(cloudevents.actor_start_failed(inst.public_key, error))
+            return
+        self.telemetry.restarted(inst.public_key)
+        self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)

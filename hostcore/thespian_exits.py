@@ -1,0 +1,50 @@
+"""Every child exit reaches its parent actor: a fix to Thespian's child-exit bookkeeping.
+
+Thespian's SIGCHLD handler (`childDied`) sends its actor a ChildActorExited for each child it
+finds dead. Handling one of those (`_childExited`) then re-scans the children and drops every one
+dead by then *without* announcing it, so a child that died after the first scan (several killed
+at once, a burst of stops) was never reported: its supervisor kept counting it and never replaced
+it. Here the re-scan announces the ones it drops, as `childDied` does. Checked against the
+verified Thespian version (hostcore/thespian_net.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from thespian.actors import ChildActorExited
+from thespian.system import multiprocCommon
+from thespian.system.addressManager import CannotPickleAddress
+from thespian.system.transport import TransmitIntent
+
+from hostcore.thespian_net import check_version
+
+__all__ = ["report_every_child_exit"]
+
+log = logging.getLogger(__name__)
+
+
+def _child_exited(self: Any, child_address: Any) -> None:
+    alive, dead = [], []
+    for child in getattr(self, "_child_procs", []):
+        (alive if self._checkChildLiveness(child) else dead).append(child)
+    self._child_procs = alive
+    for child in dead:
+        address = getattr(child, "childRealAddr", child.childAddr)
+        if address == child_address:
+            continue  # the one being handled
+        try:
+            self.transport.scheduleTransmit(None, TransmitIntent(self.transport.myAddress, ChildActorExited(address)))
+        except CannotPickleAddress:
+            log.error("a child process died before it reported its address", extra={"child": str(address)})
+
+
+def report_every_child_exit() -> None:
+    """Apply the fix in this process (and the processes it forks). Idempotent.
+
+    Raises:
+        ThespianUnverified: the installed Thespian is not the verified version.
+    """
+    check_version()
+    multiprocCommon.MultiProcReplicator._childExited = _child_exited
