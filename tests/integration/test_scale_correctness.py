@@ -313,29 +313,44 @@ async def test_a_killed_instance_is_replaced(
 
 
 
+def restart_limits() -> tuple[int, float]:
+    """The host's restart intensity and period (defaults; no setting changes them): at most that
+    many restarts of one actor within the period, then the next death is not restarted."""
+    defaults = {f.name: f.default for f in dataclasses.fields(HostConfig)}
+    return int(defaults["restart_intensity"]), float(defaults["restart_period_s"])
+
+
 async def test_instances_killed_together_are_all_replaced(
         host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient) -> None:
+    intensity, _ = restart_limits()
+    n, k = intensity + 2, intensity  # as many deaths at once as the intensity allows
     host = await started_host(host_factory, events)
-    assert (await client.scale_actor(host.host_id, ECHO_KEY, echo_ref(), 4)).accepted
-    await events.wait_for("actor_started", is_echo, count=4, timeout=budget(4))
-    before = set(await settled(client, host, events, 4))
-    victims = instance_pids(host)[:2]
-    for pid in victims:  # two deaths at the same moment, well within the restart intensity
+    assert (await client.scale_actor(host.host_id, ECHO_KEY, echo_ref(), n)).accepted
+    await events.wait_for("actor_started", is_echo, count=n, timeout=budget(n))
+    before = set(await settled(client, host, events, n))
+    victims = instance_pids(host)[:k]
+    for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    gone = await events.wait_for("actor_stopped", is_echo, count=2, timeout=30)
-    assert {e["data"]["instance_id"] for e in gone} <= before
-    await events.wait_for("actor_started", is_echo, count=6, timeout=budget(2))
-    inv = await settled(client, host, events, 4)
-    assert len(set(inv) - before) == 2 and not set(victims) & set(instance_pids(host))
+    seen: dict[str, Any] = {}
+
+    async def all_seen() -> bool:
+        seen.update(actor_stopped=len(stopped_ids(events)), processes=len(instance_pids(host)),
+                    inventory=len(inventory_instances(await client.get_inventory(host.host_id))))
+        return seen["actor_stopped"] >= k
+
+    await eventually(all_seen, 30, lambda: f"{k} deaths at once, each seen as actor_stopped ({seen})",
+                     interval=0.25, ignoring=(ControlTimeout,))
+    assert set(stopped_ids(events)) <= before
+    await events.wait_for("actor_started", is_echo, count=n + k, timeout=budget(k))
+    inv = await settled(client, host, events, n, timeout=budget(k))
+    assert len(set(inv) - before) == k and not set(victims) & set(instance_pids(host))
+    assert not start_failures(events), start_failures(events)[:3]
     await echo_serves(client, host)
 
 
 async def test_restart_intensity_gives_up_with_actor_start_failed(
         host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient) -> None:
-    # The host's default (no setting changes it): at most this many restarts of one actor within
-    # the period; the next death within it is not restarted but reported as actor_start_failed.
-    defaults = {f.name: f.default for f in dataclasses.fields(HostConfig)}
-    intensity, period = int(defaults["restart_intensity"]), float(defaults["restart_period_s"])
+    intensity, period = restart_limits()
     n = intensity + 3
     host = await started_host(host_factory, events)
     assert (await client.scale_actor(host.host_id, ECHO_KEY, echo_ref(), n)).accepted
