@@ -29,7 +29,7 @@ from hostcore.natsconn import wait_for_endpoints
 from hostcore.procutil import freeze_heap, set_launcher
 from hostcore.telemetry.launcher import LauncherTelemetry
 from hostcore.thespian_admin import configure_convention, reap_admin, start_actor_system
-from hostcore.thespian_exits import report_every_child_exit
+from hostcore.thespian_fanout import prepare_for_fanout
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
 from hostcore.tree.messages import HostFailed, HostReady, HostStopped, StartHost, StopHost
 
@@ -50,7 +50,7 @@ def run_node(config: HostConfig) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:  # before the ActorSystem forks: every process of the tree inherits the bind address and the secret
         secure_thespian(config.network, convention=config.placement is not Placement.LOCAL)
-        report_every_child_exit()
+        prepare_for_fanout()
     except ThespianUnverified as err:
         log.error("refusing to start", extra={"error": str(err)})
         return 1

@@ -51,7 +51,7 @@ from hostcore.config import WorkerConfig
 from hostcore.logs import log_defs
 from hostcore.procutil import descendants, end_admin_tree, pid_alive, set_launcher, set_pdeathsig
 from hostcore.thespian_admin import configure_convention, reap_admin, start_actor_system
-from hostcore.thespian_exits import report_every_child_exit
+from hostcore.thespian_fanout import prepare_for_fanout
 from hostcore.thespian_net import ThespianUnverified, secure_thespian
 from hostcore.tree.messages import (
     StartWorkerWatch,
@@ -91,7 +91,7 @@ def run_worker(config: WorkerConfig) -> int:
     set_launcher(os.getpid())  # every process of the tree can watch this launcher
     try:  # before the ActorSystem forks (see hostcore.thespian_net)
         secure_thespian(config.network, convention=True)
-        report_every_child_exit()
+        prepare_for_fanout()
     except ThespianUnverified as err:
         log.error("refusing to start", extra={"error": str(err)})
         return 1

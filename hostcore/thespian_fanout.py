@@ -1,11 +1,17 @@
-"""Every child exit reaches its parent actor: a fix to Thespian's child-exit bookkeeping.
+"""Thespian with hundreds of children under one actor (the InstanceTemplate): two adjustments.
 
-Thespian's SIGCHLD handler (`childDied`) sends its actor a ChildActorExited for each child it
+Every child exit reaches its parent actor. Thespian's SIGCHLD handler (`childDied`) sends its actor a ChildActorExited for each child it
 finds dead. Handling one of those (`_childExited`) then re-scans the children and drops every one
 dead by then *without* announcing it, so a child that died after the first scan (several killed
 at once, a burst of stops) was never reported: its supervisor kept counting it and never replaced
-it. Here the re-scan announces the ones it drops, as `childDied` does. Checked against the
-verified Thespian version (hostcore/thespian_net.py).
+it. Here the re-scan announces the ones it drops, as `childDied` does.
+
+Sends are not queued behind the first 20 in flight. Beyond THESPIAN_MAX_PENDING_TRANSMITS (20)
+Thespian queues a process's sends, rescans that queue on every completion (O(n²) for a burst) and
+drops what passes ~1050 queued: a burst of child exits (each one a message to itself) or of
+messages to hundreds of children could lose some. The limit is raised so that no queue forms.
+
+Both are checked against the verified Thespian version (hostcore/thespian_net.py).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from typing import Any
 from thespian.actors import ChildActorExited
 from thespian.system import multiprocCommon
 from thespian.system.addressManager import CannotPickleAddress
-from thespian.system.transport import TransmitIntent
+from thespian.system.transport import TransmitIntent, asyncTransportBase
 
 from hostcore.thespian_net import check_version
 
-__all__ = ["report_every_child_exit"]
+__all__ = ["prepare_for_fanout"]
+
+MAX_PENDING_TRANSMITS = 4096
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +48,12 @@ def _child_exited(self: Any, child_address: Any) -> None:
             log.error("a child process died before it reported its address", extra={"child": str(address)})
 
 
-def report_every_child_exit() -> None:
-    """Apply the fix in this process (and the processes it forks). Idempotent.
+def prepare_for_fanout() -> None:
+    """Apply both in this process (and the processes it forks). Idempotent.
 
     Raises:
         ThespianUnverified: the installed Thespian is not the verified version.
     """
     check_version()
     multiprocCommon.MultiProcReplicator._childExited = _child_exited
+    asyncTransportBase.MAX_PENDING_TRANSMITS = MAX_PENDING_TRANSMITS
