@@ -127,8 +127,8 @@ class HostMetrics:
             close()
 
     def invocation_meter(self, actor_key: str) -> InvocationMeter:
-        return InvocationMeter(self.invocations.labels(actor_key), self.invocation_errors.labels(actor_key),
-                               self.invocation_seconds.labels(actor_key))
+        return InvocationMeter(lambda: (self.invocations.labels(actor_key), self.invocation_errors.labels(actor_key),
+                                        self.invocation_seconds.labels(actor_key)))
 
     def oci_pull(self, scheme: str, ok: bool, byte_size: int, seconds: float) -> None:
         if ok:
@@ -148,12 +148,19 @@ class InvocationMeter:
 
     `flush` writes histogram buckets through prometheus_client's per-bucket values (`_buckets`,
     `_sum`): there is no public "observe n times"; tests/telemetry/test_metrics.py pins it.
+
+    The labelled values are made by `children` at the first flush with something to write: each
+    one is a value in a memory-mapped file, ~20 for a histogram, and an instance that is never
+    called (or not yet) would pay for them at its start.
     """
 
-    __slots__ = ("_calls", "_errors", "_latency", "calls", "errors", "total", "buckets", "_timer")
+    __slots__ = ("_children", "_calls", "_errors", "_latency", "calls", "errors", "total", "buckets", "_timer")
 
-    def __init__(self, calls: Any, errors: Any, latency: Any) -> None:
-        self._calls, self._errors, self._latency = calls, errors, latency
+    def __init__(self, children: Callable[[], tuple[Any, Any, Any]]) -> None:
+        self._children = children
+        self._calls: Any = None
+        self._errors: Any = None
+        self._latency: Any = None
         self.calls = 0
         self.errors = 0
         self.total = 0.0
@@ -175,6 +182,8 @@ class InvocationMeter:
             return
         self.calls, self.errors, self.total = 0, 0, 0.0
         self.buckets = [0] * len(buckets)
+        if self._calls is None:
+            self._calls, self._errors, self._latency = self._children()
         if calls:
             self._calls.inc(calls)
             for value, n in zip(self._latency._buckets, buckets):
