@@ -47,6 +47,7 @@ __all__ = [
     "WasmCloudEntity",
     "invocation_hash",
     "new_invocation",
+    "success_wire",
     "validate_antiforgery",
 ]
 
@@ -274,6 +275,13 @@ class InvocationResponse:
             content_length=_optional_length(fields, "content_length"),
             instance_id=instance_id,
         )
+
+
+def success_wire(invocation_id: str, msg: bytes, instance_id: str) -> bytes:
+    """`InvocationResponse.success(invocation_id, msg, instance_id).to_wire()`, without the
+    intermediate object: the reply of every call served."""
+    return msgpack.packb({"msg": msg, "invocation_id": invocation_id, "instance_id": instance_id,  # type: ignore[no-any-return]
+                          "content_length": len(msg)}, use_bin_type=True)
 
 
 def new_invocation(

@@ -9,14 +9,22 @@ import asyncio
 import datetime as dt
 import json
 import re
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from hostcore.native.invocation import Invocation, WasmCloudEntity, new_invocation, validate_antiforgery
+from hostcore.native.invocation import (
+    Invocation,
+    InvocationResponse,
+    WasmCloudEntity,
+    new_invocation,
+    success_wire,
+    validate_antiforgery,
+)
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.native.wascap_jwt import HEADER_SEGMENT, b64url_segment, encode_jwt, parse_token
-from hostcore.telemetry.rpc import RpcEvents
+from hostcore.telemetry.rpc import RpcEvents, _uuid4_text
 from hostcore.wire import cloudevents
 
 SIGNER = KeyPair.from_seed("SCAAAAICAMCAKBQHBAEQUCYMBUHA6EARCIJRIFIWC4MBSGQ3DQOR4HYO7Q")
@@ -125,3 +133,14 @@ def test_rpc_events_flush_in_order_and_without_a_call() -> None:
     ]
     assert all(UUID4.fullmatch(e["id"]) and e["source"] == HOST for _, e in published)
     assert len({e["id"] for _, e in published}) == 3
+
+
+@pytest.mark.parametrize("msg", [b"", b"\x81\xa4body\xc4\x05hello", bytes(70_000)])
+def test_success_reply_is_the_response_encoders(msg: bytes) -> None:
+    assert success_wire("inv-1", msg, "inst-1") == InvocationResponse.success("inv-1", msg, "inst-1").to_wire()
+
+
+def test_event_ids_are_uuid4_text() -> None:
+    ids = {_uuid4_text() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(UUID4.fullmatch(i) and str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
