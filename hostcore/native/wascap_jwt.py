@@ -6,6 +6,7 @@ claims, invocations (§4.5) and provider archives. Pure and thread-safe.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import secrets
@@ -200,12 +201,19 @@ def check_claim_types(claims: dict[str, Any]) -> None:
 
 def b64url_segment(segment: str) -> bytes:
     """Strict unpadded base64url, as wascap's BASE64URL_NOPAD: alphabet and canonical bits."""
-    if len(segment) % 4 == 1 or not _BASE64URL_SEGMENT.fullmatch(segment):
+    tail = len(segment) % 4
+    if tail == 1 or not _BASE64URL_SEGMENT.fullmatch(segment):
         raise TokenMalformed("invalid base64url segment")
-    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() != segment:
+    # Canonical: the bits of the last character beyond the decoded bytes are zero (what
+    # re-encoding and comparing checked, without the second pass).
+    if tail and _B64URL_VALUE[segment[-1]] & _B64URL_SPARE_BITS[tail]:
         raise TokenMalformed("invalid base64url segment")
-    return decoded
+    return binascii.a2b_base64(segment.encode("ascii").translate(_B64URL_TO_STD) + b"=" * (-tail % 4))
+
+
+_B64URL_VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_B64URL_SPARE_BITS = {2: 0x0F, 3: 0x03}  # 2 chars carry 1 byte (4 spare bits), 3 chars 2 bytes (2)
+_B64URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 
 
 def parse_token(token: str) -> Token:

@@ -6,14 +6,17 @@ general encoder it replaces, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
+import random
 import re
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from hostcore.errors import TokenMalformed
 from hostcore.native.invocation import (
     Invocation,
     InvocationResponse,
@@ -144,3 +147,26 @@ def test_event_ids_are_uuid4_text() -> None:
     ids = {_uuid4_text() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(UUID4.fullmatch(i) and str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+
+
+def _b64url_reference(segment: str) -> bytes | None:
+    """The strict decoding by its definition: alphabet, length, and re-encoding gives it back."""
+    if len(segment) % 4 == 1 or not re.fullmatch(r"[A-Za-z0-9_-]*", segment):
+        return None
+    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return decoded if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == segment else None
+
+
+def test_b64url_segment_is_strict_base64url() -> None:
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i in range(20_000):
+        if i % 2:  # canonical encodings
+            segment = base64.urlsafe_b64encode(rng.randbytes(rng.randint(0, 12))).rstrip(b"=").decode()
+        else:  # anything, mostly from the alphabet: non-canonical tails, bad lengths, stray chars
+            segment = "".join(rng.choice(alphabet if rng.random() < 0.9 else "+/=. \u00e9") for _ in range(rng.randint(0, 9)))
+        try:
+            got: bytes | None = b64url_segment(segment)
+        except TokenMalformed:
+            got = None
+        assert got == _b64url_reference(segment), segment
