@@ -17,7 +17,8 @@ invocations (signing is not measured), at 1 and 32 requests in flight: a warm-up
 duration (or `--requests N`); latency is per request, throughput counts completions inside the
 measured window. Targets are measured one after the other, (a) (b) (c) per level, `--rounds`
 times (medians are reported). Each measurement also reports CPU per request of the target's
-processes (for (c): the whole host tree), of the load generator and of nats-server, and the
+processes (for (c): the whole host tree, split into the actor instances and the rest of the host),
+of the load generator and of nats-server, and the
 "other load": busy time of everything else on the machine, which makes a measurement suspect.
 
 The first reply of each target is checked (and both (b) and (c) must reject a forged
