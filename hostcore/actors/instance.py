@@ -38,7 +38,7 @@ from hostcore.native.invocation import Invocation, InvocationResponse, Invocatio
 from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ORPHANED, Adoptable, Adopted
-from hostcore.telemetry.rpc import InstanceTelemetry
+from hostcore.telemetry.rpc import InstanceTelemetry, RpcEvents
 from hostcore.tree.bridge import NatsBridgeActor
 from hostcore.tree.messages import (
     InstanceEvicted,
@@ -174,10 +174,12 @@ class ActorModule(Adoptable, NatsBridgeActor):
             raise ModuleCompileFailed(str(exc)) from exc
 
     def _rpc_event(self, ok: bool, source: WasmCloudEntity, dest: WasmCloudEntity, operation: str, size: int) -> None:
-        """protocol.md §3.5 invocation_succeeded / invocation_failed; runs on the loop thread."""
-        event = cloudevents.invocation(source, dest, operation, size, ok=ok)
-        body = cloudevents.cloud_event(event.type, event.data, self.config.host_id)
-        self.loop.create_task(self.nc.publish(self.rpcevt_subject, body))
+        """protocol.md §3.5 invocation_succeeded / invocation_failed; runs on the loop thread.
+        Queued: `_on_rpc` publishes it right after the reply (RpcEvents)."""
+        events = self.__dict__.get("rpc_events")
+        if events is None:  # the first event: the connection is up by now
+            events = self.rpc_events = RpcEvents(self.nc.publish, self.rpcevt_subject, self.config.host_id, self.loop)
+        events.add(ok, source, dest, operation, size)
 
     def adoption_reply(self, instance_id: str) -> Adopted:
         self.supervisor = self.adopted_by
@@ -224,6 +226,9 @@ class ActorModule(Adoptable, NatsBridgeActor):
             reply = await self._slow_path(checked)
         if msg.reply:
             await self.nc.publish(msg.reply, reply)
+        events = self.__dict__.get("rpc_events")
+        if events is not None and events.queued:
+            await events.flush()
 
     async def _slow_path(self, inv: Invocation) -> bytes:
         """protocol.md §4.7 steps 6–7 (policy, de-chunk) then the call, and §4.9 response chunking."""

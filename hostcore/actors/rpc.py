@@ -24,7 +24,13 @@ from hostcore.errors import (
     MissingCapabilityClaim,
 )
 from hostcore.native.claims import ActorClaims
-from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
+from hostcore.native.invocation import (
+    Invocation,
+    InvocationResponse,
+    InvocationValidator,
+    WasmCloudEntity,
+    success_wire,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,7 @@ class InvocationHandler:
             return self.failure(inv, err)
         if self.on_result is not None:
             self.on_result(True, inv.origin, inv.target, inv.operation, len(inv.msg))
-        return InvocationResponse.success(inv.id, msg, self.instance_id).to_wire()
+        return success_wire(inv.id, msg, self.instance_id)
 
     def failure(self, inv: Invocation | None, err: BaseException) -> bytes:
         """The failure response for `err`: documented errors carry their wire text; anything

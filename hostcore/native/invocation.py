@@ -6,7 +6,9 @@ Both payloads are msgpack maps with string keys. We emit `msg` as bin and accept
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Collection
@@ -35,7 +37,7 @@ from hostcore.errors import (
     TokenMalformed,
 )
 from hostcore.native import nkeys
-from hostcore.native.wascap_jwt import encode_jwt, new_jti, parse_token
+from hostcore.native.wascap_jwt import HEADER_SEGMENT, new_jti, parse_token
 from hostcore.native.nkeys import KeyPair
 
 __all__ = [
@@ -45,11 +47,13 @@ __all__ = [
     "WasmCloudEntity",
     "invocation_hash",
     "new_invocation",
+    "success_wire",
     "validate_antiforgery",
 ]
 
 _HOST_ID_LEN = 56
 _HOST_ID_PREFIXES = ("N", "C")
+_JWT_PREFIX = HEADER_SEGMENT.encode() + b"."
 
 
 def _unpack_map(data: bytes) -> dict[str, Any]:
@@ -122,7 +126,19 @@ class WasmCloudEntity:
         contract_id, link_name = value.get("contract_id") or "", value.get("link_name") or ""
         if not isinstance(contract_id, str) or not isinstance(link_name, str):
             raise InvocationDecodeFailed()
-        return cls(value["public_key"], contract_id, link_name)
+        # Interned: the same few entities arrive on every call, and a frozen dataclass costs
+        # three object.__setattr__ to build (equal values, so nothing observable changes).
+        key = (value["public_key"], contract_id, link_name)
+        entity = _ENTITIES.get(key)
+        if entity is None or type(entity) is not cls:
+            if len(_ENTITIES) >= _ENTITY_CACHE_SIZE:
+                _ENTITIES.clear()
+            entity = _ENTITIES[key] = cls(*key)
+        return entity
+
+
+_ENTITY_CACHE_SIZE = 4096
+_ENTITIES: dict[tuple[str, str, str], WasmCloudEntity] = {}  # GIL-atomic operations only
 
 
 def invocation_hash(origin_url: str, target_url: str, operation: str, msg: bytes) -> str:
@@ -261,6 +277,13 @@ class InvocationResponse:
         )
 
 
+def success_wire(invocation_id: str, msg: bytes, instance_id: str) -> bytes:
+    """`InvocationResponse.success(invocation_id, msg, instance_id).to_wire()`, without the
+    intermediate object: the reply of every call served."""
+    return msgpack.packb({"msg": msg, "invocation_id": invocation_id, "instance_id": instance_id,  # type: ignore[no-any-return]
+                          "content_length": len(msg)}, use_bin_type=True)
+
+
 def new_invocation(
     signer: KeyPair,
     origin: WasmCloudEntity,
@@ -279,29 +302,64 @@ def new_invocation(
     Chunking (§4.9) is the caller's job: pass the already-emptied `msg` only after hashing.
     """
     inv_id = str(uuid.uuid4()) if invocation_id is None else invocation_id
-    origin_url = origin.url()
-    target_url = f"{target.url()}/{operation}"
-    claims = {
-        "jti": new_jti() if jti is None else jti,
-        "iat": int(time.time() if now is None else now),
-        "iss": signer.public_key,
-        "sub": inv_id,
-        "wascap": {
-            "target_url": target_url,
-            "origin_url": origin_url,
-            "hash": invocation_hash(origin_url, target_url, operation, msg),
-        },
-    }
+    route = _route(origin, target, operation)
+    digest = route.digest.copy()
+    digest.update(msg)
+    # The claims JSON as json.dumps(compact, ensure_ascii=False) writes the wascap claims map
+    # {jti, iat, iss, sub, wascap: {target_url, origin_url, hash}} (golden-tested); the URLs'
+    # JSON comes from the route cache.
+    payload = b'{"jti":%s,"iat":%d,"iss":%s,"sub":%s,%s%s"}}' % (
+        _json_str(new_jti() if jti is None else jti), int(time.time() if now is None else now),
+        _json_str(signer.public_key), _json_str(inv_id), route.wascap_json, digest.hexdigest().upper().encode())
+    signing_input = _JWT_PREFIX + _b64url(payload)
     return Invocation(
         origin=origin,
         target=target,
         operation=operation,
         msg=msg,
         id=inv_id,
-        encoded_claims=encode_jwt(claims, signer),
+        encoded_claims=(signing_input + b"." + _b64url(signer.sign(signing_input))).decode(),
         host_id=signer.public_key,
         content_length=len(msg),
     )
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _json_str(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What every invocation from `origin` to `target`'s `operation` shares (§4.4): the URLs, the
+    hash state after them, and the JSON of the wascap block up to its hash."""
+
+    origin_url: str
+    target_url: str
+    digest: Any  # hashlib sha256, fed origin_url ‖ target_url ‖ operation; copy() before use
+    wascap_json: bytes
+
+
+_ROUTE_CACHE_SIZE = 4096
+_ROUTES: dict[tuple[WasmCloudEntity, WasmCloudEntity, str], _Route] = {}  # GIL-atomic operations only
+
+
+def _route(origin: WasmCloudEntity, target: WasmCloudEntity, operation: str) -> _Route:
+    key = (origin, target, operation)
+    route = _ROUTES.get(key)
+    if route is None:
+        origin_url, target_url = origin.url(), f"{target.url()}/{operation}"
+        digest = hashlib.sha256(origin_url.encode())
+        digest.update(target_url.encode())
+        digest.update(operation.encode())
+        wascap = b'"wascap":{"target_url":%s,"origin_url":%s,"hash":"' % (_json_str(target_url), _json_str(origin_url))
+        if len(_ROUTES) >= _ROUTE_CACHE_SIZE:
+            _ROUTES.clear()
+        route = _ROUTES[key] = _Route(origin_url, target_url, digest, wascap)
+    return route
 
 
 def _plausible_host_id(host_id: str) -> bool:
@@ -359,10 +417,12 @@ class InvocationValidator:
             raise InvocationNotYetValid()
         if meta is None:
             raise InvocationNoWascap()
-        origin_url = inv.origin_url()
-        target_url = inv.target_url()
+        route = _route(inv.origin, inv.target, inv.operation)
+        origin_url, target_url = route.origin_url, route.target_url
         if inv.msg:  # chunked invocations carry an empty msg; their hash cannot be checked here
-            computed = invocation_hash(origin_url, target_url, inv.operation, inv.msg)
+            digest = route.digest.copy()
+            digest.update(inv.msg)
+            computed = digest.hexdigest().upper()
             if meta["hash"] != computed:
                 raise InvocationHashMismatch(meta["hash"], computed)
         if not _plausible_host_id(inv.host_id):

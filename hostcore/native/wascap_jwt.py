@@ -6,6 +6,7 @@ claims, invocations (§4.5) and provider archives. Pure and thread-safe.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import secrets
@@ -49,6 +50,7 @@ __all__ = [
 ALGORITHM = "Ed25519"
 # §5.1: what every wascap token starts with; `encode_jwt` must reproduce it byte for byte.
 HEADER_SEGMENT = "eyJ0eXAiOiJqd3QiLCJhbGciOiJFZDI1NTE5In0"
+_HEADER = {"typ": "jwt", "alg": ALGORITHM}  # HEADER_SEGMENT decoded
 # We sign as wascap ≥0.10.1 does, so the module hash of our own tokens is always enforced (§5.4).
 WASCAP_REVISION = 3
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -105,14 +107,17 @@ _ALG = _JWS.get_algorithm_by_name(ALGORITHM)
 
 def new_jti() -> str:
     """A random 22-character base62 token id, the shape of wascap's NUID `jti`."""
-    # One urandom read, not 22: this runs for every outbound invocation. 62**22 < 2**131, and
-    # the 17 random bytes (136 bits) reduced mod 62**22 are uniform enough for an id.
-    n = int.from_bytes(secrets.token_bytes(17), "big") % (62 ** _JTI_LEN)
-    out = []
-    for _ in range(_JTI_LEN):
-        n, digit = divmod(n, 62)
-        out.append(_BASE62[digit])
-    return "".join(out)
+    # This runs for every outbound invocation: one urandom read mapped by a table in C. Bytes
+    # >= 248 are dropped so each kept byte picks one of the 62 digits uniformly (248 = 4 * 62);
+    # 32 bytes leave fewer than 22 about once in 10**8 calls, and then another read tops up.
+    out = b""
+    while len(out) < _JTI_LEN:
+        out += secrets.token_bytes(32).translate(_BASE62_OF_BYTE, _BYTES_OVER_BASE62)
+    return out[:_JTI_LEN].decode()
+
+
+_BASE62_OF_BYTE = bytes(ord(_BASE62[b % 62]) for b in range(256))
+_BYTES_OVER_BASE62 = bytes(range(248, 256))
 
 
 def encode_jwt(claims: dict[str, Any], signer: KeyPair) -> str:
@@ -196,12 +201,19 @@ def check_claim_types(claims: dict[str, Any]) -> None:
 
 def b64url_segment(segment: str) -> bytes:
     """Strict unpadded base64url, as wascap's BASE64URL_NOPAD: alphabet and canonical bits."""
-    if len(segment) % 4 == 1 or not _BASE64URL_SEGMENT.fullmatch(segment):
+    tail = len(segment) % 4
+    if tail == 1 or not _BASE64URL_SEGMENT.fullmatch(segment):
         raise TokenMalformed("invalid base64url segment")
-    decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() != segment:
+    # Canonical: the bits of the last character beyond the decoded bytes are zero (what
+    # re-encoding and comparing checked, without the second pass).
+    if tail and _B64URL_VALUE[segment[-1]] & _B64URL_SPARE_BITS[tail]:
         raise TokenMalformed("invalid base64url segment")
-    return decoded
+    return binascii.a2b_base64(segment.encode("ascii").translate(_B64URL_TO_STD) + b"=" * (-tail % 4))
+
+
+_B64URL_VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_B64URL_SPARE_BITS = {2: 0x0F, 3: 0x03}  # 2 chars carry 1 byte (4 spare bits), 3 chars 2 bytes (2)
+_B64URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 
 
 def parse_token(token: str) -> Token:
@@ -217,7 +229,8 @@ def parse_token(token: str) -> Token:
     if len(segments) != 3:
         raise TokenMalformed("a JWT has three segments")
     try:
-        header = json.loads(b64url_segment(segments[0]))
+        # wascap's own header (nearly every token) is a known constant: no need to decode it.
+        header = dict(_HEADER) if segments[0] == HEADER_SEGMENT else json.loads(b64url_segment(segments[0]))
         claims = json.loads(b64url_segment(segments[1]))
     except (ValueError, RecursionError) as e:
         raise TokenMalformed(str(e)) from e

@@ -137,6 +137,9 @@ def load_module(engine: wasmtime.Engine, cwasm_path: Path) -> wasmtime.Module:
         raise ModuleCompileFailed(str(exc)) from exc
 
 
+_IDLE_TICKS = 20  # an on-demand ticker keeps ticking this many ticks after the last call
+
+
 class EpochTicker:
     """Advances an engine's epoch every `tick_s` on a daemon thread, so call time limits fire.
 
@@ -154,6 +157,7 @@ class EpochTicker:
         self._stop = threading.Event()
         self._wanted = threading.Event()  # on demand: set while guest code may run
         self._inside = 0  # guest calls in progress (changed by the calling thread only)
+        self._entered = 0  # guest calls started so far (same)
         self._thread: threading.Thread | None = None
         if not on_demand:
             self._wanted.set()
@@ -169,6 +173,7 @@ class EpochTicker:
     def enter(self) -> None:
         """Guest code starts running: ticks are needed. Cheap when the thread already ticks."""
         self._inside += 1
+        self._entered += 1
         if not self._wanted.is_set():
             self._wanted.set()
 
@@ -188,14 +193,23 @@ class EpochTicker:
             # The epoch follows the clock, not the number of wake-ups: on a busy machine a thread
             # sleeping 10 ms wakes late, and counting wake-ups stretched a 1.8 s limit past 2 s.
             began, ticked = time.monotonic(), 0
+            seen, quiet = self._entered, 0
             while not self._stop.wait(self.tick_s):
                 due = int((time.monotonic() - began) / self.tick_s)
                 for _ in range(due - ticked):
                     self.engine.increment_epoch()
                 ticked = max(ticked, due)
                 if self.on_demand and not self._inside:
+                    # Sleep only after _IDLE_TICKS ticks without a call: waking this thread for
+                    # each call of a busy instance cost a GIL hand-off and two context switches.
+                    if self._entered != seen:
+                        seen, quiet = self._entered, 0
+                        continue
+                    quiet += 1
+                    if quiet < _IDLE_TICKS:
+                        continue
                     self._wanted.clear()
-                    if not self._inside:  # an `enter` between the check and the clear sets it again
+                    if not self._inside and self._entered == seen:  # no `enter` since the check
                         break
                     self._wanted.set()
             else:

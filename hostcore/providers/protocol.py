@@ -24,6 +24,7 @@ Write a provider by subclassing `ProviderBase` and calling `run_provider(MyProvi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import logging.config
 import os
@@ -36,6 +37,7 @@ from typing import IO, ClassVar
 
 import nats
 import nats.errors
+import uvloop
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -52,11 +54,13 @@ from hostcore.errors import (
 )
 from hostcore.logs import log_defs
 from hostcore.native.chunking import (
+    CHUNK_THRESHOLD,
     ChunkStore,
     chunk_invocation,
     chunk_response,
     dechunk_invocation,
     dechunk_response,
+    needs_dechunk,
 )
 from hostcore.native.invocation import (
     Invocation,
@@ -148,6 +152,45 @@ class ProviderBase:
 # --- the bridge: NATS subscriptions and the invocation pipeline ----------------------------------------
 
 
+class _ReplyInbox:
+    """Request/reply for `call_actor` on one wildcard inbox subscription: nats-py's own `request`
+    scheme (one `_INBOX.x.*` subscription, a future per token) without its per-call NUID token and
+    `asyncio.wait_for` wrapper, which cost as much as the rest of the call's bookkeeping."""
+
+    _NO_RESPONDERS = "503"  # the status header nats-server sends when nobody serves the subject
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox() + "."
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count()
+
+    async def subscribe(self) -> Subscription:
+        return await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        waiter = self._waiting.pop(msg.subject[len(self._prefix):], None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(msg)
+
+    async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
+        """The reply's payload. Raises RpcTimeout after `timeout_s` or when nobody serves `subject`."""
+        token = str(next(self._tokens))
+        waiter: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = waiter
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token)
+            async with asyncio.timeout(timeout_s):
+                msg = await waiter
+        except TimeoutError:
+            raise RpcTimeout() from None
+        finally:
+            self._waiting.pop(token, None)
+        if msg.headers and msg.headers.get("Status") == self._NO_RESPONDERS:
+            raise RpcTimeout()
+        return bytes(msg.data)
+
+
 class HostBridge:
     """Owns a provider's NATS connection, its subscriptions, its link table and its in-flight
     invocations. `run` returns after a shutdown request or `stop` being set, having unsubscribed,
@@ -161,6 +204,7 @@ class HostBridge:
         self._validator = InvocationValidator(self._hd.cluster_issuers)
         self._signer = KeyPair.from_seed(self._hd.invocation_seed) if self._hd.invocation_seed else None
         self._nc: NatsClient | None = None
+        self._replies: _ReplyInbox | None = None
         self._chunks: ChunkStore | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
@@ -192,6 +236,9 @@ class HostBridge:
                 await self._put_link(ld)
             topic = hd.rpc_topic
             nc = self._nc
+            replies = _ReplyInbox(nc)
+            await replies.subscribe()  # not in _subs: replies keep arriving while we drain
+            self._replies = replies
             self._subs = [
                 await nc.subscribe(topic, queue=subjects.PROVIDER_RPC_QUEUE_GROUP, cb=self._on_invocation),
                 # One subscription for put and del, so they are applied in the order sent.
@@ -359,7 +406,7 @@ class HostBridge:
     async def call_actor(self, actor_id: str, operation: str, payload: bytes, *,
                          timeout_s: float | None = None) -> bytes:
         """See ProviderBase.call_actor."""
-        if self._nc is None or self._signer is None:
+        if self._nc is None or self._signer is None or self._replies is None:
             raise RuntimeError("call_actor needs a connected bridge and an invocation_seed")
         hd = self._hd
         ld = self._links.get(actor_id)
@@ -367,16 +414,15 @@ class HostBridge:
         inv = new_invocation(self._signer, origin, WasmCloudEntity(actor_id), operation, payload)
         timeout = timeout_s if timeout_s is not None else hd.default_rpc_timeout_ms / 1000
         assert self._chunks is not None
-        sent = await chunk_invocation(self._chunks, inv)  # signed over the full payload first (§4.4)
+        # signed over the full payload first (§4.4); a small one goes as it is, without a store call
+        sent = inv if len(payload) <= CHUNK_THRESHOLD else await chunk_invocation(self._chunks, inv)
         timeout = provider_call_timeout(timeout, chunked=sent is not inv)
         subject = subjects.actor_rpc(hd.lattice_rpc_prefix, actor_id)
-        try:
-            reply = await self._nc.request(subject, sent.to_wire(), timeout=timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise RpcTimeout() from e
-        resp = InvocationResponse.from_wire(reply.data)
+        resp = InvocationResponse.from_wire(await self._replies.request(subject, sent.to_wire(), timeout))
         if resp.error is not None:
             raise ActorCallFailed(resp.error)
+        if not needs_dechunk(resp.content_length, resp.msg):
+            return resp.msg
         return (await dechunk_response(self._chunks, resp, inv.id)).msg
 
 
@@ -425,7 +471,8 @@ def run_provider(provider_cls: type[ProviderBase], *, stdin: IO[bytes] | None = 
         "provider": provider_cls.__name__, "provider_key": host_data.provider_key,
         "link_name": host_data.link_name, "instance_id": host_data.instance_id, "nats_url": host_data.nats_url})
     try:
-        asyncio.run(serve_provider(provider_cls(host_data)))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # less CPU per request
+            runner.run(serve_provider(provider_cls(host_data)))
     except Exception:
         log.exception("provider failed")
         return 1
