@@ -51,7 +51,7 @@ from hostcore.tree.messages import (
     StartInstance,
     SwapModule,
 )
-from hostcore.wire import cloudevents, subjects
+from hostcore.wire import subjects
 
 __all__ = ["ActorModule"]
 
@@ -127,6 +127,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
             subject = subjects.actor_rpc(cfg.lattice_prefix, claims.public_key)
 
             async def setup(nc: NatsClient) -> None:
+                self.rpc_events = RpcEvents(nc.publish, self.rpcevt_subject, cfg.host_id, asyncio.get_running_loop())
                 self.chunks = ChunkStore(nc.jetstream(domain=cfg.js_domain), cfg.lattice_prefix)
                 self.policy = PolicyEvaluator(nc, topic=cfg.policy_topic, timeout_s=cfg.policy_timeout_s,
                                               host=PolicyHost.from_config(cfg))
@@ -176,10 +177,7 @@ class ActorModule(Adoptable, NatsBridgeActor):
     def _rpc_event(self, ok: bool, source: WasmCloudEntity, dest: WasmCloudEntity, operation: str, size: int) -> None:
         """protocol.md §3.5 invocation_succeeded / invocation_failed; runs on the loop thread.
         Queued: `_on_rpc` publishes it right after the reply (RpcEvents)."""
-        events = self.__dict__.get("rpc_events")
-        if events is None:  # the first event: the connection is up by now
-            events = self.rpc_events = RpcEvents(self.nc.publish, self.rpcevt_subject, self.config.host_id, self.loop)
-        events.add(ok, source, dest, operation, size)
+        self.rpc_events.add(ok, source, dest, operation, size)
 
     def adoption_reply(self, instance_id: str) -> Adopted:
         self.supervisor = self.adopted_by
@@ -226,9 +224,8 @@ class ActorModule(Adoptable, NatsBridgeActor):
             reply = await self._slow_path(checked)
         if msg.reply:
             await self.nc.publish(msg.reply, reply)
-        events = self.__dict__.get("rpc_events")
-        if events is not None and events.queued:
-            await events.flush()
+        if self.rpc_events.queued:
+            await self.rpc_events.flush()
 
     async def _slow_path(self, inv: Invocation) -> bytes:
         """protocol.md §4.7 steps 6–7 (policy, de-chunk) then the call, and §4.9 response chunking."""

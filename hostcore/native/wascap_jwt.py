@@ -5,7 +5,6 @@ claims, invocations (§4.5) and provider archives. Pure and thread-safe.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
