@@ -38,7 +38,7 @@ class InstanceExits:
 
     def receiveMsg_ChildActorExited(self: ActorSupervisor, msg: ChildActorExited, sender: Any) -> None:
         if msg.childAddress == self.template:
-            return self._template_lost()
+            return None if self.exiting else self._template_lost()
         # An instance on a worker (Thespian addresses are not hashable, hence the scan). A worker's
         # admin forwards the exits of instances it forked for us; duplicates find nothing here.
         inst = next((i for i in self.instances.values() if i.node != HOST and i.address == msg.childAddress), None)

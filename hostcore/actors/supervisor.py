@@ -116,6 +116,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.config: HostConfig | None = None
         self.instances = InstanceTable()
         self.template: Any = None
+        self.exiting = False
         self.pending: dict[str, PendingStart] = {}
         self.preparing: set[str] = set()  # keys with a scale waiting on the NativeWorker
         self.deferred: dict[str, list[ScaleActor]] = collections.defaultdict(list)
@@ -494,4 +495,5 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
             self.telemetry.instance_count(public_key, sum(i.state == "running" for i in self.instances.of_key(public_key)))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        self.exiting = True  # Thespian stops the template with us: not a crash to repair
         log.info("actor supervisor stopping", extra={"pid": os.getpid(), "instances": len(self.instances)})
