@@ -62,6 +62,9 @@ _NOW = dt.timedelta(0)
 
 
 class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
+    """Forks ActorModules on ActorSupervisor's ForkInstances, at most STARTING_WINDOW starting at a
+    time; passes their starts and (batched) exits on; delivers ToInstances."""
+
     def __init__(self) -> None:
         super().__init__()
         self.supervisor: Any = None
@@ -165,7 +168,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
                 signal.pidfd_send_signal(self.pidfds[instance_id], signal.SIGTERM)
             elif address is not None:
                 self.send(address, msg.message)
-            elif instance_id in waiting and isinstance(msg.message, ActorExitRequest):
+            elif instance_id in waiting and halt:
                 halted.add(instance_id)  # never forked: gone at once
                 self._exited(instance_id)
             elif instance_id in waiting:
@@ -179,11 +182,10 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         found = self.running.pop(str(msg.childAddress), None)
         if found is not None:
             instance_id = found[0]
-        else:
-            instance_id = next((i for i, a in self.starting.items() if a == msg.childAddress), "")
-            if not instance_id:
-                return
+        elif instance_id := next((i for i, a in self.starting.items() if a == msg.childAddress), ""):
             del self.starting[instance_id]
+        else:
+            return  # Thespian reports most exits twice: the child's goodbye, then its SIGCHLD
         self._exited(instance_id)
         self._fork_more()
 
