@@ -3,6 +3,7 @@ and the ask-wait-SIGTERM-wait-SIGKILL stop sequence (style.md "Processes and res
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -175,16 +176,33 @@ def descendants(root: int) -> list[int]:
 
 
 def end_admin_tree() -> NoReturn:
-    """Called from a direct child of a daemonised Thespian admin whose launcher died: SIGKILL the
-    admin, everything below it, then this process (no orphans when the launcher is killed)."""
+    """Called from a direct child of a daemonised Thespian admin whose launcher died: SIGKILL
+    everything below the admin, then the admin, then this process (no orphans when the launcher is
+    killed).
+
+    The admin is stopped first: it restarts a logger that dies, and must fork nothing between the
+    listing and the kill. It is killed last because its death kills the caller (PDEATHSIG), which
+    must not happen before every other process was killed: the admin's logger, a sibling of the
+    caller, was sometimes left running."""
     admin, me = os.getppid(), os.getpid()
-    for pid in [admin, *(p for p in descendants(admin) if p != me)]:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(admin, signal.SIGSTOP)
+    wait_for(lambda: _state(admin) in ("T", ""), 0.5, interval_s=0.005)
+    for pid in [*(p for p in descendants(admin) if p != me), admin]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     os.kill(me, signal.SIGKILL)
     raise SystemExit(1)  # not reached
+
+
+def _state(pid: int) -> str:
+    """The one-letter state of `pid` (R, S, T, Z …); "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
