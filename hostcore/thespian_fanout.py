@@ -1,8 +1,8 @@
 """Thespian with hundreds of children under one actor (the InstanceTemplate): two adjustments.
 
-Every child exit reaches its parent actor. Thespian's SIGCHLD handler (`childDied`) sends its actor a ChildActorExited for each child it
-finds dead. Handling one of those (`_childExited`) then re-scans the children and drops every one
-dead by then *without* announcing it, so a child that died after the first scan (several killed
+Every child exit reaches its parent actor. Thespian's SIGCHLD handler (`childDied`) sends its
+actor a ChildActorExited for each child it finds dead. Handling one of those (`_childExited`) then
+re-scans the children and drops every one dead by then *without* announcing it, so a child that died after the first scan (several killed
 at once, a burst of stops) was never reported: its supervisor kept counting it and never replaced
 it. Here the re-scan announces the ones it drops, as `childDied` does.
 
