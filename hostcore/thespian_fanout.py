@@ -4,7 +4,8 @@ Every child exit reaches its parent actor. Thespian's SIGCHLD handler (`childDie
 actor a ChildActorExited for each child it finds dead. Handling one of those (`_childExited`) then
 re-scans the children and drops every one dead by then *without* announcing it, so a child that
 died after the first scan (several killed at once, a burst of stops) was never reported: its
-supervisor kept counting it and never replaced it. Here the re-scan announces the ones it drops, as `childDied` does.
+supervisor kept counting it and never replaced it. Here the re-scan announces the ones it drops,
+as `childDied` does.
 
 Sends are not queued behind the first 20 in flight. Beyond THESPIAN_MAX_PENDING_TRANSMITS (20)
 Thespian queues a process's sends, rescans that queue on every completion (O(n²) for a burst) and
