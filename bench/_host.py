@@ -46,7 +46,7 @@ STOP_TIMEOUT_S = 30.0
 __all__ = [
     "ECHO", "ECHO_KEY", "FIXTURES", "MARK_VAR", "REPO", "BenchEnv", "BenchFailed", "CpuClock", "Event",
     "EventWatcher", "Host", "LogLine", "code_note", "machine_busy_s", "marked_pids", "median", "parse_log",
-    "percentile", "proc_cpu_s", "stop_host_process", "tail",
+    "percentile", "proc_cpu_s", "rollup", "stop_host_process", "tail",
 ]
 
 
@@ -79,6 +79,20 @@ def median(values: Iterable[float]) -> float:
 def marked_pids(mark: str) -> list[int]:
     """Live (non-zombie) processes whose environment carries MARK_VAR=mark."""
     return _procs.marked_pids(MARK_VAR, mark)
+
+
+def rollup(pid: int) -> dict[str, int]:
+    """smaps_rollup in kB: Pss, Pss_Anon, Pss_File, Rss, Private_Dirty …; {} once the pid is gone."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        with contextlib.suppress(ValueError, IndexError):
+            out[key] = int(rest.split()[0])
+    return out
 
 
 def cmdline(pid: int) -> str:

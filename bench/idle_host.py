@@ -14,31 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 from pathlib import Path
 
 import nats
 
-from _host import ECHO, ECHO_KEY, BenchEnv, EventWatcher, code_note
+from _host import ECHO, ECHO_KEY, BenchEnv, EventWatcher, code_note, rollup
 from hostcore.control.client import ControlClient
 
 GOAL_MB = 100.0  # the idle host's goal; printed, never asserted
-
-
-def rollup(pid: int) -> dict[str, int]:
-    """smaps_rollup in kB; {} once the pid is gone."""
-    out: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        with contextlib.suppress(ValueError, IndexError):
-            out[key] = int(rest.split()[0])
-    return out
 
 
 def title(pid: int) -> str:

@@ -60,6 +60,7 @@ from _host import (
     median,
     percentile,
     proc_cpu_s,
+    rollup,
 )
 from hostcore.wire import subjects
 from hostcore.control.client import ControlClient
@@ -92,20 +93,6 @@ class Round:
 
 
 # --- /proc ---------------------------------------------------------------------------------------
-
-
-def rollup(pid: int) -> dict[str, int]:
-    """smaps_rollup in kB: Pss, Pss_Anon, Pss_File, Rss, Private_Dirty …; {} once the pid is gone."""
-    out: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        with contextlib.suppress(ValueError, IndexError):
-            out[key] = int(rest.split()[0])
-    return out
 
 
 def pss_mb(pids: list[int], key: str = "Pss") -> float:
