@@ -22,7 +22,8 @@ import wasmtime
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hostcore.native.wasm import ActorRuntime, EpochTicker, new_engine  # noqa: E402
+from hostcore.native.epoch import EpochTicker  # noqa: E402
+from hostcore.native.wasm import ActorRuntime, new_engine  # noqa: E402
 
 ECHO = REPO.parent / "shared" / "fixtures" / "actors" / "echo.wasm"
 OP = "HttpServer.HandleRequest"

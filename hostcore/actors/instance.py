@@ -35,7 +35,8 @@ from hostcore.native.chunking import (
 )
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
-from hostcore.native.wasm import ActorRuntime, EpochTicker, load_module, new_engine
+from hostcore.native.epoch import EpochTicker
+from hostcore.native.wasm import ActorRuntime, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import ORPHANED, Adoptable, Adopted
 from hostcore.telemetry.rpc import InstanceTelemetry, RpcEvents

@@ -28,7 +28,8 @@ from hostcore.native.invocation import (
     new_invocation,
 )
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.native.wasm import ActorRuntime, EpochTicker, new_engine
+from hostcore.native.epoch import EpochTicker
+from hostcore.native.wasm import ActorRuntime, new_engine
 
 CLUSTER = KeyPair.generate(KeyKind.CLUSTER)
 HTTP = WasmCloudEntity("VAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3RSLE", "wasmcloud:httpserver", "default")

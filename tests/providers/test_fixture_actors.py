@@ -21,7 +21,8 @@ from conftest import eventually, port_open
 from hostcore.errors import HostCallError
 from hostcore.native.claims import extract_claims
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity, new_invocation
-from hostcore.native.wasm import ActorRuntime, EpochTicker, compile_to_cache, load_module, new_engine
+from hostcore.native.epoch import EpochTicker
+from hostcore.native.wasm import ActorRuntime, compile_to_cache, load_module, new_engine
 from hostcore.procutil import free_port
 from hostcore.native.par import builtin_par, extract_binary, native_target, read_par
 from hostcore.providers.protocol import LinkDefinition
