@@ -15,7 +15,7 @@ from thespian.actors import ActorExitRequest, ChildActorExited
 
 from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord
-from hostcore.tree.messages import InstancesExited, ToInstances
+from hostcore.tree.messages import InstanceReports, InstancesExited, ToInstances
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 class InstanceExits:
     """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
+
+    def receiveMsg_InstanceReports(self: ActorSupervisor, msg: InstanceReports, sender: Any) -> None:
+        for report in msg.reports:
+            getattr(self, f"receiveMsg_{type(report).__name__}")(report, sender)
 
     def receiveMsg_InstancesExited(self: ActorSupervisor, msg: InstancesExited, sender: Any) -> None:
         for instance_id in msg.instance_ids:

@@ -80,6 +80,7 @@ def _leave_template(start: StartInstance) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the host stops us in order
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the template across the fork
     # Thespian's log forwarder (the root logger here) writes to the template's sockets.
     logging.root = logging.RootLogger(logging.WARNING)
     logging.Logger.root = logging.root

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime as dt
 import gc
 import logging
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
 
 from hostcore.actors import instance_process
 from hostcore.actors.channel import FrameReader, Hello, frame, peer_uid, rendezvous
@@ -49,6 +48,7 @@ from hostcore.tree.messages import (
     ForkInstances,
     InitTemplate,
     InstanceFailed,
+    InstanceReports,
     InstanceReturned,
     InstancesExited,
     InstanceSpec,
@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 # Instances starting at once: one per core. Measured with bench/scale.py at N = 100 on 2 cores,
 # one per core started them fastest and with the least CPU (twice and four times that: +10 % time).
 STARTING_WINDOW = os.cpu_count() or 1
-_NOW = dt.timedelta(0)
 # An instance that does not take a message within this long is cut off (it rejoins and is sent
 # the latest snapshot again); the template must not hang on one.
 _SEND_TIMEOUT_S = 2.0
@@ -104,17 +103,22 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.starting: set[str] = set()  # forked, not reported yet
         self.backlog: collections.deque[tuple[InstanceSpec, str]] = collections.deque()  # still to fork
         self.mail: dict[str, list[Any]] = {}  # messages for instances still in the backlog
-        self.exited: list[str] = []  # not yet reported
+        self.reports: list[Any] = []  # for the supervisor, at the end of this message turn
         self.poller: select.epoll | None = None
         self.listener: socket.socket | None = None
         self.by_fd: dict[int, _Child] = {}  # pidfds and sockets of children
         self.unclaimed: dict[int, tuple[socket.socket, FrameReader]] = {}  # connected, no Hello yet
 
     def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
-        if isinstance(msg, WatchMessage):
-            self._poll()
-        else:
-            super().receiveMessage(msg, sender)
+        try:
+            if isinstance(msg, WatchMessage):
+                self._poll()
+            else:
+                super().receiveMessage(msg, sender)
+        finally:
+            # Whatever this turn heard goes out as one message: hundreds of sends at once cost a
+            # Thespian process O(n²) (its transport rescans every unacknowledged send per turn).
+            self._flush()
         # Thespian watches only the fds returned by the latest receiveMessage: return it always.
         return ThespianWatch([self.poller.fileno()]) if self.poller is not None else None
 
@@ -157,15 +161,19 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         try:
             module = self._module(spec.cwasm_path)
         except HostcoreError as err:
-            self.send(self.supervisor, InstanceFailed(instance_id=instance_id, error=err.wire))
+            self.reports.append(InstanceFailed(instance_id=instance_id, error=err.wire))
             self._exited(instance_id)
             return
         start = StartInstance(config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path,
                               image_ref=spec.image_ref, instance_id=instance_id, annotations=spec.annotations,
                               snapshot=self.snapshot)
+        # A halt can come as soon as the child exists: held until the child has dropped the
+        # template's signal handlers (they would swallow it), then its own.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()  # the heap is frozen first (procutil.guard_forks), so the child shares it
         if pid == 0:
             instance_process.run(start, self.engine, module)  # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         pidfd = os.pidfd_open(pid)
         child = _Child(instance_id=instance_id, pid=pid, pidfd=pidfd, forked=True, snapshot=self.snapshot,
                        mail=self.mail.pop(instance_id, []))
@@ -245,16 +253,16 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.by_fd[sock.fileno()] = child
         if hello.error:
             self.starting.discard(child.instance_id)
-            self.send(self.supervisor, InstanceFailed(instance_id=hello.instance_id, error=hello.error))
+            self.reports.append(InstanceFailed(instance_id=hello.instance_id, error=hello.error))
         elif not child.announced:
             child.announced = True
             self.starting.discard(child.instance_id)
             if child.forked:
-                self.send(self.supervisor, InstanceStarted(instance_id=hello.instance_id,
-                                                           api_version=hello.api_version, pid=hello.pid))
+                self.reports.append(InstanceStarted(instance_id=hello.instance_id,
+                                                    api_version=hello.api_version, pid=hello.pid))
             else:
-                self.send(self.supervisor, InstanceReturned(instance_id=hello.instance_id, pid=hello.pid,
-                                                            api_version=hello.api_version))
+                self.reports.append(InstanceReturned(instance_id=hello.instance_id, pid=hello.pid,
+                                                     api_version=hello.api_version))
         if child.snapshot is not self.snapshot:
             child.snapshot = self.snapshot
             self._send_bytes(child, frame(self.snapshot))
@@ -286,7 +294,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             return
         for message in messages:
             if isinstance(message, ModuleSwapped):
-                self.send(self.supervisor, message)  # the answer to a SwapModule sent through us
+                self.reports.append(message)  # the answer to a SwapModule sent through us
 
     def _send_bytes(self, child: _Child, data: bytes) -> None:
         if child.sock is None:
@@ -356,15 +364,16 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self._fork_more()
 
     def _exited(self, instance_id: str) -> None:
-        """Reported once the exits that arrived together are handled: many in one message."""
-        if not self.exited:
-            self.wakeupAfter(_NOW)
-        self.exited.append(instance_id)
+        last = self.reports[-1] if self.reports else None
+        if isinstance(last, InstancesExited):
+            self.reports[-1] = InstancesExited(instance_ids=(*last.instance_ids, instance_id))
+        else:
+            self.reports.append(InstancesExited(instance_ids=(instance_id,)))
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if self.exited:
-            self.send(self.supervisor, InstancesExited(instance_ids=tuple(self.exited)))
-            self.exited.clear()
+    def _flush(self) -> None:
+        if self.reports:
+            reports, self.reports = tuple(self.reports), []
+            self.send(self.supervisor, reports[0] if len(reports) == 1 else InstanceReports(reports=reports))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         """The supervisor is stopping (a crash kills us without this): so are its instances."""

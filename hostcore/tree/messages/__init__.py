@@ -13,6 +13,7 @@ from hostcore.tree.messages.actors import (
     InstancesExited,
     InstanceFailed,
     InstanceInfo,
+    InstanceReports,
     InstanceReturned,
     InstanceSpec,
     InstanceStarted,

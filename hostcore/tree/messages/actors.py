@@ -31,6 +31,7 @@ __all__ = [
     "PutRegistryCredentials",
     "ScaleActor",
     "StartActor",
+    "InstanceReports",
     "InstanceReturned",
     "StartInstance",
     "SwapModule",
@@ -221,6 +222,15 @@ class InstancesExited:
     """InstanceTemplate → ActorSupervisor: the processes of these instances are gone."""
 
     instance_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceReports:
+    """InstanceTemplate → ActorSupervisor: what it heard in one turn of its loop, in order
+    (InstanceStarted, InstanceFailed, InstanceReturned, ModuleSwapped, InstancesExited): one
+    message, not one per instance."""
+
+    reports: tuple[Any, ...]
 
 
 # --- live update (protocol.md §2.3 `upd`, §11.6) -------------------------------------------------
