@@ -44,6 +44,7 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 _RECONNECT_EVERY_S = 0.02
+_STOP_DEADLINE_S = 10
 
 
 def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module) -> NoReturn:
@@ -52,7 +53,9 @@ def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module) 
     code = 1
     try:
         _leave_template(start)
-        code = uvloop.run(_Instance(start).serve(engine, module))
+        # No asyncio.Runner: its close() waits for every task and executor thread, and the
+        # process ends right after `serve` anyway.
+        code = uvloop.new_event_loop().run_until_complete(_Instance(start).serve(engine, module))
     except BaseException:  # noqa: BLE001 -- the process ends here either way; say why
         with contextlib.suppress(Exception):
             log.exception("instance process failed", extra={"instance_id": start.instance_id})
@@ -102,7 +105,7 @@ class _Instance:
     async def serve(self, engine: wasmtime.Engine, module: wasmtime.Module) -> int:
         self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self._halt)
         self._watch_launcher(loop)
         try:
             self.core = InstanceCore(self.start, engine=engine, module=module)
@@ -122,6 +125,12 @@ class _Instance:
         await drain_nats(nc)
         self.core.close()
         return 0
+
+    def _halt(self) -> None:
+        # Draining is bounded (drain_nats); should anything else hang, SIGALRM's default action
+        # ends the process: a halted instance must never outlive the request.
+        signal.alarm(_STOP_DEADLINE_S)
+        self.stopping.set()
 
     def _watch_launcher(self, loop: asyncio.AbstractEventLoop) -> None:
         pid = launcher_pid()

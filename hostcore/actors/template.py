@@ -332,8 +332,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             child = self.children.get(instance_id)
             if child is not None and halt:
                 # The instance drains on SIGTERM; one still starting stops before it reports.
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(child.pidfd, signal.SIGTERM)
+                _terminate(child)
             elif child is not None and child.sock is not None:
                 assert data is not None
                 self._send_bytes(child, data)
@@ -358,7 +357,10 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.children.pop(child.instance_id, None)
         if child.forked:  # a returned one is reaped by the host's subreaper
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(child.pid, 0)
+                _, status = os.waitpid(child.pid, 0)
+                if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+                    log.warning("instance did not stop in time; it was ended",
+                                extra={"instance_id": child.instance_id})
         self.starting.discard(child.instance_id)
         self._exited(child.instance_id)
         self._fork_more()
@@ -379,10 +381,18 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         """The supervisor is stopping (a crash kills us without this): so are its instances."""
         log.debug("instance template stopping", extra={"instances": len(self.children)})
         for child in self.children.values():
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(child.pidfd, signal.SIGTERM)
+            _terminate(child)
         if self.listener is not None:
             self.listener.close()
+
+
+def _terminate(child: _Child) -> None:
+    try:
+        signal.pidfd_send_signal(child.pidfd, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # gone already: its pidfd says so
+    except OSError as err:
+        log.error("could not halt instance", extra={"instance_id": child.instance_id, "error": str(err)})
 
 
 def _listen(name: str) -> socket.socket:
