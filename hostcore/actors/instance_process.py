@@ -47,12 +47,13 @@ _RECONNECT_EVERY_S = 0.02
 _STOP_DEADLINE_S = 10
 
 
-def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module) -> NoReturn:
+def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
+        template_fds: tuple[int, ...]) -> NoReturn:
     """In the child of the template's fork. Never returns: the template's frames below must not
-    run again here."""
+    run again here. `template_fds`: the template's own descriptors (two per instance)."""
     code = 1
     try:
-        _leave_template(start)
+        _leave_template(start, template_fds)
         # No asyncio.Runner: its close() waits for every task and executor thread, and the
         # process ends right after `serve` anyway.
         code = uvloop.new_event_loop().run_until_complete(_Instance(start).serve(engine, module))
@@ -64,10 +65,14 @@ def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module) 
         os._exit(code)
 
 
-def _leave_template(start: StartInstance) -> None:
+def _leave_template(start: StartInstance, template_fds: tuple[int, ...]) -> None:
     """Close what belongs to the template (its Thespian sockets, its pidfds and poller: a socket
     left open here would keep a dead template's address alive), restore default signal handling
-    (Thespian's handlers act on the template's state) and log to stderr directly."""
+    (Thespian's handlers act on the template's state) and log to stderr directly. Files stay
+    open: wasmtime maps each instance's initial memory from the module's memfd."""
+    for fd in template_fds:  # known, so not inspected one by one: there are hundreds
+        with contextlib.suppress(OSError):
+            os.close(fd)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd <= 2:

@@ -113,6 +113,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.poller: select.epoll | None = None
         self.listener: socket.socket | None = None
         self.by_fd: dict[int, _Child] = {}  # pidfds and sockets of children
+        self.watched: set[int] = set()  # every descriptor in the poller: a forked child closes them
         self.unclaimed: dict[int, tuple[socket.socket, FrameReader]] = {}  # connected, no Hello yet
 
     def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
@@ -137,7 +138,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.engine = new_engine()
         self.poller = select.epoll()
         self.listener = _listen(rendezvous(msg.config.host_id))
-        self.poller.register(self.listener.fileno(), select.EPOLLIN)
+        self._watch(self.listener.fileno())
         gc.freeze()
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
@@ -180,14 +181,14 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()  # the heap is frozen first (procutil.guard_forks), so the child shares it
         if pid == 0:
-            instance_process.run(start, self.engine, module)  # never returns
+            instance_process.run(start, self.engine, module, (*self.watched, self.poller.fileno()))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         pidfd = os.pidfd_open(pid)
         child = _Child(instance_id=instance_id, pid=pid, pidfd=pidfd, forked=True, snapshot=self.snapshot,
                        mail=self.mail.pop(instance_id, []))
         self.children[instance_id] = child
         self.by_fd[pidfd] = child
-        self.poller.register(pidfd, select.EPOLLIN)
+        self._watch(pidfd)
         self.starting.add(instance_id)
 
     def _module(self, cwasm_path: Path) -> wasmtime.Module:
@@ -196,6 +197,17 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             assert self.engine is not None
             module = self.modules[cwasm_path] = load_module(self.engine, cwasm_path)
         return module
+
+    def _watch(self, fd: int) -> None:
+        assert self.poller is not None
+        self.poller.register(fd, select.EPOLLIN)
+        self.watched.add(fd)
+
+    def _unwatch(self, fd: int) -> None:
+        assert self.poller is not None
+        with contextlib.suppress(OSError):
+            self.poller.unregister(fd)
+        self.watched.discard(fd)
 
     # --- what the instances say ----------------------------------------------------------------
 
@@ -224,7 +236,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
                 continue
             sock.settimeout(_SEND_TIMEOUT_S)
             self.unclaimed[sock.fileno()] = (sock, FrameReader())
-            self.poller.register(sock.fileno(), select.EPOLLIN)
+            self._watch(sock.fileno())
 
     def _receive(self, sock: socket.socket, reader: FrameReader) -> list[Any] | None:
         """The messages that arrived on `sock`; None once it closed."""
@@ -246,7 +258,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         hello = messages[0]
         del self.unclaimed[fd]
         if not isinstance(hello, Hello) or not self._claim(hello, sock, reader):
-            self.poller.unregister(fd)  # type: ignore[union-attr]
+            self._unwatch(fd)
             sock.close()
 
     def _claim(self, hello: Hello, sock: socket.socket, reader: FrameReader) -> bool:
@@ -292,7 +304,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         child = _Child(instance_id=hello.instance_id, pid=hello.pid, pidfd=pidfd, forked=False)
         self.children[hello.instance_id] = child
         self.by_fd[pidfd] = child
-        self.poller.register(pidfd, select.EPOLLIN)
+        self._watch(pidfd)
         return child
 
     def _read(self, child: _Child) -> None:
@@ -325,8 +337,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         assert self.poller is not None
         entry = self.unclaimed.pop(fd, None)
         sock = sock if sock is not None else entry[0] if entry is not None else None
-        with contextlib.suppress(OSError):
-            self.poller.unregister(fd)
+        self._unwatch(fd)
         if sock is not None:
             sock.close()
 
@@ -361,7 +372,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         assert self.poller is not None
         self._disconnect(child)
         self.by_fd.pop(child.pidfd, None)
-        self.poller.unregister(child.pidfd)
+        self._unwatch(child.pidfd)
         os.close(child.pidfd)
         self.children.pop(child.instance_id, None)
         if child.forked:  # a returned one is reaped by the host's subreaper
