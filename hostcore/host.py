@@ -29,9 +29,11 @@ Where the pieces live (tests/test_import_rules.py keeps the arrows pointing down
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -250,8 +252,11 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         for record in self.records[role].values():
             if not isinstance(record, ChildRecord):
                 continue
-            if record.address is not None:  # None: still being forked; it dies with its template
+            if record.address is not None:
                 self.send(record.address, ActorExitRequest())
+            elif getattr(record, "pid", 0):  # an instance process (not a Thespian actor): it drains on SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.pid, signal.SIGTERM)
             event = record.stopped_event()
             if event is not None and "events" in self.children:
                 self.send(self.children["events"], PublishEvent.of(event))

@@ -135,7 +135,7 @@ def stop_process(proc: subprocess.Popen[bytes], *, name: str, grace_s: float = 5
         proc.wait(grace_s)
         return
     except subprocess.TimeoutExpired:
-        log.warning("process ignored SIGTERM, killing it", extra={"process": name, "pid": proc.pid})
+        log.warning("process ignored SIGTERM, killing it", extra={"child": name, "pid": proc.pid})
     proc.kill()
     proc.wait(grace_s)
 

@@ -1,10 +1,12 @@
-"""ActorSupervisor taking over from a predecessor that died (hostcore/supervision.py).
+"""ActorSupervisor taking over from a predecessor that died, or a template that did
+(hostcore/supervision.py).
 
-Instance processes outlive their supervisor (they serve RPC on their own NATS connections), so a
-restarted ActorSupervisor gets the records HostSupervisor kept and asks every recorded instance to
-report to it (`Adopt`). Those that answer are watched through a pidfd from then on; those that do
-not answer within ADOPT_TIMEOUT_S, or never finished starting, are replaced. Starts that were
-waiting on the NativeWorker are failed with an `actor_start_failed`, not replayed.
+This host's instance processes outlive their template and their supervisor (they serve RPC on
+their own NATS connections). A restarted ActorSupervisor gets the records HostSupervisor kept; its
+new template is where those instances report again (`InstanceReturned`, hostcore/actors/channel.py).
+Those that do not within ADOPT_TIMEOUT_S, or never finished starting, are replaced. Instances on
+workers are replaced, and starts that were waiting on the NativeWorker are failed with an
+`actor_start_failed`, not replayed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord, PendingStart
 from hostcore.errors import RoleRestarted
 from hostcore.supervision import Adopted, AdoptingSupervisor
+from hostcore.tree.messages import InstanceReturned
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
@@ -38,11 +41,9 @@ class InstanceAdoption(AdoptingSupervisor):
                 self._event(cloudevents.actor_start_failed(record.actor_ref, RoleRestarted("actor supervisor").wire))
             elif isinstance(record, InstanceRecord):
                 self.instances.add(record)
-                if record.node == HOST and record.address is not None:
-                    self.adopt(record)
-                elif record.node == HOST:
-                    # Still being forked when its template died with our predecessor: it died too.
-                    self._instance_exited(record, "instance lost with its supervisor, replacing it", counted=False)
+                if record.node == HOST:
+                    self.adopting.add(record.instance_id)  # until it reports to our template
+                    record.adopted = True
                 else:
                     # Its exits would still go to our dead predecessor, and a worker's process
                     # can't be watched from here: replace it.
@@ -53,6 +54,21 @@ class InstanceAdoption(AdoptingSupervisor):
         if records:
             log.info("actor supervisor restored", extra={"instances": len(self.instances),
                                                          "adopting": len(self.adopting)})
+
+    def receiveMsg_InstanceReturned(self: ActorSupervisor, msg: InstanceReturned, sender: Any) -> None:
+        """One of ours, forked by a template that died, reported to the current one."""
+        record = self.instances.get(msg.instance_id)
+        if record is None or msg.instance_id not in self.adopting:
+            self.strays[msg.instance_id] = msg.pid  # reaped once it is gone
+            self._halt_unknown(msg.instance_id, sender)  # too late: replaced
+            return
+        self.adopting.discard(msg.instance_id)
+        record.pid = msg.pid
+        self._remember(record)
+        if record.state in ("stopping", "cancelled"):  # the predecessor had asked it to stop: ask again
+            self._tell([record], ActorExitRequest())
+        elif record.state == "starting":  # it reported its start to the predecessor, or was about to
+            self._announce(record, msg.api_version, msg.pid)
 
     def child(self: ActorSupervisor, instance_id: str) -> InstanceRecord | None:
         return self.instances.get(instance_id)

@@ -1,9 +1,8 @@
 """ActorSupervisor's exits and restarts (a mixin): an instance is gone, restart it if nobody asked
 it to stop, within the restart intensity (OTP's one-for-one DynamicSupervisor).
 
-Instances forked by the InstanceTemplate are reported by it (`InstancesExited`); those on workers
-are ActorSupervisor's own Thespian children (`ChildActorExited`); adopted ones are watched through
-pidfds (hostcore/actors/adoption.py).
+This host's instances are reported by the InstanceTemplate (`InstancesExited`); those on workers
+are ActorSupervisor's own Thespian children (`ChildActorExited`).
 """
 
 from __future__ import annotations
@@ -12,11 +11,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from thespian.actors import ChildActorExited
+from thespian.actors import ActorExitRequest, ChildActorExited
 
 from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord
-from hostcore.tree.messages import InstancesExited
+from hostcore.tree.messages import InstanceReports, InstancesExited, ToInstances
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
@@ -30,11 +29,17 @@ log = logging.getLogger(__name__)
 class InstanceExits:
     """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
 
+    def receiveMsg_InstanceReports(self: ActorSupervisor, msg: InstanceReports, sender: Any) -> None:
+        for report in msg.reports:
+            getattr(self, f"receiveMsg_{type(report).__name__}")(report, sender)
+
     def receiveMsg_InstancesExited(self: ActorSupervisor, msg: InstancesExited, sender: Any) -> None:
         for instance_id in msg.instance_ids:
             inst = self.instances.get(instance_id)
             if inst is not None and self._forked(inst):
                 self._instance_exited(inst, "actor instance died, restarting", counted=True)
+            elif instance_id in self.strays:
+                self._forget(instance_id, pid=self.strays.pop(instance_id))
 
     def receiveMsg_ChildActorExited(self: ActorSupervisor, msg: ChildActorExited, sender: Any) -> None:
         if msg.childAddress == self.template:
@@ -57,17 +62,23 @@ class InstanceExits:
         self._instance_exited(inst, "actor instance died, restarting", counted=True)
 
     def _template_lost(self: ActorSupervisor) -> None:
-        """The template died. Its instances outlive it as they outlive a supervisor: the running
-        ones are adopted by us; those still starting die with it, and are replaced."""
+        """The template died. The instances it had announced outlive it and report to its
+        successor (hostcore/actors/channel.py); those still starting died with it. Whoever does
+        not report within the adoption deadline is replaced."""
         forked = [i for i in self.instances.values() if self._forked(i)]
         log.warning("instance template died, restarting it", extra={"instances": len(forked)})
         self._new_template()
         for inst in forked:
-            if inst.address is not None and inst.state in ("running", "stopping"):
-                self.adopt(inst)
-            else:
-                self._instance_exited(inst, "instance lost with its template, replacing it", counted=False)
+            self.adopting.add(inst.instance_id)
+            inst.adopted = True
         self.adoption_deadline()
+
+    def _halt_unknown(self: ActorSupervisor, instance_id: str, sender: Any) -> None:
+        """An instance reported that we no longer have a record of (replaced meanwhile)."""
+        if sender == self.template:
+            self.send(self.template, ToInstances(instance_ids=(instance_id,), message=ActorExitRequest()))
+        else:
+            self.send(sender, ActorExitRequest())
 
     def _instance_exited(self: ActorSupervisor, inst: InstanceRecord, why: str, *, counted: bool) -> None:
         """Forget `inst`; restart it if it was live. `counted`: the restart counts towards the

@@ -31,7 +31,8 @@ class InstanceRecord:
     # was announced: it leaves without an actor_stopped)
     state: str = "starting"
     pid: int = 0
-    adopted: bool = False  # taken over from a supervisor that died: not our Thespian child
+    # forked by a template that died: not a child of ours, the host's subreaper reaps it
+    adopted: bool = False
 
     @property
     def public_key(self) -> str:

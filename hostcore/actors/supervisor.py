@@ -1,8 +1,8 @@
 """ActorSupervisor: the OTP DynamicSupervisor of actor instances (protocol.md §11).
 
 Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine. The
-InstanceTemplate, its child, forks the ActorModule processes (hostcore/actors/template.py) and
-reports their starts and exits here. Events go to LatticeEvents; module bytes are fetched,
+InstanceTemplate, its child, forks and owns the instance processes (hostcore/actors/template.py)
+and reports their starts and exits here. Events go to LatticeEvents; module bytes are fetched,
 verified and compiled by the NativeWorker.
 
 With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
@@ -128,6 +128,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
         self.exits = ExitWatch()  # adopted instances
         self.adopting: set[str] = set()
+        self.strays: dict[str, int] = {}  # pids of instances that came back too late, being halted
         self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped
         self.outbox: list[PublishEvent] = []  # to LatticeEvents, at the end of this message turn
         self.unsaved: dict[str, Remember | Forget] = {}  # to HostSupervisor, idem; the last per key
@@ -364,8 +365,8 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         return ids
 
     def _tell(self, insts: list[InstanceRecord], message: Any) -> None:
-        """Send `message` to each instance: through the template for those it forked (it knows
-        their addresses before we do), directly to those adopted or on workers."""
+        """Send `message` to each instance: through the template for this host's own, directly to
+        those on workers."""
         forked = []
         for inst in insts:
             if self._forked(inst):
@@ -376,16 +377,14 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
             self.send(self.template, ToInstances(instance_ids=tuple(forked), message=message))
 
     def _forked(self, inst: InstanceRecord) -> bool:
-        """Forked by the current template (not adopted from a predecessor, nor on a worker)."""
-        return inst.node == HOST and not inst.adopted and inst.instance_id not in self.adopting
+        """This host's own instance, owned by the template (not one on a worker)."""
+        return inst.node == HOST
 
     def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
         inst = self.instances.get(msg.instance_id)
-        if inst is None:  # replaced meanwhile (its template was lost): it must not serve
-            self.send(msg.address if msg.address is not None else sender, ActorExitRequest())
+        if inst is None:  # replaced meanwhile: it must not serve
+            self._halt_unknown(msg.instance_id, sender)
             return
-        if inst.address is None:
-            inst.address = msg.address
         if inst.state == "starting":
             self._announce(inst, msg.api_version, msg.pid)
 
@@ -472,7 +471,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""
         self.snapshot = msg
-        self.send(self.template, msg)  # for every instance it forked, and those it will fork
+        self.send(self.template, msg)  # for every instance it owns, and those it will fork
         for inst in self.instances.values():
             if inst.live and not self._forked(inst) and inst.address is not None:
                 self.send(inst.address, msg)

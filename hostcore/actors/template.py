@@ -1,37 +1,44 @@
-"""InstanceTemplate: the process that forks this host's actor instances.
+"""InstanceTemplate: the process that forks this host's actor instances, and their owner.
 
 Each instance is its own OS process, and forking is how it gets one. Forked from the
 ActorSupervisor, every instance paid for the supervisor's heap: the fork copied its page tables,
 the supervisor was busy forking instead of answering, and the child's first garbage collection
-wrote the header of every object it had inherited, which copied ~10 MB of pages per instance.
-The template is forked once from the supervisor while it is still small; it freezes its heap
-(`gc.freeze()`, so no child's collector ever touches those objects) and holds the Engine and each
-module deserialized, so a forked instance shares all of that and only pays for its own state
-(hostcore/actors/inheritance.py). It runs no thread and compiles nothing, so forking it is safe.
+wrote the header of every object it had inherited. The template is forked once from the
+supervisor while it is still small; it freezes its heap (`gc.freeze()`, so no child's collector
+ever touches those objects) and holds the Engine and each module deserialized, so a forked
+instance shares all of that and only pays for its own state. It runs no thread and compiles
+nothing, so forking it is safe.
 
-The template is each local instance's Thespian parent: it hears their starts and exits and passes
-them on to the ActorSupervisor, which keeps every record and decides everything else. Instances
-on workers are not forked here (ActorSupervisor creates them where placement says).
+An instance is a plain process (hostcore/actors/instance_process.py), not a Thespian actor: it
+reports on the template's socket (hostcore/actors/channel.py), is halted by SIGTERM and seen
+dying through a pidfd. The template passes its starts and (batched) exits on to the
+ActorSupervisor, which keeps every record and decides everything else. One epoll set holds every
+instance's socket and pidfd, and Thespian watches only that one descriptor: its loop costs the same
+at 5 instances as at 500. Instances on workers are not forked here (ActorSupervisor creates them
+where placement says).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import datetime as dt
+import contextlib
 import gc
 import logging
 import os
 import resource
+import select
 import signal
+import socket
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import wasmtime
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
 
-from hostcore.actors.inheritance import Inheritance, bequeath
-from hostcore.actors.instance import ActorModule
+from hostcore.actors import instance_process
+from hostcore.actors.channel import FrameReader, Hello, frame, peer_uid, rendezvous
 from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError
 from hostcore.native.wasm import load_module, new_engine
@@ -39,14 +46,15 @@ from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import pidfd_open
 from hostcore.tree.messages import (
     ForkInstances,
-    InstanceSpec,
     InitTemplate,
-    InstancesExited,
     InstanceFailed,
+    InstanceReports,
+    InstanceReturned,
+    InstancesExited,
+    InstanceSpec,
     InstanceStarted,
     LatticeSnapshot,
     ModuleSwapped,
-    StartForked,
     StartInstance,
     ToInstances,
 )
@@ -55,14 +63,38 @@ __all__ = ["InstanceTemplate"]
 
 log = logging.getLogger(__name__)
 
-# Instances starting at once: one per core. Measured with bench/scale.py at N = 100 on 2 cores,
-# one per core started them fastest and with the least CPU (twice and four times that: +10 % time).
-STARTING_WINDOW = os.cpu_count() or 1
-_NOW = dt.timedelta(0)
+# Instances starting at once. A scale starts with one per core, so that the first is announced
+# within about one start's time; each announcement widens the window by one, up to four per core:
+# forks then come in bursts, and the template (every fork write-protects its pages again, so its
+# own work between two forks costs page copies) and the supervisor handle several starts per turn.
+# Measured at N = 100 on 2 cores (0 -> N / first started): a fixed window of 2: 2.40 s / 81 ms;
+# of 8: 1.91 s / 237 ms; of 16: 1.89 s / 463 ms.
+FIRST_WINDOW = os.cpu_count() or 1
+WIDEST_WINDOW = 4 * FIRST_WINDOW
+# An instance that does not take a message within this long is cut off (it rejoins and is sent
+# the latest snapshot again); the template must not hang on one.
+_SEND_TIMEOUT_S = 2.0
+# A predecessor's socket name is free once its process is gone, which may take a moment.
+_BIND_TIMEOUT_S = 2.0
+
+
+@dataclass(slots=True, eq=False)
+class _Child:
+    """An instance process this template answers for: forked here, or returned to it."""
+
+    instance_id: str
+    pid: int
+    pidfd: int
+    forked: bool
+    sock: socket.socket | None = None
+    reader: FrameReader = field(default_factory=FrameReader)
+    announced: bool = False  # its start was reported to the supervisor
+    snapshot: LatticeSnapshot | None = None  # the last one it was given
+    mail: list[Any] = field(default_factory=list)  # until it connects
 
 
 class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
-    """Forks ActorModules on ActorSupervisor's ForkInstances, at most STARTING_WINDOW starting at a
+    """Forks instances on ActorSupervisor's ForkInstances, a widening window of them starting at a
     time; passes their starts and (batched) exits on; delivers ToInstances."""
 
     def __init__(self) -> None:
@@ -72,62 +104,92 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.snapshot = LatticeSnapshot()
         self.engine: wasmtime.Engine | None = None
         self.modules: dict[Path, wasmtime.Module] = {}
-        # Thespian addresses are not hashable. A child's address is known by its string once it
-        # has reported (the address it sends from is the one its exit names); until then it is
-        # only the placeholder createActor returned, found by comparison among the few starting.
-        self.starting: dict[str, Any] = {}  # instance id → createActor's address
-        self.running: dict[str, tuple[str, Any]] = {}  # str(address) → (instance id, address)
+        self.children: dict[str, _Child] = {}
+        self.starting: set[str] = set()  # forked, not reported yet
+        self.ramp = 0  # instances announced since the backlog was last empty
         self.backlog: collections.deque[tuple[InstanceSpec, str]] = collections.deque()  # still to fork
         self.mail: dict[str, list[Any]] = {}  # messages for instances still in the backlog
-        self.exited: list[str] = []  # not yet reported
-        self.pidfds: dict[str, int] = {}  # of the running instances, to halt them by signal
+        self.reports: list[Any] = []  # for the supervisor, at the end of this message turn
+        self.poller: select.epoll | None = None
+        self.listener: socket.socket | None = None
+        self.by_fd: dict[int, _Child] = {}  # pidfds and sockets of children
+        self.watched: set[int] = set()  # every descriptor in the poller: a forked child closes them
+        self.unclaimed: dict[int, tuple[socket.socket, FrameReader]] = {}  # connected, no Hello yet
+
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        try:
+            if isinstance(msg, WatchMessage):
+                self._poll()
+            else:
+                super().receiveMessage(msg, sender)
+        finally:
+            # Whatever this turn heard goes out as one message: hundreds of sends at once cost a
+            # Thespian process O(n²) (its transport rescans every unacknowledged send per turn).
+            self._flush()
+        # Thespian watches only the fds returned by the latest receiveMessage: return it always.
+        return ThespianWatch([self.poller.fileno()]) if self.poller is not None else None
 
     def receiveMsg_InitTemplate(self, msg: InitTemplate, sender: Any) -> None:
         set_pdeathsig()
-        # A socket or two and a pidfd per instance: hundreds of instances pass a 1024 soft limit.
+        # A socket and a pidfd per instance: hundreds of instances pass a 1024 soft limit.
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.supervisor, self.config, self.snapshot = sender, msg.config, msg.snapshot
         self.engine = new_engine()
+        self.poller = select.epoll()
+        self.listener = _listen(rendezvous(msg.config.host_id))
+        self._watch(self.listener.fileno())
         gc.freeze()
 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         self.snapshot = msg
-        for address in self._children():
-            self.send(address, msg)
+        data = frame(msg)
+        for child in list(self.children.values()):
+            if child.sock is not None:
+                child.snapshot = msg
+                self._send_bytes(child, data)
+
+    # --- forking -------------------------------------------------------------------------------
 
     def receiveMsg_ForkInstances(self, msg: ForkInstances, sender: Any) -> None:
         self.backlog.extend((msg.spec, instance_id) for instance_id in msg.instance_ids)
         self._fork_more()
 
     def _fork_more(self) -> None:
-        """Fork while fewer than STARTING_WINDOW are starting. All at once, every start would share
-        the cores with all the others and none would be done before the last; this way they finish
-        in order, the first within one start's time, and the total is no longer."""
-        while self.backlog and len(self.starting) < STARTING_WINDOW:
+        """Fork while fewer than the window are starting. All at once, every start would share the
+        cores with all the others and none would be done before the last; this way they finish
+        in order, the first within one start's time."""
+        if not self.backlog and not self.starting:
+            self.ramp = 0  # the next scale starts narrow again
+        while self.backlog and len(self.starting) < min(WIDEST_WINDOW, FIRST_WINDOW + self.ramp):
             spec, instance_id = self.backlog.popleft()
             self._fork(spec, instance_id)
 
     def _fork(self, spec: InstanceSpec, instance_id: str) -> None:
-        assert self.config is not None and self.engine is not None
+        assert self.config is not None and self.engine is not None and self.poller is not None
         try:
             module = self._module(spec.cwasm_path)
         except HostcoreError as err:
-            self.send(self.supervisor, InstanceFailed(instance_id=instance_id, error=err.wire))
+            self.reports.append(InstanceFailed(instance_id=instance_id, error=err.wire))
             self._exited(instance_id)
             return
-        # Whatever this process allocated since the last fork is shared with the child too.
-        gc.freeze()
-        bequeath(Inheritance(StartInstance(
-            config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path, image_ref=spec.image_ref,
-            instance_id=instance_id, annotations=spec.annotations, snapshot=self.snapshot),
-            self.engine, module))
-        address = self.createActor(ActorModule)  # forks here, with the inheritance in place
-        bequeath(None)
-        self.starting[instance_id] = address
-        self.send(address, StartForked(instance_id=instance_id))
-        for message in self.mail.pop(instance_id, ()):
-            self.send(address, message)
+        start = StartInstance(config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path,
+                              image_ref=spec.image_ref, instance_id=instance_id, annotations=spec.annotations,
+                              snapshot=self.snapshot)
+        # A halt can come as soon as the child exists: held until the child has dropped the
+        # template's signal handlers (they would swallow it), then its own.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        pid = os.fork()  # the heap is frozen first (procutil.guard_forks), so the child shares it
+        if pid == 0:
+            instance_process.run(start, self.engine, module, (*self.watched, self.poller.fileno()))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        pidfd = os.pidfd_open(pid)
+        child = _Child(instance_id=instance_id, pid=pid, pidfd=pidfd, forked=True, snapshot=self.snapshot,
+                       mail=self.mail.pop(instance_id, []))
+        self.children[instance_id] = child
+        self.by_fd[pidfd] = child
+        self._watch(pidfd)
+        self.starting.add(instance_id)
 
     def _module(self, cwasm_path: Path) -> wasmtime.Module:
         module = self.modules.get(cwasm_path)
@@ -136,38 +198,166 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             module = self.modules[cwasm_path] = load_module(self.engine, cwasm_path)
         return module
 
-    def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
-        if self.starting.pop(msg.instance_id, None) is not None:
-            self.running[str(sender)] = (msg.instance_id, sender)
-            fd = pidfd_open(msg.pid)
-            if fd is not None:
-                self.pidfds[msg.instance_id] = fd
-        self.send(self.supervisor, dataclasses.replace(msg, address=sender))
-        self._fork_more()
+    def _watch(self, fd: int) -> None:
+        assert self.poller is not None
+        self.poller.register(fd, select.EPOLLIN)
+        self.watched.add(fd)
 
-    def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
-        if self.starting.pop(msg.instance_id, None) is not None:
-            self.running[str(sender)] = (msg.instance_id, sender)  # until it exited
-        self.send(self.supervisor, msg)  # the supervisor halts it
-        self._fork_more()
+    def _unwatch(self, fd: int) -> None:
+        assert self.poller is not None
+        with contextlib.suppress(OSError):
+            self.poller.unregister(fd)
+        self.watched.discard(fd)
 
-    def receiveMsg_ModuleSwapped(self, msg: ModuleSwapped, sender: Any) -> None:
-        self.send(self.supervisor, msg)  # the answer to a SwapModule sent through us
+    # --- what the instances say ----------------------------------------------------------------
+
+    def _poll(self) -> None:
+        assert self.poller is not None and self.listener is not None
+        for fd, _ in self.poller.poll(0):
+            if fd == self.listener.fileno():
+                self._accept()
+            elif fd in self.unclaimed:
+                self._read_unclaimed(fd)
+            elif (child := self.by_fd.get(fd)) is not None:
+                if fd == child.pidfd:
+                    self._gone(child)
+                else:
+                    self._read(child)
+
+    def _accept(self) -> None:
+        assert self.listener is not None and self.poller is not None
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            if peer_uid(sock) != os.getuid():
+                sock.close()  # not one of ours
+                continue
+            sock.settimeout(_SEND_TIMEOUT_S)
+            self.unclaimed[sock.fileno()] = (sock, FrameReader())
+            self._watch(sock.fileno())
+
+    def _receive(self, sock: socket.socket, reader: FrameReader) -> list[Any] | None:
+        """The messages that arrived on `sock`; None once it closed."""
+        try:
+            data = sock.recv(1 << 16)
+        except (BlockingIOError, TimeoutError):
+            return []
+        except OSError:
+            data = b""
+        return reader.feed(data) if data else None
+
+    def _read_unclaimed(self, fd: int) -> None:
+        sock, reader = self.unclaimed[fd]
+        messages = self._receive(sock, reader)
+        if not messages:
+            if messages is None:
+                self._drop(fd)
+            return
+        hello = messages[0]
+        del self.unclaimed[fd]
+        if not isinstance(hello, Hello) or not self._claim(hello, sock, reader):
+            self._unwatch(fd)
+            sock.close()
+
+    def _claim(self, hello: Hello, sock: socket.socket, reader: FrameReader) -> bool:
+        child = self.children.get(hello.instance_id)
+        if child is None:
+            child = self._returned(hello)
+            if child is None:
+                return False
+        elif child.pid != hello.pid or child.sock is not None:
+            return False
+        child.sock, child.reader = sock, reader
+        self.by_fd[sock.fileno()] = child
+        if hello.error:
+            self.starting.discard(child.instance_id)
+            self.reports.append(InstanceFailed(instance_id=hello.instance_id, error=hello.error))
+        elif not child.announced:
+            child.announced = True
+            self.ramp += 1
+            self.starting.discard(child.instance_id)
+            if child.forked:
+                self.reports.append(InstanceStarted(instance_id=hello.instance_id,
+                                                    api_version=hello.api_version, pid=hello.pid))
+            else:
+                self.reports.append(InstanceReturned(instance_id=hello.instance_id, pid=hello.pid,
+                                                     api_version=hello.api_version))
+        if child.snapshot is not self.snapshot:
+            child.snapshot = self.snapshot
+            self._send_bytes(child, frame(self.snapshot))
+        for message in child.mail:
+            self._send_bytes(child, frame(message))
+        child.mail.clear()
+        self._fork_more()
+        return True
+
+    def _returned(self, hello: Hello) -> _Child | None:
+        """An instance a predecessor forked, which outlived it."""
+        assert self.poller is not None
+        if hello.error:
+            return None
+        pidfd = pidfd_open(hello.pid)
+        if pidfd is None:
+            return None
+        child = _Child(instance_id=hello.instance_id, pid=hello.pid, pidfd=pidfd, forked=False)
+        self.children[hello.instance_id] = child
+        self.by_fd[pidfd] = child
+        self._watch(pidfd)
+        return child
+
+    def _read(self, child: _Child) -> None:
+        assert child.sock is not None
+        messages = self._receive(child.sock, child.reader)
+        if messages is None:  # it is stopping, or rejoins; its pidfd says which
+            self._disconnect(child)
+            return
+        for message in messages:
+            if isinstance(message, ModuleSwapped):
+                self.reports.append(message)  # the answer to a SwapModule sent through us
+
+    def _send_bytes(self, child: _Child, data: bytes) -> None:
+        if child.sock is None:
+            return
+        try:
+            child.sock.sendall(data)
+        except OSError as err:
+            log.warning("instance not taking messages; cut off", extra={"instance_id": child.instance_id,
+                                                                         "error": str(err)})
+            self._disconnect(child)
+
+    def _disconnect(self, child: _Child) -> None:
+        if child.sock is not None:
+            self.by_fd.pop(child.sock.fileno(), None)
+            self._drop(child.sock.fileno(), child.sock)
+            child.sock = None
+
+    def _drop(self, fd: int, sock: socket.socket | None = None) -> None:
+        assert self.poller is not None
+        entry = self.unclaimed.pop(fd, None)
+        sock = sock if sock is not None else entry[0] if entry is not None else None
+        self._unwatch(fd)
+        if sock is not None:
+            sock.close()
+
+    # --- stopping and exits --------------------------------------------------------------------
 
     def receiveMsg_ToInstances(self, msg: ToInstances, sender: Any) -> None:
-        by_id = {instance_id: address for instance_id, address in self.running.values()}
+        halt = isinstance(msg.message, ActorExitRequest)
+        data = None if halt else frame(msg.message)
         waiting = {instance_id for _, instance_id in self.backlog}
         halted = set()
-        halt = isinstance(msg.message, ActorExitRequest)
         for instance_id in msg.instance_ids:
-            address = by_id.get(instance_id) or self.starting.get(instance_id)
-            if halt and instance_id in self.pidfds:
-                # Thespian turns SIGTERM into an ActorExitRequest in the instance (it drains as
-                # for the message). Hundreds of messages sent at once cost this process O(n²):
-                # its transport rescans every unacknowledged send on each turn of its loop.
-                signal.pidfd_send_signal(self.pidfds[instance_id], signal.SIGTERM)
-            elif address is not None:
-                self.send(address, msg.message)
+            child = self.children.get(instance_id)
+            if child is not None and halt:
+                # The instance drains on SIGTERM; one still starting stops before it reports.
+                _terminate(child)
+            elif child is not None and child.sock is not None:
+                assert data is not None
+                self._send_bytes(child, data)
+            elif child is not None:
+                child.mail.append(msg.message)
             elif instance_id in waiting and halt:
                 halted.add(instance_id)  # never forked: gone at once
                 self._exited(instance_id)
@@ -178,33 +368,65 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             for instance_id in halted:
                 self.mail.pop(instance_id, None)
 
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        found = self.running.pop(str(msg.childAddress), None)
-        if found is not None:
-            instance_id = found[0]
-        elif instance_id := next((i for i, a in self.starting.items() if a == msg.childAddress), ""):
-            del self.starting[instance_id]
-        else:
-            return  # Thespian reports most exits twice: the child's goodbye, then its SIGCHLD
-        self._exited(instance_id)
+    def _gone(self, child: _Child) -> None:
+        assert self.poller is not None
+        self._disconnect(child)
+        self.by_fd.pop(child.pidfd, None)
+        self._unwatch(child.pidfd)
+        os.close(child.pidfd)
+        self.children.pop(child.instance_id, None)
+        if child.forked:  # a returned one is reaped by the host's subreaper
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(child.pid, 0)
+                if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+                    log.warning("instance did not stop in time; it was ended",
+                                extra={"instance_id": child.instance_id})
+        self.starting.discard(child.instance_id)
+        self._exited(child.instance_id)
         self._fork_more()
 
     def _exited(self, instance_id: str) -> None:
-        """Reported once the exits that arrived together are handled: many in one message."""
-        fd = self.pidfds.pop(instance_id, None)
-        if fd is not None:
-            os.close(fd)
-        if not self.exited:
-            self.wakeupAfter(_NOW)
-        self.exited.append(instance_id)
+        last = self.reports[-1] if self.reports else None
+        if isinstance(last, InstancesExited):
+            self.reports[-1] = InstancesExited(instance_ids=(*last.instance_ids, instance_id))
+        else:
+            self.reports.append(InstancesExited(instance_ids=(instance_id,)))
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if self.exited:
-            self.send(self.supervisor, InstancesExited(instance_ids=tuple(self.exited)))
-            self.exited.clear()
-
-    def _children(self) -> list[Any]:
-        return [*self.starting.values(), *(address for _, address in self.running.values())]
+    def _flush(self) -> None:
+        if self.reports:
+            reports, self.reports = tuple(self.reports), []
+            self.send(self.supervisor, reports[0] if len(reports) == 1 else InstanceReports(reports=reports))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        log.debug("instance template stopping", extra={"instances": len(self.starting) + len(self.running)})
+        """The supervisor is stopping (a crash kills us without this): so are its instances."""
+        log.debug("instance template stopping", extra={"instances": len(self.children)})
+        for child in self.children.values():
+            _terminate(child)
+        if self.listener is not None:
+            self.listener.close()
+
+
+def _terminate(child: _Child) -> None:
+    try:
+        signal.pidfd_send_signal(child.pidfd, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # gone already: its pidfd says so
+    except OSError as err:
+        log.error("could not halt instance", extra={"instance_id": child.instance_id, "error": str(err)})
+
+
+def _listen(name: str) -> socket.socket:
+    deadline = time.monotonic() + _BIND_TIMEOUT_S
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(name)
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+        return sock

@@ -28,7 +28,7 @@ from hostcore.telemetry.process import count_reconnect
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InboxActor", "NatsBridgeActor"]
+__all__ = ["InboxActor", "NatsBridgeActor", "connect_nats", "drain_nats"]
 
 _CLOSE_TIMEOUT_S = 2.0
 
@@ -53,6 +53,29 @@ def _on_reconnect(name: str) -> Callable[[], Awaitable[None]]:
         log.warning("NATS connection restored", extra={"connection": name})
         count_reconnect(name)
     return cb
+
+
+async def connect_nats(url: str | NatsEndpoint, *, name: str, timeout_s: float = 10.0) -> NatsClient:
+    """A connection that reconnects forever once made; raises if the first connect fails."""
+    nc: NatsClient | None = None
+    nc = await nats.connect(
+        **NatsEndpoint.kwargs_for(url, _on_error), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
+        disconnected_cb=_on_disconnect(name, lambda: nc), reconnected_cb=_on_reconnect(name),
+    )
+    return nc
+
+
+async def drain_nats(nc: NatsClient) -> None:
+    """Drain (in-flight callbacks finish), bounded by a short timeout: a stuck drain must not
+    hang a process that is stopping."""
+    if nc.is_closed:
+        return
+    try:
+        await asyncio.wait_for(nc.drain(), _CLOSE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 -- shutting down
+        with contextlib.suppress(Exception):
+            await nc.close()
 
 
 class InboxActor(ActorTypeDispatcher):  # type: ignore[misc]
@@ -117,12 +140,7 @@ class NatsBridgeActor(InboxActor):
         self._loop_thread.start()
 
         async def connect() -> None:
-            self.nc = await nats.connect(
-                **NatsEndpoint.kwargs_for(url, _on_error), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                allow_reconnect=True, connect_timeout=min(timeout_s, 5.0),
-                disconnected_cb=_on_disconnect(name, lambda: getattr(self, "nc", None)),
-                reconnected_cb=_on_reconnect(name),
-            )
+            self.nc = await connect_nats(url, name=name, timeout_s=timeout_s)
             await setup(self.nc)
             await self.nc.flush()
 
@@ -134,17 +152,10 @@ class NatsBridgeActor(InboxActor):
         if loop is None or not loop.is_running():
             return
 
-        async def drain() -> None:
-            nc = getattr(self, "nc", None)
-            if nc is not None and not nc.is_closed:
-                try:
-                    await asyncio.wait_for(nc.drain(), _CLOSE_TIMEOUT_S)
-                except Exception:  # noqa: BLE001 -- shutting down; a stuck drain must not hang us
-                    with contextlib.suppress(Exception):
-                        await nc.close()
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(drain(), loop).result(_CLOSE_TIMEOUT_S + 1)
+        nc = getattr(self, "nc", None)
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(drain_nats(nc), loop).result(_CLOSE_TIMEOUT_S + 1)
         loop.call_soon_threadsafe(loop.stop)
         self._loop_thread.join(_CLOSE_TIMEOUT_S)
 

@@ -1,14 +1,9 @@
-"""ActorSupervisor's record keeping (hostcore/actors/records.py) and what a forked instance
-inherits (hostcore/actors/inheritance.py)."""
+"""ActorSupervisor's record keeping (hostcore/actors/records.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from hostcore.actors.inheritance import Inheritance, bequeath, inherit
 from hostcore.actors.records import InstanceRecord, InstanceTable
 
 
@@ -41,16 +36,3 @@ def test_only_an_announced_instance_has_a_stopped_event() -> None:
     assert record("i", "MA", "stopping").stopped_event() is not None
     for never_announced in ("starting", "cancelled", "failed"):
         assert record("i", "MA", never_announced).stopped_event() is None
-
-
-def test_an_instance_inherits_only_what_was_left_for_it() -> None:
-    start: Any = type("Start", (), {"instance_id": "i1"})()
-    bequeath(Inheritance(start, engine=None, module=None))  # type: ignore[arg-type]
-    try:
-        assert inherit("i1").start is start
-        with pytest.raises(LookupError, match="i2"):
-            inherit("i2")
-    finally:
-        bequeath(None)
-    with pytest.raises(LookupError):
-        inherit("i1")

@@ -31,7 +31,8 @@ __all__ = [
     "PutRegistryCredentials",
     "ScaleActor",
     "StartActor",
-    "StartForked",
+    "InstanceReports",
+    "InstanceReturned",
     "StartInstance",
     "SwapModule",
     "TerminateActor",
@@ -159,7 +160,6 @@ class InstanceStarted:
     instance_id: str
     api_version: int
     pid: int
-    address: Any = None  # the instance's, when the InstanceTemplate forwards this to the supervisor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,23 +192,26 @@ class InstanceSpec:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForkInstances:
     """ActorSupervisor → InstanceTemplate: start one instance per id. Each is reported with
-    InstanceStarted (carrying its address) or InstanceFailed, and later InstancesExited."""
+    InstanceStarted or InstanceFailed, and later InstancesExited."""
 
     spec: InstanceSpec
     instance_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StartForked:
-    """InstanceTemplate → the ActorModule it just forked: start from what you inherited."""
+class InstanceReturned:
+    """InstanceTemplate → ActorSupervisor: a running instance that a predecessor of this template
+    had forked reported to it (hostcore/actors/channel.py); the supervisor keeps it or halts it."""
 
     instance_id: str
+    pid: int
+    api_version: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToInstances:
-    """ActorSupervisor → InstanceTemplate: send `message` to each of these instances it forked
-    (an ActorExitRequest to halt them, a SwapModule); they may not have reported their address yet."""
+    """ActorSupervisor → InstanceTemplate: send `message` to each of these instances (an
+    ActorExitRequest halts them, a SwapModule); they may not have reported yet."""
 
     instance_ids: tuple[str, ...]
     message: Any
@@ -219,6 +222,15 @@ class InstancesExited:
     """InstanceTemplate → ActorSupervisor: the processes of these instances are gone."""
 
     instance_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceReports:
+    """InstanceTemplate → ActorSupervisor: what it heard in one turn of its loop, in order
+    (InstanceStarted, InstanceFailed, InstanceReturned, ModuleSwapped, InstancesExited): one
+    message, not one per instance."""
+
+    reports: tuple[Any, ...]
 
 
 # --- live update (protocol.md §2.3 `upd`, §11.6) -------------------------------------------------

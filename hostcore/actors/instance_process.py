@@ -1,0 +1,221 @@
+"""An instance process: what the InstanceTemplate's fork runs in the child (`run`, never returns).
+
+The child starts from the template's memory: its StartInstance, the Engine and the deserialized
+Module are simply there, shared page for page with the template and every sibling. It leaves the
+template's Thespian state behind (sockets closed, signals and logging reset), builds its
+InstanceCore, connects to NATS and subscribes, then says `Hello` on the template's socket
+(hostcore/actors/channel.py). From then on its main thread runs one asyncio loop: RPC calls, the
+template's messages, and SIGTERM, which drains the subscription (in-flight calls finish) and ends
+the process.
+
+It outlives its template once it has said `Hello`: if the template dies (its socket closes), it
+says `Hello` to the successor, and stops by itself if none comes within ORPHAN_GRACE_S. Until then
+it dies with the template (PDEATHSIG, armed by the fork), as it would be of no use to anyone.
+The launcher's death ends it at once, as every process of the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.config
+import os
+import signal
+import socket
+import stat
+import time
+from typing import Any, NoReturn
+
+import setproctitle
+import uvloop
+import wasmtime
+
+from hostcore.actors.channel import FrameReader, Hello, frame, rendezvous
+from hostcore.actors.instance_core import InstanceCore
+from hostcore.logs import log_defs
+from hostcore.procutil import launcher_pid, set_pdeathsig
+from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
+from hostcore.tree.bridge import connect_nats, drain_nats
+from hostcore.tree.messages import LatticeSnapshot, ModuleSwapped, StartInstance, SwapModule
+
+__all__ = ["run"]
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_EVERY_S = 0.02
+_STOP_DEADLINE_S = 10
+
+
+def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
+        template_fds: tuple[int, ...]) -> NoReturn:
+    """In the child of the template's fork. Never returns: the template's frames below must not
+    run again here. `template_fds`: the template's own descriptors (two per instance)."""
+    code = 1
+    try:
+        _leave_template(start, template_fds)
+        # No asyncio.Runner: its close() waits for every task and executor thread, and the
+        # process ends right after `serve` anyway.
+        code = uvloop.new_event_loop().run_until_complete(_Instance(start).serve(engine, module))
+    except BaseException:  # noqa: BLE001 -- the process ends here either way; say why
+        with contextlib.suppress(Exception):
+            log.exception("instance process failed", extra={"instance_id": start.instance_id})
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _leave_template(start: StartInstance, template_fds: tuple[int, ...]) -> None:
+    """Close what belongs to the template (its Thespian sockets, its pidfds and poller: a socket
+    left open here would keep a dead template's address alive), restore default signal handling
+    (Thespian's handlers act on the template's state) and log to stderr directly. Files stay
+    open: wasmtime maps each instance's initial memory from the module's memfd."""
+    for fd in template_fds:  # known, so not inspected one by one: there are hundreds
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.fstat(fd).st_mode) or os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:"):
+                os.close(fd)
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    # Python's own defaults: a write to a closed socket is an error, not death by SIGPIPE.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the host stops us in order
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the template across the fork
+    # Thespian's log forwarder (the root logger here) writes to the template's sockets.
+    logging.root = logging.RootLogger(logging.WARNING)
+    logging.Logger.root = logging.root
+    logging.Logger.manager = logging.Manager(logging.root)
+    logging.config.dictConfig(log_defs(start.config.log_level, start.config.structured_logging))
+    setproctitle.setproctitle(f"ActorModule {start.instance_id}")
+
+
+class _Instance:
+    def __init__(self, start: StartInstance) -> None:
+        self.start = start
+        self.instance_id = start.instance_id
+        self.core: InstanceCore | None = None
+        self.control: socket.socket | None = None
+        self.reader = FrameReader()
+        self.stopping: asyncio.Event
+        self.rejoining: asyncio.Task[None] | None = None
+
+    async def serve(self, engine: wasmtime.Engine, module: wasmtime.Module) -> int:
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._halt)
+        self._watch_launcher(loop)
+        try:
+            self.core = InstanceCore(self.start, engine=engine, module=module)
+            nc = await connect_nats(self.start.config.rpc, name=self.core.connection_name)
+            await self.core.setup(nc)
+            await nc.flush()
+        except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed
+            log.exception("instance failed to start", extra={"actor_key": self.start.claims.public_key})
+            await self._hello(str(getattr(err, "wire", err)))
+            if self.core is not None:
+                self.core.close()
+            return 0
+        self.core.telemetry.start(loop)
+        if await self._hello():
+            set_pdeathsig(0)  # announced: from now on the template's death is ours to handle
+            await self.stopping.wait()
+        await drain_nats(nc)
+        self.core.close()
+        return 0
+
+    def _halt(self) -> None:
+        # Draining is bounded (drain_nats); should anything else hang, SIGALRM's default action
+        # ends the process: a halted instance must never outlive the request.
+        signal.alarm(_STOP_DEADLINE_S)
+        self.stopping.set()
+
+    def _watch_launcher(self, loop: asyncio.AbstractEventLoop) -> None:
+        pid = launcher_pid()
+        fd = pidfd_open(pid) if pid else None
+        if fd is not None:  # the launcher was killed: the host is gone, and so must we be
+            loop.add_reader(fd, os._exit, 1)
+
+    async def _hello(self, error: str = "") -> bool:
+        """Connect to the template (this one, or its successor) and say Hello; False if none
+        answered within ORPHAN_GRACE_S, or we were asked to stop meanwhile."""
+        deadline = time.monotonic() + ORPHAN_GRACE_S
+        address = rendezvous(self.start.config.host_id)
+        hello = frame(Hello(instance_id=self.instance_id, pid=os.getpid(), error=error,
+                            api_version=self.core.api_version if self.core is not None and not error else 0))
+        while not self.stopping.is_set():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(address)
+                sock.sendall(hello)
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    log.warning("no instance template to report to; stopping", extra={"grace_s": ORPHAN_GRACE_S})
+                    return False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), _RECONNECT_EVERY_S)
+                continue
+            sock.setblocking(False)
+            self.control, self.reader = sock, FrameReader()
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+            return True
+        return False
+
+    def _readable(self) -> None:
+        assert self.control is not None
+        try:
+            data = self.control.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the template is gone: find its successor, serving meanwhile
+            asyncio.get_running_loop().remove_reader(self.control.fileno())
+            self.control.close()
+            self.control = None
+            log.warning("instance template gone; waiting for its successor", extra={"grace_s": ORPHAN_GRACE_S})
+            self.rejoining = asyncio.get_running_loop().create_task(self._rejoin())  # held: tasks are weak
+            return
+        for message in self.reader.feed(data):
+            self._handle(message)
+
+    async def _rejoin(self) -> None:
+        if not await self._hello():
+            self.stopping.set()
+
+    def _handle(self, message: Any) -> None:
+        assert self.core is not None
+        if isinstance(message, LatticeSnapshot):
+            self.core.update_snapshot(message)
+        elif isinstance(message, SwapModule):
+            self._swap(message)
+
+    def _swap(self, msg: SwapModule) -> None:
+        """Live update, between two calls (this is the loop they run on). On failure the old
+        module stays."""
+        assert self.core is not None
+        try:
+            self.core.swap(self.core.build_runtime(msg.claims, msg.cwasm_path), msg.claims)
+            reply = ModuleSwapped(instance_id=self.instance_id)
+        except Exception as err:  # noqa: BLE001 -- reported as actor_update_failed
+            reply = ModuleSwapped(instance_id=self.instance_id, error=str(getattr(err, "wire", err)))
+        self._send(reply)
+
+    def _send(self, message: Any) -> None:
+        if self.control is None:
+            return  # the template died: the successor's supervisor fails what waited on us
+        self.control.setblocking(True)
+        try:
+            self.control.sendall(frame(message))
+        except OSError:
+            pass  # its end closed: `_readable` sees it
+        finally:
+            self.control.setblocking(False)
