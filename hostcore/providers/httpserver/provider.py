@@ -159,7 +159,8 @@ class _Listener:
                 f"problem reading settings: failed binding to address '{settings.address_text}' reason: {e}"
             ) from e
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, server_header=False,
+            app, http="httptools", lifespan="off", log_config=None, access_log=False, server_header=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S, backlog=_BACKLOG,
             ssl_certfile=settings.cert_file, ssl_keyfile=settings.priv_key_file,
         )
