@@ -2,13 +2,15 @@
 
 Targets, both started in this run, both on 127.0.0.1:
 
-  direct     a subprocess serving a minimal ASGI app with uvicorn, with the options the httpserver
-             provider gives it (httptools, asyncio loop, no lifespan, no access log, no server
-             header), returning the exact body and headers hostcore returns for `GET /` (the echo
-             actor's 55-byte JSON): the HTTP library's ceiling. uvicorn binds the port itself
-             (`--direct-bind uvicorn`, default), or the socket is bound as the provider binds its
-             own (`--direct-bind provider`: `socket.socket(AF_INET, SOCK_STREAM)`, proto 0, which
-             makes asyncio skip TCP_NODELAY on accepted connections; see the report's note).
+  direct     a subprocess serving a minimal ASGI app with uvicorn as it is usually run: its pure
+             Python HTTP parser h11 (pinned: `--direct-http httptools` for the C parser), the
+             default asyncio loop, no lifespan, no access log, no server header, returning the
+             exact body and headers hostcore returns for `GET /` (the echo actor's 55-byte JSON).
+             (The provider itself runs uvicorn with httptools on uvloop.) uvicorn binds the port
+             itself (`--direct-bind uvicorn`, default), or the socket is bound as the provider
+             once bound its own (`--direct-bind provider`: `socket.socket(AF_INET, SOCK_STREAM)`,
+             proto 0, which makes asyncio skip TCP_NODELAY on accepted connections; see the
+             report's note).
   hostcore   `python -m hostcore up` with echo.wasm scaled to --instances (2), `builtin:httpserver`
              started and linked to echo with PORT; each request goes HTTP → provider → NATS →
              an ActorModule process → the guest, and back.
@@ -25,7 +27,8 @@ The first reply of each target is checked (status 200, same body); wrk's non-2xx
 errors are reported and make the script exit 1. Speeds are reported, never asserted.
 
     python bench/http_echo.py [--seconds S] [--warmup S] [--levels 1,32] [--rounds R] [--instances N]
-                         [--wrk-threads T] [--direct-bind uvicorn|provider] [--json PATH|-]
+                         [--wrk-threads T] [--direct-bind uvicorn|provider] [--direct-http h11|httptools]
+                         [--json PATH|-]
                          [--keep-logs] [--verbose]
 """
 
@@ -75,11 +78,11 @@ READY_TIMEOUT_S = 30.0
 # --- the direct baseline (`--serve-direct PORT --body-file F`) ------------------------------------
 
 
-def serve_direct(port: int, body: bytes, headers: list[tuple[bytes, bytes]], bind: str) -> int:
-    """uvicorn with the options the httpserver provider gives it (hostcore/providers/httpserver/
-    provider.py: httptools, asyncio loop, no lifespan / access log / server header, signal capture
-    off), answering every request with `body`. `bind`: "uvicorn" lets uvicorn bind the port, as
-    the library is normally run; "provider" binds the socket as the provider does
+def serve_direct(port: int, body: bytes, headers: list[tuple[bytes, bytes]], bind: str, http: str) -> int:
+    """uvicorn with the `http` parser (h11 by default), asyncio loop, no lifespan / access log /
+    server header, signal capture off, answering every request with `body`. `bind`: "uvicorn"
+    lets uvicorn bind the port, as the library is normally run; "provider" binds the socket as
+    the provider once did
     (`socket.socket(AF_INET, SOCK_STREAM)`, then `serve(sockets=[sock])`)."""
     import uvicorn
 
@@ -98,8 +101,8 @@ def serve_direct(port: int, body: bytes, headers: list[tuple[bytes, bytes]], bin
         def capture_signals(self) -> Any:
             yield
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False,
-                            server_header=False, timeout_graceful_shutdown=1, backlog=2048)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=http, lifespan="off", log_config=None,
+                            access_log=False, server_header=False, timeout_graceful_shutdown=1, backlog=2048)
     server = Server(config)
     sockets = None
     if bind == "provider":
@@ -241,13 +244,13 @@ async def start_hostcore(env: BenchEnv, host: Host, instances: int) -> tuple[str
 
 
 def start_direct(env: BenchEnv, body: bytes, headers: list[tuple[str, str]],
-                 bind: str) -> tuple[subprocess.Popen[bytes], str]:
+                 bind: str, http: str) -> tuple[subprocess.Popen[bytes], str]:
     from hostcore.procutil import free_port
     port = free_port()
     spec = env.workdir / "direct-response.json"
     spec.write_text(json.dumps({"body": body.decode("latin-1"), "headers": headers}))
     proc = env.popen([sys.executable, __file__, "--serve-direct", str(port), "--response-file", str(spec),
-                      "--direct-bind", bind], "direct.log")
+                      "--direct-bind", bind, "--direct-http", http], "direct.log")
     url = f"http://127.0.0.1:{port}/"
     try:
         http_get(url)
@@ -332,7 +335,7 @@ def summarize(args: argparse.Namespace, results: list[Result], setup: str) -> di
     rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     print(f"http GET / → echo ({args.instances} instances) via builtin:httpserver vs uvicorn direct; wrk "
           f"-t{args.wrk_threads} keep-alive, {args.seconds:g} s measured after {args.warmup:g} s warm-up per "
-          f"target and level{rounds}; direct baseline socket bound by {args.direct_bind}; {os.cpu_count()} CPUs; {setup}")
+          f"target and level{rounds}; direct baseline {args.direct_http}, socket bound by {args.direct_bind}; {os.cpu_count()} CPUs; {setup}")
     agg: dict[str, dict[str, float]] = {}
     for level in args.levels:
         for target in TARGETS:
@@ -369,7 +372,8 @@ async def bench(env: BenchEnv, args: argparse.Namespace) -> tuple[list[Result], 
     url_h, setup_s = await start_hostcore(env, host, args.instances)
     _, body, headers = await asyncio.to_thread(http_get, url_h)
     sent = [(k.lower(), v) for k, v in headers if k.lower() not in ("date", "content-length", "server")]
-    proc, url_d = await asyncio.to_thread(start_direct, env, body, sent, args.direct_bind)
+    proc, url_d = await asyncio.to_thread(start_direct, env, body, sent, args.direct_bind,
+                                    args.direct_http)
     try:
         for target, url in (("direct", url_d), ("hostcore", url_h)):
             await asyncio.to_thread(check_reply, target, url, body)
@@ -404,6 +408,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--direct-bind", choices=("uvicorn", "provider"), default="uvicorn",
                    help="how the direct baseline gets its socket: uvicorn binds it (default), or bound as the "
                         "httpserver provider binds it (shows what the provider's socket setup costs)")
+    p.add_argument("--direct-http", choices=("h11", "httptools"), default="h11",
+                   help="the direct baseline's HTTP parser (default h11, uvicorn's pure Python one)")
     p.add_argument("--keep-logs", action="store_true", help="keep the work dir (host and server logs)")
     p.add_argument("--verbose", action="store_true", help="print wrk's own output")
     p.add_argument("--serve-direct", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -420,7 +426,7 @@ def main() -> int:
         body = spec["body"].encode("latin-1")
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in spec["headers"]]
         headers.append((b"content-length", str(len(body)).encode()))
-        return serve_direct(args.serve_direct, body, headers, args.direct_bind)
+        return serve_direct(args.serve_direct, body, headers, args.direct_bind, args.direct_http)
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2

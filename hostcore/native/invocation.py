@@ -6,11 +6,11 @@ Both payloads are msgpack maps with string keys. We emit `msg` as bin and accept
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
+import os
 import time
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Self
@@ -301,16 +301,21 @@ def new_invocation(
     `invocation_id` defaults to a random UUID v4; `now`/`jti` exist for reproducible tests (TV-5).
     Chunking (§4.9) is the caller's job: pass the already-emptied `msg` only after hashing.
     """
-    inv_id = str(uuid.uuid4()) if invocation_id is None else invocation_id
+    # One CSPRNG read for the id and the jti; both are plain ASCII, so their JSON is just quoted.
+    inv_id, id_json, jti_json = _fresh_ids()
+    if invocation_id is not None:
+        inv_id, id_json = invocation_id, _json_str(invocation_id)
+    if jti is not None:
+        jti_json = _json_str(jti)
     route = _route(origin, target, operation)
     digest = route.digest.copy()
     digest.update(msg)
     # The claims JSON as json.dumps(compact, ensure_ascii=False) writes the wascap claims map
     # {jti, iat, iss, sub, wascap: {target_url, origin_url, hash}} (golden-tested); the URLs'
-    # JSON comes from the route cache.
-    payload = b'{"jti":%s,"iat":%d,"iss":%s,"sub":%s,%s%s"}}' % (
-        _json_str(new_jti() if jti is None else jti), int(time.time() if now is None else now),
-        _json_str(signer.public_key), _json_str(inv_id), route.wascap_json, digest.hexdigest().upper().encode())
+    # JSON comes from the route cache; an nkey (base32) needs no escaping either.
+    payload = b'{"jti":%s,"iat":%d,"iss":"%s","sub":%s,%s%s"}}' % (
+        jti_json, int(time.time() if now is None else now), signer.public_key.encode(), id_json,
+        route.wascap_json, digest.hexdigest().upper().encode())
     signing_input = _JWT_PREFIX + _b64url(payload)
     return Invocation(
         origin=origin,
@@ -324,8 +329,21 @@ def new_invocation(
     )
 
 
+def _fresh_ids() -> tuple[str, bytes, bytes]:
+    """(a UUID v4 as str(uuid.uuid4()) writes it, its JSON, a fresh jti's JSON)."""
+    raw = bytearray(os.urandom(48))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw[:16].hex()
+    inv_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return inv_id, b'"%s"' % inv_id.encode(), b'"%s"' % new_jti(bytes(raw[16:])).encode()
+
+
+_B64_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    return binascii.b2a_base64(data, newline=False).translate(_B64_TO_URLSAFE).rstrip(b"=")
 
 
 def _json_str(text: str) -> bytes:

@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_HOOK_TIMEOUT_S = 1.5  # the host waits 2 s for the ack (§4.11)
 _DRAIN_TIMEOUT_S = 0.5  # in-flight invocations get this long after a shutdown request
 _NATS_CLOSE_TIMEOUT_S = 1.0
+_CALL_ROUTE_CACHE_SIZE = 4096
 
 
 # --- the provider API ------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class _ReplyInbox:
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
         self._prefix = nc.new_inbox() + "."
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._waiting: dict[str, asyncio.Future[Msg | None]] = {}
         self._tokens = itertools.count()
 
     async def subscribe(self) -> Subscription:
@@ -176,19 +177,25 @@ class _ReplyInbox:
     async def request(self, subject: str, payload: bytes, timeout_s: float) -> bytes:
         """The reply's payload. Raises RpcTimeout after `timeout_s` or when nobody serves `subject`."""
         token = str(next(self._tokens))
-        waiter: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Msg | None] = loop.create_future()
         self._waiting[token] = waiter
+        # A timer that resolves the waiter with None, not asyncio.timeout(): a fifth of the cost.
+        timer = loop.call_later(timeout_s, _expire, waiter)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token)
-            async with asyncio.timeout(timeout_s):
-                msg = await waiter
-        except TimeoutError:
-            raise RpcTimeout() from None
+            msg = await waiter
         finally:
+            timer.cancel()
             self._waiting.pop(token, None)
-        if msg.headers and msg.headers.get("Status") == self._NO_RESPONDERS:
+        if msg is None or (msg.headers and msg.headers.get("Status") == self._NO_RESPONDERS):
             raise RpcTimeout()
         return bytes(msg.data)
+
+
+def _expire(waiter: asyncio.Future[Msg | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class HostBridge:
@@ -208,6 +215,7 @@ class HostBridge:
         self._chunks: ChunkStore | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        self._call_routes: dict[tuple[str, str], tuple[WasmCloudEntity, WasmCloudEntity, str]] = {}
         self._stop = asyncio.Event()
         self._provider_shut_down = False
 
@@ -403,21 +411,32 @@ class HostBridge:
             log.exception("invocation failed", extra={"operation": inv.operation, "invocation_id": inv.id})
             return InvocationResponse.failure(inv.id, f"provider failed to handle {inv.operation}", instance_id)
 
+    def _call_route(self, actor_id: str) -> tuple[WasmCloudEntity, WasmCloudEntity, str]:
+        """(origin, target, subject) of a call to `actor_id`, made once per actor and contract."""
+        ld = self._links.get(actor_id)
+        contract = ld.contract_id if ld else self._provider.contract_id
+        route = self._call_routes.get((actor_id, contract))
+        if route is None:
+            hd = self._hd
+            if len(self._call_routes) >= _CALL_ROUTE_CACHE_SIZE:
+                self._call_routes.clear()
+            route = self._call_routes[(actor_id, contract)] = (
+                WasmCloudEntity(hd.provider_key, contract, hd.link_name), WasmCloudEntity(actor_id),
+                subjects.actor_rpc(hd.lattice_rpc_prefix, actor_id))
+        return route
+
     async def call_actor(self, actor_id: str, operation: str, payload: bytes, *,
                          timeout_s: float | None = None) -> bytes:
         """See ProviderBase.call_actor."""
         if self._nc is None or self._signer is None or self._replies is None:
             raise RuntimeError("call_actor needs a connected bridge and an invocation_seed")
-        hd = self._hd
-        ld = self._links.get(actor_id)
-        origin = WasmCloudEntity(hd.provider_key, ld.contract_id if ld else self._provider.contract_id, hd.link_name)
-        inv = new_invocation(self._signer, origin, WasmCloudEntity(actor_id), operation, payload)
-        timeout = timeout_s if timeout_s is not None else hd.default_rpc_timeout_ms / 1000
+        origin, target, subject = self._call_route(actor_id)
+        inv = new_invocation(self._signer, origin, target, operation, payload)
+        timeout = timeout_s if timeout_s is not None else self._hd.default_rpc_timeout_ms / 1000
         assert self._chunks is not None
         # signed over the full payload first (§4.4); a small one goes as it is, without a store call
         sent = inv if len(payload) <= CHUNK_THRESHOLD else await chunk_invocation(self._chunks, inv)
         timeout = provider_call_timeout(timeout, chunked=sent is not inv)
-        subject = subjects.actor_rpc(hd.lattice_rpc_prefix, actor_id)
         resp = InvocationResponse.from_wire(await self._replies.request(subject, sent.to_wire(), timeout))
         if resp.error is not None:
             raise ActorCallFailed(resp.error)

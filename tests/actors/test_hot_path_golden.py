@@ -26,7 +26,7 @@ from hostcore.native.invocation import (
     validate_antiforgery,
 )
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.native.wascap_jwt import HEADER_SEGMENT, b64url_segment, encode_jwt, parse_token
+from hostcore.native.wascap_jwt import HEADER_SEGMENT, b64url_segment, encode_jwt, new_jti, parse_token
 from hostcore.telemetry.rpc import RpcEvents, _uuid4_text
 from hostcore.wire import cloudevents
 
@@ -52,6 +52,23 @@ def test_invocation_jwt_is_the_generic_encoders(origin: WasmCloudEntity, target:
     assert inv.encoded_claims == encode_jwt(claims, SIGNER)
     assert inv.encoded_claims.startswith(HEADER_SEGMENT + ".")
     validate_antiforgery(inv, [SIGNER.public_key], now=1_700_000_000)
+
+
+def test_fresh_ids_are_a_uuid4_and_a_jti_the_generic_encoder_agrees_with() -> None:
+    seen = set()
+    for _ in range(200):
+        inv = new_invocation(SIGNER, PROVIDER, ACTOR, "HttpServer.HandleRequest", b"\x85payload")
+        claims = parse_token(inv.encoded_claims).claims
+        assert inv.encoded_claims == encode_jwt(claims, SIGNER)
+        assert UUID4.fullmatch(inv.id) and str(uuid.UUID(inv.id)) == inv.id and uuid.UUID(inv.id).version == 4
+        assert claims["sub"] == inv.id and re.fullmatch(r"[0-9A-Za-z]{22}", claims["jti"])
+        seen.add((inv.id, claims["jti"]))
+    assert len(seen) == 200
+
+
+def test_jti_uses_the_given_entropy_first() -> None:
+    assert new_jti(bytes(range(22))) == "0123456789ABCDEFGHIJKL"
+    assert re.fullmatch(r"[0-9A-Za-z]{22}", new_jti(bytes([248] * 32)))  # every byte dropped: topped up
 
 
 def test_constant_header_shortcut_matches_decoding() -> None:

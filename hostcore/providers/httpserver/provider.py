@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import uvicorn
 
 from hostcore.errors import HostcoreError, ProviderOperationFailed, RpcTimeout
-from hostcore.providers.httpserver.messages import HANDLE_REQUEST, HttpRequest, HttpResponse
+from hostcore.providers.httpserver.messages import HANDLE_REQUEST, HttpResponse, request_wire
 from hostcore.providers.httpserver.settings import ServiceSettings, load_settings
 from hostcore.providers.protocol import LinkDefinition, ProviderBase
 
@@ -85,16 +85,10 @@ class _ActorApp:
         for name, value in scope["headers"]:
             header.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         raw_path = scope.get("raw_path")
-        request = HttpRequest(
-            method=scope["method"].upper(),
-            path=raw_path.decode("latin-1") if raw_path else scope["path"],
-            query_string=scope["query_string"].decode("latin-1"),
-            header=header,
-            body=bytes(body),
-        )
+        request = request_wire(scope["method"].upper(), raw_path.decode("latin-1") if raw_path else scope["path"],
+                               scope["query_string"].decode("latin-1"), header, bytes(body))
         try:
-            reply = await self._provider.call_actor(self._actor_id, HANDLE_REQUEST, request.to_wire(),
-                                                    timeout_s=self._timeout_s)
+            reply = await self._provider.call_actor(self._actor_id, HANDLE_REQUEST, request, timeout_s=self._timeout_s)
             response = HttpResponse.from_wire(reply)
         except RpcTimeout:
             log.error("actor request timed out: returning 503", extra={"actor_id": self._actor_id})
@@ -159,7 +153,8 @@ class _Listener:
                 f"problem reading settings: failed binding to address '{settings.address_text}' reason: {e}"
             ) from e
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, server_header=False,
+            app, http="httptools", lifespan="off", log_config=None, access_log=False, server_header=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S, backlog=_BACKLOG,
             ssl_certfile=settings.cert_file, ssl_keyfile=settings.priv_key_file,
         )
