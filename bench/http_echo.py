@@ -2,9 +2,10 @@
 
 Targets, both started in this run, both on 127.0.0.1:
 
-  direct     a subprocess serving a minimal ASGI app with uvicorn as it is usually run: its pure
-             Python HTTP parser h11 (pinned: `--direct-http httptools` for the C parser), the
-             default asyncio loop, no lifespan, no access log, no server header, returning the
+  direct     a subprocess serving a minimal ASGI app with uvicorn as it is usually run: the
+             HTTP parser its default ("auto") picks, httptools, which hostcore depends on
+             (`--direct-http h11` for the pure Python one, a slower baseline), the default
+             asyncio loop, no lifespan, no access log, no server header, returning the
              exact body and headers hostcore returns for `GET /` (the echo actor's 55-byte JSON).
              (The provider itself runs uvicorn with httptools on uvloop.) uvicorn binds the port
              itself (`--direct-bind uvicorn`, default), or the socket is bound as the provider
@@ -79,7 +80,7 @@ READY_TIMEOUT_S = 30.0
 
 
 def serve_direct(port: int, body: bytes, headers: list[tuple[bytes, bytes]], bind: str, http: str) -> int:
-    """uvicorn with the `http` parser (h11 by default), asyncio loop, no lifespan / access log /
+    """uvicorn with the `http` parser (httptools by default), asyncio loop, no lifespan / access log /
     server header, signal capture off, answering every request with `body`. `bind`: "uvicorn"
     lets uvicorn bind the port, as the library is normally run; "provider" binds the socket as
     the provider once did
@@ -408,8 +409,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--direct-bind", choices=("uvicorn", "provider"), default="uvicorn",
                    help="how the direct baseline gets its socket: uvicorn binds it (default), or bound as the "
                         "httpserver provider binds it (shows what the provider's socket setup costs)")
-    p.add_argument("--direct-http", choices=("h11", "httptools"), default="h11",
-                   help="the direct baseline's HTTP parser (default h11, uvicorn's pure Python one)")
+    p.add_argument("--direct-http", choices=("h11", "httptools"), default="httptools",
+                   help="the direct baseline's HTTP parser (default httptools, what uvicorn picks when it is "
+                        "installed; h11 is its pure Python one)")
     p.add_argument("--keep-logs", action="store_true", help="keep the work dir (host and server logs)")
     p.add_argument("--verbose", action="store_true", help="print wrk's own output")
     p.add_argument("--serve-direct", type=int, metavar="PORT", help=argparse.SUPPRESS)
