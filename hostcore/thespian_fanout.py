@@ -1,4 +1,4 @@
-"""Thespian with hundreds of children under one actor (the InstanceTemplate): two adjustments.
+"""Thespian under load (hundreds of children, large messages): three adjustments.
 
 Every child exit reaches its parent actor. Thespian's SIGCHLD handler (`childDied`) sends its
 actor a ChildActorExited for each child it finds dead. Handling one of those (`_childExited`) then
@@ -12,7 +12,13 @@ Thespian queues a process's sends, rescans that queue on every completion (O(n²
 drops what passes ~1050 queued: a burst of child exits (each one a message to itself) or of
 messages to hundreds of children could lose some. The limit is raised so that no queue forms.
 
-Both are checked against the verified Thespian version (hostcore/thespian_net.py).
+Messages are not rendered as text on every hop. Thespian builds a description of each message
+it sends and receives (`identify()`, `str(message)` cut to 150 characters) for a debug log line
+it then drops, so the whole dataclass repr of an inventory of 500 instances, or of a batch of
+records, was built twice per hop: 30 % of ActorSupervisor's time answering an inventory. A
+hostcore message is described by its type.
+
+All three are checked against the verified Thespian version (hostcore/thespian_net.py).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 from thespian.actors import ChildActorExited
 from thespian.system import multiprocCommon
 from thespian.system.addressManager import CannotPickleAddress
-from thespian.system.transport import TransmitIntent, asyncTransportBase
+from thespian.system.transport import ReceiveEnvelope, TransmitIntent, asyncTransportBase
 
 from hostcore.thespian_net import check_version
 
@@ -49,8 +55,29 @@ def _child_exited(self: Any, child_address: Any) -> None:
             log.error("a child process died before it reported its address", extra={"child": str(address)})
 
 
+_SHOWN = 150  # Thespian's MAX_SHOWLEN
+
+
+def _describe(message: Any) -> str:
+    if type(message).__module__.startswith("hostcore."):
+        return f"<{type(message).__name__}>"
+    try:
+        text = str(message)  # Thespian's own messages: short
+    except Exception:  # noqa: BLE001 -- a description for a debug line, never an error
+        return "<message>"
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+def _envelope_identify(self: ReceiveEnvelope) -> str:
+    return f"ReceiveEnvelope(from: {self.sender}, {type(self.message)} msg: {_describe(self.message)})"
+
+
+def _intent_identify(self: TransmitIntent) -> str:
+    return f"TransportIntent({self.targetAddr}-{type(self.message)} {_describe(self.message)})"
+
+
 def prepare_for_fanout() -> None:
-    """Apply both in this process (and the processes it forks). Idempotent.
+    """Apply all three in this process (and the processes it forks). Idempotent.
 
     Raises:
         ThespianUnverified: the installed Thespian is not the verified version.
@@ -58,3 +85,5 @@ def prepare_for_fanout() -> None:
     check_version()
     multiprocCommon.MultiProcReplicator._childExited = _child_exited
     asyncTransportBase.MAX_PENDING_TRANSMITS = MAX_PENDING_TRANSMITS
+    ReceiveEnvelope.identify = _envelope_identify
+    TransmitIntent.identify = _intent_identify

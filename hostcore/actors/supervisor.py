@@ -482,7 +482,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.send(sender, Inventory(request_id=msg.request_id, instances=tuple(
             InstanceInfo(public_key=i.public_key, instance_id=i.instance_id, image_ref=i.image_ref,
                          name=i.claims.name or "", revision=i.claims.revision,
-                         annotations=i.annotations, claims_record=i.claims.to_cache_record())
+                         annotations=i.annotations)
             for i in self.instances.values() if i.state == "running")))
 
     def _live(self, public_key: str) -> list[InstanceRecord]:

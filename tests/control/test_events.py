@@ -27,8 +27,8 @@ def test_humanize() -> None:
 
 def test_heartbeat_counts_instances_per_actor() -> None:
     cfg = load_config([], {"WASMCLOUD_FRIENDLY_NAME": "x"}, config_file=None)
-    inst = [InstanceInfo(public_key=k, instance_id=str(i), image_ref="", name="", revision=0, annotations={},
-                         claims_record={}) for i, k in enumerate(["MA", "MA", "MB"])]
+    inst = [InstanceInfo(public_key=k, instance_id=str(i), image_ref="", name="", revision=0, annotations={})
+            for i, k in enumerate(["MA", "MA", "MB"])]
     prov = ProviderInfo(public_key="VP", link_name="default", contract_id="wasmcloud:keyvalue", instance_id="i",
                         image_ref="r", name="p", revision=1, annotations={})
     join = InventoryJoin()

@@ -54,7 +54,7 @@ def provider_claims(name: str | None = "HTTP Server") -> ProviderClaims:
 
 def inventory() -> HostInventory:
     inst = [InstanceInfo(public_key=k, instance_id=str(i), image_ref="r", name="", revision=1,
-                         annotations={"a": "1"}, claims_record={}) for i, k in enumerate(["MA", "MA", "MB"])]
+                         annotations={"a": "1"}) for i, k in enumerate(["MA", "MA", "MB"])]
     prov = ProviderInfo(public_key="VP", link_name="default", contract_id="wasmcloud:keyvalue", instance_id="pi",
                         image_ref="ref", name="", revision=2, annotations={})
     return HostInventory(actors=Inventory(request_id="1", instances=tuple(inst)),

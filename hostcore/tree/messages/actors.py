@@ -100,7 +100,6 @@ class InstanceInfo:
     name: str
     revision: int
     annotations: dict[str, str]
-    claims_record: dict[str, Any]  # protocol.md §5.7, for get.claims
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
