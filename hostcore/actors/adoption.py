@@ -35,6 +35,8 @@ class InstanceAdoption(AdoptingSupervisor):
     """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
 
     def _restore(self: ActorSupervisor, records: tuple[Any, ...]) -> None:
+        if any(isinstance(r, InstanceRecord) and r.node == HOST for r in records):
+            self._new_template()  # where they report again
         for record in records:
             if isinstance(record, PendingStart):
                 self._forget(record.key)

@@ -146,12 +146,12 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
-        self._new_template()
         self._restore(msg.restore)
         self.send(sender, Ready(role="actor_supervisor"))
 
     def _new_template(self) -> None:
-        # Forked while this process is small: the template and every instance inherit its heap.
+        # Forked once this host runs an instance (an idle host does without its ~15 MB), while
+        # this process is still small: the template and every instance inherit its heap.
         assert self.config is not None
         self.template = self.createActor(InstanceTemplate)
         self.send(self.template, InitTemplate(config=self.config, snapshot=self.snapshot))
@@ -361,6 +361,8 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
                 instance_id=inst.instance_id, annotations=annotations, snapshot=self.snapshot))
         if forked:
             spec = InstanceSpec(claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
+            if self.template is None:
+                self._new_template()
             self.send(self.template, ForkInstances(spec=spec, instance_ids=tuple(forked)))
         return ids
 
@@ -373,7 +375,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
                 forked.append(inst.instance_id)
             elif inst.address is not None:
                 self.send(inst.address, message)
-        if forked:
+        if forked and self.template is not None:
             self.send(self.template, ToInstances(instance_ids=tuple(forked), message=message))
 
     def _forked(self, inst: InstanceRecord) -> bool:
@@ -471,7 +473,8 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
     def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""
         self.snapshot = msg
-        self.send(self.template, msg)  # for every instance it owns, and those it will fork
+        if self.template is not None:  # for every instance it owns, and those it will fork
+            self.send(self.template, msg)
         for inst in self.instances.values():
             if inst.live and not self._forked(inst) and inst.address is not None:
                 self.send(inst.address, msg)
