@@ -126,7 +126,7 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
         self.policy_pending: dict[str, tuple[ActorPrepared, PendingStart]] = {}
         self.telemetry = SupervisorTelemetry()  # off until InitActorSupervisor
         self.workers: dict[str, WorkerNode] = {}  # joined workers, by worker id
-        self.exits = ExitWatch()  # adopted instances
+        self.exits = ExitWatch()  # AdoptingSupervisor's; this host's instances are the template's to watch
         self.adopting: set[str] = set()
         self.strays: dict[str, int] = {}  # pids of instances that came back too late, being halted
         self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped

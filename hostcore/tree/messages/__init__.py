@@ -106,6 +106,8 @@ __all__ = [
     "InstancesExited",
     "InstanceFailed",
     "InstanceInfo",
+    "InstanceReports",
+    "InstanceReturned",
     "InstanceSpec",
     "InstanceStarted",
     "Inventory",
