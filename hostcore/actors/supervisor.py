@@ -7,7 +7,8 @@ verified and compiled by the NativeWorker.
 
 With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
 Thespian convention (hostcore/actors/worker_nodes.py). Live update is in
-hostcore/actors/live_update.py, taking over from a predecessor in hostcore/actors/adoption.py.
+hostcore/actors/live_update.py, an instance's starts, failures, exits and restarts in
+hostcore/actors/lifecycle.py, taking over from a predecessor in hostcore/actors/adoption.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
 from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.batches import BatchTracker
-from hostcore.actors.exits import InstanceExits
+from hostcore.actors.lifecycle import InstanceLifecycle
 from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.placement import HOST, WorkerNode, requirements_for
@@ -53,10 +54,8 @@ from hostcore.tree.messages import (
     GetInventory,
     InitActorSupervisor,
     InitTemplate,
-    InstanceFailed,
     InstanceInfo,
     InstanceSpec,
-    InstanceStarted,
     Inventory,
     LatticeSnapshot,
     ModuleImage,
@@ -100,7 +99,7 @@ def scale_diff(current: int, desired: int) -> int:
     return current - desired
 
 
-class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
+class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNodes, Rewirable, ActorTypeDispatcher):  # type: ignore[misc]
     """scale_actor / start_actor / terminate_actor over supervised ActorModule processes.
 
     Instances that die without being asked are restarted (new instance id, same module) unless the
@@ -381,40 +380,6 @@ class ActorSupervisor(InstanceAdoption, InstanceExits, LiveUpdate, WorkerNodes, 
     def _forked(self, inst: InstanceRecord) -> bool:
         """This host's own instance, owned by the template (not one on a worker)."""
         return inst.node == HOST
-
-    def receiveMsg_InstanceStarted(self, msg: InstanceStarted, sender: Any) -> None:
-        inst = self.instances.get(msg.instance_id)
-        if inst is None:  # replaced meanwhile: it must not serve
-            self._halt_unknown(msg.instance_id, sender)
-            return
-        if inst.state == "starting":
-            self._announce(inst, msg.api_version, msg.pid)
-
-    def _announce(self, inst: InstanceRecord, api_version: int, pid: int) -> None:
-        inst.state, inst.pid = "running", pid
-        self._remember(inst)
-        self.telemetry.instance_started(inst.instance_id, pid)
-        self._count(inst.public_key)
-        log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
-                                         "pid": pid, "node": inst.node or "host"})
-        self._event(cloudevents.actor_started(
-            public_key=inst.public_key, image_ref=inst.image_ref, api_version=api_version,
-            instance_id=inst.instance_id, annotations=inst.annotations, claims=inst.claims.to_event_claims()))
-        if inst.image_ref:  # OTP: once per instance, after its actor_started
-            self._event(cloudevents.refmap_set(inst.image_ref, inst.public_key))
-        self.batches.instance_started(inst.instance_id)
-
-    def receiveMsg_InstanceFailed(self, msg: InstanceFailed, sender: Any) -> None:
-        inst = self.instances.get(msg.instance_id)
-        if inst is None:
-            return
-        inst.state = "failed"
-        self.telemetry.instance_failed(inst.instance_id, msg.error)
-        log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
-        # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
-        self._event(cloudevents.actor_start_failed(inst.public_key, msg.error))
-        self.batches.instance_failed(inst.instance_id, msg.error)
-        self._tell([inst], ActorExitRequest())
 
     # --- terminate_actor -----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""ActorSupervisor's exits and restarts (a mixin): an instance is gone, restart it if nobody asked
-it to stop, within the restart intensity (OTP's one-for-one DynamicSupervisor).
+"""ActorSupervisor's side of an instance's life after the start was issued (a mixin): it started
+(announced with actor_started), failed, or is gone, and is then restarted if nobody asked it to
+stop, within the restart intensity (OTP's one-for-one DynamicSupervisor).
 
 This host's instances are reported by the InstanceTemplate (`InstancesExited`); those on workers
 are ActorSupervisor's own Thespian children (`ChildActorExited`).
@@ -15,19 +16,53 @@ from thespian.actors import ActorExitRequest, ChildActorExited
 
 from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord
-from hostcore.tree.messages import InstanceReports, InstancesExited, ToInstances
+from hostcore.tree.messages import InstanceFailed, InstanceReports, InstancesExited, InstanceStarted, ToInstances
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
     from hostcore.actors.supervisor import ActorSupervisor
 
-__all__ = ["InstanceExits"]
+__all__ = ["InstanceLifecycle"]
 
 log = logging.getLogger(__name__)
 
 
-class InstanceExits:
+class InstanceLifecycle:
     """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
+
+    def receiveMsg_InstanceStarted(self: ActorSupervisor, msg: InstanceStarted, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        if inst is None:  # replaced meanwhile: it must not serve
+            self._halt_unknown(msg.instance_id, sender)
+            return
+        if inst.state == "starting":
+            self._announce(inst, msg.api_version, msg.pid)
+
+    def _announce(self: ActorSupervisor, inst: InstanceRecord, api_version: int, pid: int) -> None:
+        inst.state, inst.pid = "running", pid
+        self._remember(inst)
+        self.telemetry.instance_started(inst.instance_id, pid)
+        self._count(inst.public_key)
+        log.info("actor started", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
+                                         "pid": pid, "node": inst.node or "host"})
+        self._event(cloudevents.actor_started(
+            public_key=inst.public_key, image_ref=inst.image_ref, api_version=api_version,
+            instance_id=inst.instance_id, annotations=inst.annotations, claims=inst.claims.to_event_claims()))
+        if inst.image_ref:  # OTP: once per instance, after its actor_started
+            self._event(cloudevents.refmap_set(inst.image_ref, inst.public_key))
+        self.batches.instance_started(inst.instance_id)
+
+    def receiveMsg_InstanceFailed(self: ActorSupervisor, msg: InstanceFailed, sender: Any) -> None:
+        inst = self.instances.get(msg.instance_id)
+        if inst is None:
+            return
+        inst.state = "failed"
+        self.telemetry.instance_failed(inst.instance_id, msg.error)
+        log.error("actor instance failed to start", extra={"actor_key": inst.public_key, "error": msg.error})
+        # protocol.md §3.3: an instantiation failure reports the public key as actor_ref.
+        self._event(cloudevents.actor_start_failed(inst.public_key, msg.error))
+        self.batches.instance_failed(inst.instance_id, msg.error)
+        self._tell([inst], ActorExitRequest())
 
     def receiveMsg_InstanceReports(self: ActorSupervisor, msg: InstanceReports, sender: Any) -> None:
         for report in msg.reports:
