@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import ssl
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 
 from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyPair
 
-__all__ = ["ROLES", "NatsEndpoint", "connection_failure", "ignore_errors", "read_creds", "wait_for_endpoints"]
+__all__ = ["ROLES", "NatsEndpoint", "connection_failure", "flush_in_order", "ignore_errors", "read_creds",
+           "wait_for_endpoints"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +187,26 @@ def connection_failure(err: BaseException, reasons: Sequence[BaseException] = ()
     cause = reasons[-1] if reasons else err
     text = str(cause).strip() or type(cause).__name__
     return text.replace("\n", " ")
+
+
+async def flush_in_order(nc: nats.NATS, timeout_s: float = 10.0) -> None:
+    """Return once the server has processed everything `nc` sent before, its subscriptions
+    included; raises nats.errors.TimeoutError after `timeout_s`.
+
+    `nc.flush()` does not promise that: nats-py writes its PING straight to the socket, ahead of
+    the commands still queued for its flusher task, so the PONG can come back before a SUB sent
+    just before it has reached the server. A publish from another connection then finds nobody
+    subscribed. A message to ourselves goes through the same queue as those commands, so it comes
+    back only after them (connections here never set `no_echo`)."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    await nc.publish(inbox, b"")
+    try:
+        await sub.next_msg(timeout_s)
+    except nats.errors.TimeoutError:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+        raise
 
 
 async def _probe(endpoint: NatsEndpoint, timeout_s: float) -> None:

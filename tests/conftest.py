@@ -26,6 +26,7 @@ import requests
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import stop_process, wait_for
+from hostcore.natsconn import flush_in_order
 
 REPO = Path(__file__).resolve().parents[1]
 # bench/_procs.py (standard library only) is shared with the benchmarks; appended, so that
@@ -259,7 +260,7 @@ def lattice() -> str:
 async def events(nc: nats.aio.client.Client, lattice: str) -> AsyncIterator[EventWatcher]:
     watcher = EventWatcher()
     sub = await nc.subscribe(f"wasmbus.evt.{lattice}", cb=watcher.on_msg)
-    await nc.flush()
+    await flush_in_order(nc)
     yield watcher
     await sub.unsubscribe()
 

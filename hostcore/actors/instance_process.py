@@ -34,6 +34,7 @@ import wasmtime
 from hostcore.actors.channel import FrameReader, Hello, frame, rendezvous
 from hostcore.actors.instance_core import InstanceCore
 from hostcore.logs import log_defs
+from hostcore.natsconn import flush_in_order
 from hostcore.procutil import launcher_pid, set_pdeathsig
 from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
 from hostcore.tree.bridge import connect_nats, drain_nats
@@ -116,7 +117,7 @@ class _Instance:
             self.core = InstanceCore(self.start, engine=engine, module=module)
             nc = await connect_nats(self.start.config.rpc, name=self.core.connection_name)
             await self.core.setup(nc)
-            await nc.flush()
+            await flush_in_order(nc)  # serving before it says Hello, so before actor_started
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed
             log.exception("instance failed to start", extra={"actor_key": self.start.claims.public_key})
             await self._hello(str(getattr(err, "wire", err)))

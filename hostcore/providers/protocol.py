@@ -70,7 +70,7 @@ from hostcore.native.invocation import (
     new_invocation,
 )
 from hostcore.native.nkeys import KeyPair
-from hostcore.natsconn import NatsEndpoint
+from hostcore.natsconn import NatsEndpoint, flush_in_order
 from hostcore.procutil import set_pdeathsig
 from hostcore.wire import subjects
 from hostcore.wire.chunking_rules import provider_call_timeout
@@ -255,7 +255,7 @@ class HostBridge:
                 # health last, as wasmbus-rpc does: a health reply means every subscription is up
                 await nc.subscribe(subjects.provider_health(topic), cb=self._on_health),
             ]
-            await nc.flush()
+            await flush_in_order(nc)
             log.info("provider serving", extra={"provider_key": hd.provider_key, "link_name": hd.link_name,
                                                 "lattice": hd.lattice_rpc_prefix, "links": len(self._links)})
             await self._stop.wait()

@@ -23,7 +23,7 @@ import uvloop
 from nats.aio.client import Client as NatsClient
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
 
-from hostcore.natsconn import NatsEndpoint
+from hostcore.natsconn import NatsEndpoint, flush_in_order
 from hostcore.telemetry.process import count_reconnect
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class NatsBridgeActor(InboxActor):
         async def connect() -> None:
             self.nc = await connect_nats(url, name=name, timeout_s=timeout_s)
             await setup(self.nc)
-            await self.nc.flush()
+            await flush_in_order(self.nc)
 
         asyncio.run_coroutine_threadsafe(connect(), self.loop).result(timeout_s)
 

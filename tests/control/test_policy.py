@@ -30,6 +30,7 @@ from hostcore.errors import (
 from hostcore.native.claims import ActorClaims
 from hostcore.native.invocation import WasmCloudEntity
 from hostcore.native.nkeys import KeyKind, KeyPair
+from hostcore.natsconn import flush_in_order
 
 TOPIC = "wasmcloud.policy.test"
 CHANGES = "wasmcloud.policy.changes"
@@ -94,7 +95,7 @@ def evaluator(own_nc: NatsClient, clock: list[float]) -> PolicyEvaluator:
 async def serve(own_nc: NatsClient, reply: Callable[[dict[str, Any]], bytes | None]) -> Responder:
     responder = Responder(reply)
     await own_nc.subscribe(TOPIC, cb=responder.on_msg)
-    await own_nc.flush()
+    await flush_in_order(own_nc)
     return responder
 
 

@@ -13,6 +13,7 @@ from conftest import WAPC_HOST_CALL_IMPORTS, EventWatcher, HostProcess, eventual
 from hostcore.control.client import ControlClient
 from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
+from hostcore.natsconn import flush_in_order
 
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/counter", "queryString": "", "header": {}, "body": b""})
 PROVIDER = "VAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3RSLE"
@@ -173,7 +174,7 @@ async def test_link_definitions_put_get_delete(
     assert (await client.del_link(actor, "wasmcloud:keyvalue")).accepted
     await events.wait_for("linkdef_deleted")
     assert await client.get_links() == []
-    await client.nc.flush()
+    await flush_in_order(client.nc)
     assert [s.rsplit(".", 1)[-1] for s, _ in provider_msgs] == ["put", "put", "del"]
     assert provider_msgs[-1][1]["deleted"] is True
     bad = await client.nc.request(f"wasmbus.ctl.{host.lattice}.linkdefs.put", b'{"actor_id": "x"}', timeout=5)

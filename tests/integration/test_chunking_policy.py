@@ -14,6 +14,7 @@ from hostcore.control.client import ControlClient
 from hostcore.native.claims import extract_claims
 from hostcore.native.invocation import WasmCloudEntity
 from hostcore.native.nkeys import KeyKind, KeyPair
+from hostcore.natsconn import flush_in_order
 
 # Echoes its payload; 8 MiB of memory, payload at 64 KiB.
 BIG_ECHO_WAT = """
@@ -88,7 +89,7 @@ async def policy_responder(nc: Any, topic: str, decide: Callable[[dict[str, Any]
                                       "requestId": request["requestId"]}).encode())
 
     await nc.subscribe(topic, cb=answer)
-    await nc.flush()
+    await flush_in_order(nc)
     return seen
 
 

@@ -17,6 +17,7 @@ from hostcore.control.client import ControlClient, ControlTimeout
 from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port
+from hostcore.natsconn import flush_in_order
 
 ECHO = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 # after NATS comes back: this many successful calls in a row count as recovered
@@ -104,7 +105,7 @@ async def test_hosts_on_two_clustered_nats_servers(
     try:
         watcher = EventWatcher()
         await nc_b.subscribe(f"wasmbus.evt.{lattice}", cb=watcher.on_msg)
-        await nc_b.flush()
+        await flush_in_order(nc_b)
         await _routes_up(nc_a, nc_b)
         hosts = await start_hosts(host_factory, watcher, cluster_key, [{"side": "a"}, {"side": "b"}], [a.url, b.url])
         client_a = ControlClient(nc_a, lattice_prefix=lattice, timeout_s=5)
@@ -127,7 +128,7 @@ async def _routes_up(nc_a: Any, nc_b: Any) -> None:
         got.set()
 
     await nc_b.subscribe("routes.check", cb=seen)
-    await nc_b.flush()
+    await flush_in_order(nc_b)
     async def routed() -> bool:
         await nc_a.publish("routes.check", b"")
         try:

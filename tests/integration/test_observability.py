@@ -36,6 +36,7 @@ from hostcore.nats_server import EmbeddedNatsServer
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, wait_for
 from hostcore.telemetry.fileexport import read_spans
+from hostcore.natsconn import flush_in_order
 
 ECHO = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/", "queryString": "", "header": {}, "body": b""})
@@ -255,7 +256,7 @@ async def test_nats_reconnects_are_counted(host_factory: Callable[..., HostProce
     try:
         watcher = EventWatcher()
         await nc.subscribe(f"wasmbus.evt.{lattice}", cb=watcher.on_msg)
-        await nc.flush()
+        await flush_in_order(nc)
         host = host_factory(nats_url=server.url, env={"HOSTCORE_METRICS_PORT": str(metrics_port)}).start()
         await watcher.wait_for("host_started", timeout=30)
         url = f"http://127.0.0.1:{metrics_port}/metrics"

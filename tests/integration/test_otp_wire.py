@@ -29,6 +29,7 @@ from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, wait_for
 from hostcore.native.par import builtin_provider_key, create_par, native_target
+from hostcore.natsconn import flush_in_order
 
 ECHO = "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
 ECHO_ISSUER = "ACOJJN6WUP4ODD75XEBKKTCCUJJCY5ZKQ56XVKYK4BEJWGVAOOQHZMCW"
@@ -299,7 +300,7 @@ async def test_actor_to_actor_chunking_uses_the_js_domain(
         await _leaf_connected(hub_nc, leaf)
         watcher = EventWatcher()
         await hub_nc.subscribe(f"wasmbus.evt.{lattice}", cb=watcher.on_msg)
-        await hub_nc.flush()
+        await flush_in_order(hub_nc)
         echo_path, echo_key = write_actor(tmp_path, "bigecho", BIG_ECHO_WAT)
         fwd_path, fwd_key = write_actor(tmp_path, "forward", FORWARD_WAT.replace("KEY", echo_key))
         host = host_factory(nats_url=leaf.url, env={"WASMCLOUD_JS_DOMAIN": "hub"}).start()
@@ -331,7 +332,7 @@ async def _leaf_connected(hub_nc: Any, leaf: EmbeddedNatsServer) -> None:
     try:
         inbox = hub_nc.new_inbox()
         sub = await hub_nc.subscribe(inbox)
-        await hub_nc.flush()
+        await flush_in_order(hub_nc)
         async def relayed() -> bool:
             await leaf_nc.publish(inbox, b"x")
             await sub.next_msg(timeout=0.1)

@@ -26,6 +26,7 @@ from hostcore.native.invocation import Invocation, InvocationResponse, WasmCloud
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port, set_pdeathsig, stop_process, wait_for
 from hostcore.providers.protocol import HostData, LinkDefinition
+from hostcore.natsconn import flush_in_order
 from conftest import describe_pid, eventually, kill_marked, marked_pids
 
 HEALTH_DEADLINE_S = 15.0
@@ -98,11 +99,11 @@ class ProviderEnv:
 
     async def put_link(self, ld: LinkDefinition) -> None:
         await self.nc.publish(f"{self.topic}.linkdefs.put", ld.to_msgpack())
-        await self.nc.flush()
+        await flush_in_order(self.nc)
 
     async def del_link(self, ld: LinkDefinition) -> None:
         await self.nc.publish(f"{self.topic}.linkdefs.del", ld.to_msgpack(deleted=True))
-        await self.nc.flush()
+        await flush_in_order(self.nc)
 
     def invocation(self, operation: str, arg: Any, *, actor: str | None = None, signer: KeyPair | None = None,
                    target_key: str | None = None) -> Invocation:

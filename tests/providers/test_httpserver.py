@@ -17,6 +17,7 @@ from hostcore.native.invocation import Invocation, InvocationResponse, Invocatio
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.procutil import free_port
 from hostcore.providers.httpserver import HANDLE_REQUEST, HttpRequest, HttpResponse
+from hostcore.natsconn import flush_in_order
 from provider_support import ProviderEnv, ProviderProc, provider_procs  # noqa: F401 (fixture)
 
 CONTRACT = "wasmcloud:httpserver"
@@ -58,7 +59,7 @@ def env(nc: nats.aio.client.Client, nats_server: Any) -> ProviderEnv:
 async def actor(env: ProviderEnv) -> AsyncIterator[FakeActor]:
     fake = FakeActor(env, env.actor)
     sub = await env.nc.subscribe(f"wasmbus.rpc.{env.lattice}.{env.actor}", cb=fake.on_msg)
-    await env.nc.flush()
+    await flush_in_order(env.nc)
     yield fake
     await sub.unsubscribe()
 

@@ -21,6 +21,7 @@ from hostcore.errors import ActorCallFailed, HostDataInvalid, ProviderOperationF
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity, new_invocation
 from hostcore.native.nkeys import KeyKind, KeyPair
 from hostcore.native.chunking import CHUNK_THRESHOLD, RESPONSE_CHUNK_THRESHOLD
+from hostcore.natsconn import flush_in_order
 from hostcore.providers.protocol import (
     HealthCheckResponse,
     HostData,
@@ -212,7 +213,7 @@ async def test_call_actor(running: tuple[ProviderEnv, RecordingProvider]) -> Non
             await msg.respond(InvocationResponse.success(inv.id, inv.msg, "").to_wire())
 
     sub = await env.nc.subscribe(f"wasmbus.rpc.{env.lattice}.{env.actor}", cb=actor)
-    await env.nc.flush()
+    await flush_in_order(env.nc)
     try:
         assert await provider.call_actor(env.actor, "Actor.Echo", b"hi") == b"hi"
         origin = seen[-1].origin

@@ -22,6 +22,7 @@ from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.procutil import free_port, wait_for
 from hostcore.native.par import builtin_provider_key
+from hostcore.natsconn import flush_in_order
 
 ECHO = fixture_actor("echo.wasm")
 HTTP_GET = msgpack.packb({"method": "GET", "path": "/x", "queryString": "", "header": {}, "body": b""})
@@ -86,7 +87,7 @@ async def test_default_host_listens_on_loopback_only_and_refuses_forged_frames(
     try:
         watcher = EventWatcher()
         await nc.subscribe(f"wasmbus.evt.{host.lattice}", cb=watcher.on_msg)
-        await nc.flush()
+        await flush_in_order(nc)
         control = ControlClient(nc, lattice_prefix=host.lattice, timeout_s=5.0)
         echo = extract_claims(ECHO.read_bytes()).public_key
         assert (await control.scale_actor(host.host_id, echo, f"file://{ECHO}", 2)).accepted

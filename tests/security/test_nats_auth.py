@@ -25,7 +25,7 @@ from hostcore.control.client import ControlClient
 from hostcore.wire.linkdefs import LinkDefinition
 from hostcore.native.claims import extract_claims
 from hostcore.native.nkeys import KeyKind, KeyPair
-from hostcore.natsconn import NatsEndpoint
+from hostcore.natsconn import NatsEndpoint, flush_in_order
 from hostcore.procutil import free_port, wait_for
 from hostcore.native.par import builtin_provider_key
 
@@ -84,7 +84,7 @@ async def exercise(host: HostProcess, ctl: NatsEndpoint, rpc: NatsEndpoint, secr
     watcher = EventWatcher()
     async with client(ctl) as ctl_nc, client(rpc) as rpc_nc:
         await ctl_nc.subscribe(f"wasmbus.evt.{host.lattice}", cb=watcher.on_msg)
-        await ctl_nc.flush()
+        await flush_in_order(ctl_nc)
         host.start()
         try:
             await watcher.wait_for("host_started", timeout=30)
