@@ -39,7 +39,11 @@ async def start_hosts(host_factory: Callable[..., HostProcess], events: EventWat
         host = host_factory(env=env, nats_url=nats_urls[i] if nats_urls else None)
         hosts.append(host.start())
     ids = {h.host_id for h in hosts}
-    await events.wait_for("host_started", lambda d: True, count=len(hosts), timeout=40)
+    try:
+        await events.wait_for("host_started", lambda d: True, count=len(hosts), timeout=40)
+    except pytest.fail.Exception as failed:
+        logs = "\n".join(f"--- host {h.host_id}:\n{h.log()[-4000:]}" for h in hosts)
+        pytest.fail(f"{failed}\n{logs}")
     assert {e["source"] for e in events.of_type("host_started")} == ids
     return hosts
 
