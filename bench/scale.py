@@ -125,8 +125,13 @@ def instance_pids(env: BenchEnv) -> list[int]:
     return [p for p in env.host_tree() if title(p).startswith("ActorModule ")]
 
 
+def spare_pids(env: BenchEnv) -> list[int]:
+    """The template's spares (an instance forked ahead of time, counted with the instances)."""
+    return [p for p in env.host_tree() if title(p).startswith("ActorSpare ")]
+
+
 def host_own_pids(env: BenchEnv, floor_pids: set[int]) -> list[int]:
-    return [p for p in env.host_tree(exclude=floor_pids) if not title(p).startswith("ActorModule ")]
+    return [p for p in env.host_tree(exclude=floor_pids) if not title(p).startswith(("ActorModule ", "ActorSpare "))]
 
 
 # --- probes (ping / inventory latency while a scale runs) ----------------------------------------
@@ -282,7 +287,8 @@ async def host_round(env: BenchEnv, host: Host, client: ControlClient, watcher: 
     pids = instance_pids(env)
     if len(pids) != n:
         raise BenchFailed(f"host: {len(pids)} ActorModule processes at N={n}")
-    r.pss_mb, r.pss_anon_mb = pss_mb(pids) / n, pss_mb(pids, "Pss_Anon") / n
+    # Spares are paid for by the instances: their memory counts, their number does not.
+    r.pss_mb, r.pss_anon_mb = pss_mb(pids + spare_pids(env)) / n, pss_mb(pids + spare_pids(env), "Pss_Anon") / n
     r.idle_cpu_pct = await asyncio.to_thread(idle_cpu_pct, pids)
     for _ in range(kills):
         victim = random.choice(instance_pids(env))

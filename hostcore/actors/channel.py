@@ -10,6 +10,10 @@ listens on and says `Hello`; frames are pickled messages behind a 4-byte length.
 The socket's name is fixed per host (abstract namespace, nothing on disk), so that when the
 template dies, the instances that ran under it find its successor there and say `Hello` again:
 they are taken over, not restarted. Only processes of the host's own user may connect.
+
+A spare is an instance forked, built and connected ahead of time with a placeholder id: it says
+`Hello` with `spare` set, waits for `Assign`, then subscribes and says `Hello` again as the
+instance it became (on the same connection).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FrameReader", "Hello", "frame", "peer_uid", "rendezvous"]
+__all__ = ["Assign", "FrameReader", "Hello", "frame", "listen", "peer_uid", "rendezvous"]
 
 _LENGTH = struct.Struct("!I")
+_BIND_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,11 +40,38 @@ class Hello:
     pid: int
     api_version: int = 0
     error: str = ""
+    spare: bool = False  # a spare, ready: `instance_id` is its placeholder until it is given one
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Template → spare: you are instance `instance_id` now; subscribe and say Hello as it."""
+
+    instance_id: str
 
 
 def rendezvous(host_id: str) -> str:
     """The template's socket name for this host (Linux abstract namespace)."""
     return f"\0hostcore-instances-{host_id}"
+
+
+def listen(name: str) -> socket.socket:
+    """The template's listening socket at `name`, non-blocking. A predecessor's name is free once
+    its process is gone, which may take a moment: retried for up to _BIND_TIMEOUT_S."""
+    deadline = time.monotonic() + _BIND_TIMEOUT_S
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(name)
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+        return sock
 
 
 def frame(message: Any) -> bytes:

@@ -62,9 +62,10 @@ class InstanceCore:
                  module: wasmtime.Module | None = None, load: ModuleLoader = load_module) -> None:
         cfg, claims = start.config, start.claims
         self.config, self.instance_id, self.load = cfg, start.instance_id, load
+        self.actor_key = claims.public_key
         self.snapshot = start.snapshot
         self.telemetry = InstanceTelemetry.open(cfg, actor_key=claims.public_key, instance_id=start.instance_id)
-        self.outbound = OutboundConnection(cfg.rpc, f"hostcore-out-{claims.public_key[:8]}-{start.instance_id[:8]}",
+        self.outbound = OutboundConnection(cfg.rpc, _name("out", claims.public_key, start.instance_id),
                                            js_domain=cfg.js_domain)
         self.ticker: EpochTicker | None = None
         try:
@@ -81,7 +82,7 @@ class InstanceCore:
             self.close()
             raise
         self.subject = subjects.actor_rpc(cfg.lattice_prefix, claims.public_key)
-        self.connection_name = f"hostcore-actor-{claims.public_key[:8]}-{start.instance_id[:8]}"
+        self.connection_name = _name("actor", claims.public_key, start.instance_id)
 
     @property
     def api_version(self) -> int:
@@ -105,8 +106,20 @@ class InstanceCore:
             ticker=self.ticker,
         )
 
+    def rename(self, instance_id: str) -> None:
+        """A spare, built and connected under a placeholder, becomes instance `instance_id`
+        (before `subscribe`). Its NATS connection keeps the placeholder's name."""
+        self.instance_id = self.handler.instance_id = instance_id
+        self.outbound.name = _name("out", self.actor_key, instance_id)  # connects on first use
+        self.telemetry.rename(self.config, instance_id)
+
     async def setup(self, nc: NatsClient) -> None:
-        """On the loop, once connected: the RPC subscription and what the calls need."""
+        """On the loop, once connected: what the calls need, then the RPC subscription."""
+        await self.prepare(nc)
+        await self.subscribe()
+
+    async def prepare(self, nc: NatsClient) -> None:
+        """On the loop, once connected: what the calls need (all a spare does ahead of time)."""
         cfg = self.config
         self.nc = nc
         self.rpc_events = RpcEvents(nc.publish, subjects.rpc_events(cfg.lattice_prefix), cfg.host_id,
@@ -117,9 +130,12 @@ class InstanceCore:
         if cfg.policy_topic and cfg.policy_changes_topic:
             await self.policy.subscribe_changes(cfg.policy_changes_topic)
         self.plain = not self.policy.enabled
+
+    async def subscribe(self) -> None:
+        """The RPC subscription: from here on NATS may hand this instance calls."""
         # wrap_rpc: a span and a latency sample per call when telemetry is on.
-        await nc.subscribe(self.subject, queue=self.subject, cb=self.telemetry.wrap_rpc(self.on_rpc),
-                           pending_msgs_limit=65536)
+        await self.nc.subscribe(self.subject, queue=self.subject, cb=self.telemetry.wrap_rpc(self.on_rpc),
+                                pending_msgs_limit=65536)
 
     def update_snapshot(self, snapshot: LatticeSnapshot) -> None:
         """New links / call aliases (host calls resolve them locally)."""
@@ -186,3 +202,8 @@ class InstanceCore:
         self.outbound.close()
         if self.ticker is not None:
             self.ticker.close()
+
+
+def _name(kind: str, actor_key: str, instance_id: str) -> str:
+    """A NATS connection's name, as the server's monitoring lists it."""
+    return f"hostcore-{kind}-{actor_key[:8]}-{instance_id[:8]}"

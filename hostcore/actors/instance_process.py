@@ -12,6 +12,10 @@ It outlives its template once it has said `Hello`: if the template dies (its soc
 says `Hello` to the successor, and stops by itself if none comes within ORPHAN_GRACE_S. Until then
 it dies with the template (PDEATHSIG, armed by the fork), as it would be of no use to anyone.
 The launcher's death ends it at once, as every process of the host.
+
+A spare (`run(..., spare=True)`) does all of that ahead of time except the RPC subscription,
+under a placeholder id, and waits: when the template gives it an id (channel.Assign), it takes
+that id, subscribes and says `Hello` as that instance, so a replacement costs no start.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from typing import Any, NoReturn
 import setproctitle
 import uvloop
 import wasmtime
+from nats.aio.client import Client as NatsClient
 
-from hostcore.actors.channel import FrameReader, Hello, frame, rendezvous
+from hostcore.actors.channel import Assign, FrameReader, Hello, frame, rendezvous
 from hostcore.actors.instance_core import InstanceCore
 from hostcore.logs import log_defs
 from hostcore.natsconn import flush_in_order
@@ -49,15 +54,16 @@ _STOP_DEADLINE_S = 10
 
 
 def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
-        template_fds: tuple[int, ...]) -> NoReturn:
+        template_fds: tuple[int, ...], *, spare: bool = False) -> NoReturn:
     """In the child of the template's fork. Never returns: the template's frames below must not
-    run again here. `template_fds`: the template's own descriptors (two per instance)."""
+    run again here. `template_fds`: the template's own descriptors (two per instance). `spare`:
+    `start.instance_id` is a placeholder; the instance waits for its id (channel.Assign)."""
     code = 1
     try:
-        _leave_template(start, template_fds)
+        _leave_template(start, template_fds, spare)
         # No asyncio.Runner: its close() waits for every task and executor thread, and the
         # process ends right after `serve` anyway.
-        code = uvloop.new_event_loop().run_until_complete(_Instance(start).serve(engine, module))
+        code = uvloop.new_event_loop().run_until_complete(_Instance(start, spare).serve(engine, module))
     except BaseException:  # noqa: BLE001 -- the process ends here either way; say why
         with contextlib.suppress(Exception):
             log.exception("instance process failed", extra={"instance_id": start.instance_id})
@@ -66,7 +72,7 @@ def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
         os._exit(code)
 
 
-def _leave_template(start: StartInstance, template_fds: tuple[int, ...]) -> None:
+def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: bool) -> None:
     """Close what belongs to the template (its Thespian sockets, its pidfds and poller: a socket
     left open here would keep a dead template's address alive), restore default signal handling
     (Thespian's handlers act on the template's state) and log to stderr directly. Files stay
@@ -95,13 +101,20 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...]) -> None
     logging.Logger.root = logging.root
     logging.Logger.manager = logging.Manager(logging.root)
     logging.config.dictConfig(log_defs(start.config.log_level, start.config.structured_logging))
-    setproctitle.setproctitle(f"ActorModule {start.instance_id}")
+    _title(start.claims.public_key if spare else start.instance_id, spare)
+
+
+def _title(name: str, spare: bool = False) -> None:
+    # How tools (and the tests and benchmarks) tell instances from spares: by process title.
+    setproctitle.setproctitle(f"ActorSpare {name}" if spare else f"ActorModule {name}")
 
 
 class _Instance:
-    def __init__(self, start: StartInstance) -> None:
+    def __init__(self, start: StartInstance, spare: bool) -> None:
         self.start = start
         self.instance_id = start.instance_id
+        self.spare = spare
+        self.assigned: asyncio.Future[str]
         self.core: InstanceCore | None = None
         self.control: socket.socket | None = None
         self.reader = FrameReader()
@@ -113,23 +126,53 @@ class _Instance:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._halt)
         self._watch_launcher(loop)
+        self.assigned = loop.create_future()
+        nc: NatsClient | None = None
         try:
             self.core = InstanceCore(self.start, engine=engine, module=module)
             nc = await connect_nats(self.start.config.rpc, name=self.core.connection_name)
-            await self.core.setup(nc)
+            await self.core.prepare(nc)
+            if self.spare and not await self._take_id(nc):
+                return await self._end(nc)
+            await self.core.subscribe()
             await flush_in_order(nc)  # serving before it says Hello, so before actor_started
         except Exception as err:  # noqa: BLE001 -- reported to the supervisor as actor_start_failed
             log.exception("instance failed to start", extra={"actor_key": self.start.claims.public_key})
-            await self._hello(str(getattr(err, "wire", err)))
-            if self.core is not None:
-                self.core.close()
-            return 0
+            if not self.spare:  # a spare that fails is simply not there: nobody waits for it
+                await self._hello(str(getattr(err, "wire", err)))
+            return await self._end(nc)
+        if self.control is not None:  # a spare says Hello again, as the instance, where it said it first
+            self._send(self._hello_message())
+        elif not await self._hello():
+            return await self._end(nc)
+        set_pdeathsig(0)  # announced: from now on the template's death is ours to handle
         self.core.telemetry.start(loop)
-        if await self._hello():
-            set_pdeathsig(0)  # announced: from now on the template's death is ours to handle
-            await self.stopping.wait()
-        await drain_nats(nc)
-        self.core.close()
+        await self.stopping.wait()
+        return await self._end(nc)
+
+    async def _take_id(self, nc: NatsClient) -> bool:
+        """A spare: say it is ready, wait for an id and become that instance. False if it was
+        halted first."""
+        assert self.core is not None
+        await flush_in_order(nc)
+        if not await self._hello():
+            return False
+        stopped = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait((self.assigned, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not self.assigned.done() or self.stopping.is_set():  # halted, maybe as soon as it was given an id
+            return False
+        self.instance_id = self.assigned.result()
+        self.core.rename(self.instance_id)
+        _title(self.instance_id)
+        self.spare = False
+        return True
+
+    async def _end(self, nc: NatsClient | None) -> int:
+        if nc is not None:
+            await drain_nats(nc)
+        if self.core is not None:
+            self.core.close()
         return 0
 
     def _halt(self) -> None:
@@ -149,8 +192,7 @@ class _Instance:
         answered within ORPHAN_GRACE_S, or we were asked to stop meanwhile."""
         deadline = time.monotonic() + ORPHAN_GRACE_S
         address = rendezvous(self.start.config.host_id)
-        hello = frame(Hello(instance_id=self.instance_id, pid=os.getpid(), error=error,
-                            api_version=self.core.api_version if self.core is not None and not error else 0))
+        hello = frame(self._hello_message(error))
         while not self.stopping.is_set():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -170,6 +212,10 @@ class _Instance:
             return True
         return False
 
+    def _hello_message(self, error: str = "") -> Hello:
+        return Hello(instance_id=self.instance_id, pid=os.getpid(), error=error, spare=self.spare,
+                     api_version=self.core.api_version if self.core is not None and not error else 0)
+
     def _readable(self) -> None:
         assert self.control is not None
         try:
@@ -182,6 +228,9 @@ class _Instance:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
             self.control.close()
             self.control = None
+            if self.spare:  # serving nothing, and its successor does not know it
+                self.stopping.set()
+                return
             log.warning("instance template gone; waiting for its successor", extra={"grace_s": ORPHAN_GRACE_S})
             self.rejoining = asyncio.get_running_loop().create_task(self._rejoin())  # held: tasks are weak
             return
@@ -198,6 +247,8 @@ class _Instance:
             self.core.update_snapshot(message)
         elif isinstance(message, SwapModule):
             self._swap(message)
+        elif isinstance(message, Assign) and not self.assigned.done():
+            self.assigned.set_result(message.instance_id)
 
     def _swap(self, msg: SwapModule) -> None:
         """Live update, between two calls (this is the loop they run on). On failure the old

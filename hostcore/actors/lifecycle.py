@@ -124,13 +124,16 @@ class InstanceLifecycle:
         self._count(inst.public_key)
         stopped = inst.stopped_event()
         if stopped is not None:
-            log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
             self._event(stopped)
         self.batches.instance_gone(inst.instance_id)
         if inst.live:  # nobody asked it to stop
+            self._restart(inst, counted=counted)
+        # Logged once the replacement is asked for: a log line is a message to Thespian's logger.
+        if stopped is not None:
+            log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
+        if inst.live:
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                     "node": inst.node or "host"})
-            self._restart(inst, counted=counted)
         for request_id, update in list(self.updates.items()):
             if inst.instance_id in update.pending:
                 self._update_progress(request_id, inst.instance_id)

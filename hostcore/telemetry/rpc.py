@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from hostcore.telemetry.logcontext import install_log_context
 from hostcore.telemetry.process import ProcessTelemetry, open_process
 from hostcore.telemetry.tracing import SpanKind, remote_parent
 from hostcore.wire import cloudevents
@@ -44,6 +45,12 @@ class InstanceTelemetry:
     def open(cls, config: HostConfig, *, actor_key: str, instance_id: str) -> InstanceTelemetry:
         process = open_process(config, role="actor", actor_key=actor_key, instance_id=instance_id)
         return cls(process, actor_key=actor_key, instance_id=instance_id, lattice=config.lattice_prefix)
+
+    def rename(self, config: HostConfig, instance_id: str) -> None:
+        """A spare became instance `instance_id`: its spans and log records say so from now on."""
+        self.attributes["instance_id"] = instance_id
+        install_log_context(host_id=config.host_id, lattice=config.lattice_prefix,
+                            actor_key=self.attributes["actor_key"], instance_id=instance_id)
 
     def wrap_rpc(self, serve: RpcCallback) -> RpcCallback:
         """The subscription callback to register instead of `serve`."""

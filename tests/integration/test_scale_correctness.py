@@ -25,6 +25,7 @@ import pytest
 from conftest import EventWatcher, HostProcess, eventually, fixture_actor, marked_pids, started_host
 from test_core_restarts import pids_named
 
+from hostcore.actors.template import SPARE_FROM
 from hostcore.config.host import HostConfig
 from hostcore.control.client import ControlClient, ControlTimeout
 
@@ -56,6 +57,10 @@ def is_echo(data: dict[str, Any]) -> bool:
 
 def instance_pids(host: HostProcess) -> list[int]:
     return pids_named(host.mark, "ActorModule")
+
+
+def spare_pids(host: HostProcess) -> list[int]:
+    return pids_named(host.mark, "ActorSpare")
 
 
 def zombies_of(host: HostProcess) -> set[int]:
@@ -311,6 +316,33 @@ async def test_a_killed_instance_is_replaced(
     assert not start_failures(events), start_failures(events)[:3]
     await heartbeat_says(client, host, events, 4)
 
+
+async def test_an_actor_with_many_instances_is_replaced_by_its_spare(
+        host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient) -> None:
+    """An actor with SPARE_FROM instances here has one spare process (titled `ActorSpare`): a
+    killed instance is replaced by it, a new spare follows, and fewer instances need none."""
+    host = await started_host(host_factory, events)
+    n = SPARE_FROM
+    assert (await client.scale_actor(host.host_id, ECHO_KEY, echo_ref(), n)).accepted
+    await events.wait_for("actor_started", is_echo, count=n, timeout=budget(n))
+    before = set(await settled(client, host, events, n))
+    [spare] = await eventually(lambda: spare_pids(host), 30, f"a spare once echo runs {n} instances")
+    victim = instance_pids(host)[0]
+    os.kill(victim, signal.SIGKILL)
+    [new] = (await events.wait_for("actor_started", is_echo, count=n + 1, timeout=60))[-1:]
+    assert new["data"]["instance_id"] not in before
+    inv = await settled(client, host, events, n)
+    assert set(inv) == before - set(stopped_ids(events)) | {new["data"]["instance_id"]}
+    assert spare in instance_pids(host) and spare not in spare_pids(host), "the spare became the replacement"
+    await eventually(lambda: [p for p in spare_pids(host) if p != spare], 30, "a new spare")
+    await echo_serves(client, host)
+    assert len(spare_pids(host)) == 1
+
+    await scale_step(client, host, events, n, n - 1)
+    await eventually(lambda: not spare_pids(host), 30, f"no spare below {n} instances")
+    await scale_step(client, host, events, n - 1, 0)
+    await eventually(lambda: not instance_pids(host) and not spare_pids(host), 30, "no process left")
+    assert not start_failures(events), start_failures(events)[:3]
 
 
 def restart_limits() -> tuple[int, float]:
