@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from thespian.actors import ActorExitRequest
 
@@ -54,10 +57,14 @@ from hostcore.wire.linkdefs import LinkDefinition, link_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatticeCache", "LatticeView", "bucket_name", "refmap_key"]
+__all__ = ["JETSTREAM_WAIT_S", "LatticeCache", "LatticeView", "bucket_name", "open_bucket", "refmap_key"]
 
 _PURGE_OPS = frozenset({"DEL", "PURGE"})
 _REPLAY_GAP_S = 3.0  # the longest wait for the next initial value of the bucket
+# A NATS cluster that has just started elects its JetStream leader before it answers anything
+# (seconds, more on a loaded machine): the bucket is retried this long before the host gives up.
+JETSTREAM_WAIT_S = 20.0
+_JETSTREAM_RETRY_S = 0.5
 
 
 def bucket_name(lattice_prefix: str) -> str:
@@ -132,6 +139,25 @@ class LatticeView:
                                claims=dict(self.claims) if self.claims_matter else {})
 
 
+async def open_bucket(js: JetStreamContext, name: str) -> KeyValue:
+    """The lattice bucket `name`, created as v0.63.2 creates it (allow_direct too) when missing;
+    an existing one is used as it is. Retried while JetStream does not answer yet (a timeout, or
+    503 while the cluster elects its leader), for up to JETSTREAM_WAIT_S."""
+    deadline = time.monotonic() + JETSTREAM_WAIT_S
+    while True:
+        try:
+            try:
+                return await js.key_value(name)
+            except BucketNotFoundError:
+                return await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE,
+                                                                direct=True))
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as err:
+            if time.monotonic() + _JETSTREAM_RETRY_S > deadline:
+                raise
+            log.warning("waiting for JetStream", extra={"bucket": name, "error": str(err) or type(err).__name__})
+            await asyncio.sleep(_JETSTREAM_RETRY_S)
+
+
 class LatticeCache(Rewirable, NatsBridgeActor):
     """Owns the lattice KV bucket for one host (creating it when missing) and its watch. A
     restarted LatticeCache reloads everything from the bucket (the watch replays it)."""
@@ -151,13 +177,7 @@ class LatticeCache(Rewirable, NatsBridgeActor):
 
         async def setup(nc: NatsClient) -> None:
             js = nc.jetstream(domain=self.config.js_domain)
-            name = bucket_name(self.config.lattice_prefix)
-            try:
-                self.kv = await js.key_value(name)
-            except BucketNotFoundError:
-                # As v0.63.2 creates it (allow_direct too); an existing bucket is used as it is.
-                self.kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE,
-                                                                   direct=True))
+            self.kv = await open_bucket(js, bucket_name(self.config.lattice_prefix))
             await migrate_legacy_cache(js, self.kv, self.config.lattice_prefix)  # before the watch: in its replay
             watcher = await self.kv.watchall()
             await self._replay(watcher)  # the bucket as of now is in the inbox before we report Ready
@@ -168,7 +188,8 @@ class LatticeCache(Rewirable, NatsBridgeActor):
                 await self.policy.subscribe_changes(self.config.policy_changes_topic)
 
         try:
-            self.nats_start(self.config.ctl, setup, name=f"hostcore-lattice-{self.config.host_id[:8]}")
+            self.nats_start(self.config.ctl, setup, name=f"hostcore-lattice-{self.config.host_id[:8]}",
+                            timeout_s=JETSTREAM_WAIT_S + 10)
         except Exception as err:  # noqa: BLE001 -- the supervisor reports and gives up
             self.send(sender, InitFailed(role="lattice", error=f"lattice cache unavailable: {err}"))
             return
