@@ -40,12 +40,12 @@ from hostcore.actors.channel import Assign, FrameReader, Hello, frame, rendezvou
 from hostcore.actors.instance_core import InstanceCore
 from hostcore.logs import log_defs
 from hostcore.natsconn import flush_in_order
-from hostcore.procutil import launcher_pid, set_pdeathsig
+from hostcore.procutil import launcher_pid, pid_alive, set_pdeathsig
 from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
 from hostcore.tree.bridge import connect_nats, drain_nats
 from hostcore.tree.messages import LatticeSnapshot, ModuleSwapped, StartInstance, SwapModule
 
-__all__ = ["run"]
+__all__ = ["run", "watch_launcher"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,20 @@ def _title(name: str, spare: bool = False) -> None:
     setproctitle.setproctitle(f"ActorSpare {name}" if spare else f"ActorModule {name}")
 
 
+def watch_launcher(loop: asyncio.AbstractEventLoop) -> None:
+    """End this process as soon as the launcher is gone: the host is gone, and so must we be.
+    Already gone counts too: it may have died while we were forked, and then the template we
+    are about to say Hello to dies next, leaving us waiting for a successor that never comes."""
+    pid = launcher_pid()
+    if not pid:
+        return
+    fd = pidfd_open(pid)
+    if fd is not None:
+        loop.add_reader(fd, os._exit, 1)
+    elif not pid_alive(pid):
+        os._exit(1)
+
+
 class _Instance:
     def __init__(self, start: StartInstance, spare: bool) -> None:
         self.start = start
@@ -125,7 +139,7 @@ class _Instance:
         self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._halt)
-        self._watch_launcher(loop)
+        watch_launcher(loop)
         self.assigned = loop.create_future()
         nc: NatsClient | None = None
         try:
@@ -180,12 +194,6 @@ class _Instance:
         # ends the process: a halted instance must never outlive the request.
         signal.alarm(_STOP_DEADLINE_S)
         self.stopping.set()
-
-    def _watch_launcher(self, loop: asyncio.AbstractEventLoop) -> None:
-        pid = launcher_pid()
-        fd = pidfd_open(pid) if pid else None
-        if fd is not None:  # the launcher was killed: the host is gone, and so must we be
-            loop.add_reader(fd, os._exit, 1)
 
     async def _hello(self, error: str = "") -> bool:
         """Connect to the template (this one, or its successor) and say Hello; False if none
