@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import re
 import ssl
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import nats.errors
 
 from hostcore.errors import ConfigError, NkeyError
 from hostcore.native.nkeys import KeyPair
@@ -193,20 +191,15 @@ async def flush_in_order(nc: nats.NATS, timeout_s: float = 10.0) -> None:
     """Return once the server has processed everything `nc` sent before, its subscriptions
     included; raises nats.errors.TimeoutError after `timeout_s`.
 
-    `nc.flush()` does not promise that: nats-py writes its PING straight to the socket, ahead of
-    the commands still queued for its flusher task, so the PONG can come back before a SUB sent
-    just before it has reached the server. A publish from another connection then finds nobody
-    subscribed. A message to ourselves goes through the same queue as those commands, so it comes
-    back only after them (connections here never set `no_echo`)."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, max_msgs=1)
-    await nc.publish(inbox, b"")
-    try:
-        await sub.next_msg(timeout_s)
-    except nats.errors.TimeoutError:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
-        raise
+    One `nc.flush()` does not promise that: nats-py writes its PING straight to the socket, ahead
+    of the commands still queued for its flusher task, so the PONG can come back before a SUB sent
+    just before it has reached the server, and a publish from another connection then finds
+    nobody subscribed. The flusher task was woken when those commands were queued, so it has
+    written them before the first PONG can be read: the second PING follows them. (A message to
+    ourselves would do too, but needs publish permission on our inbox, which tight credentials
+    with `allow_responses` do not give.)"""
+    await nc.flush(timeout_s)
+    await nc.flush(timeout_s)
 
 
 async def _probe(endpoint: NatsEndpoint, timeout_s: float) -> None:
