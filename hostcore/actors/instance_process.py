@@ -146,7 +146,7 @@ class _Instance:
             self.core = InstanceCore(self.start, engine=engine, module=module)
             nc = await connect_nats(self.start.config.rpc, name=self.core.connection_name)
             await self.core.prepare(nc)
-            if self.spare and not await self._take_id(nc):
+            if self.spare and not await self._take_id():
                 return await self._end(nc)
             await self.core.subscribe()
             await flush_in_order(nc)  # serving before it says Hello, so before actor_started
@@ -164,11 +164,11 @@ class _Instance:
         await self.stopping.wait()
         return await self._end(nc)
 
-    async def _take_id(self, nc: NatsClient) -> bool:
+    async def _take_id(self) -> bool:
         """A spare: say it is ready, wait for an id and become that instance. False if it was
-        halted first."""
+        halted first. (Nothing to flush yet: the subscription, once it has an id, is flushed with
+        everything before it.)"""
         assert self.core is not None
-        await flush_in_order(nc)
         if not await self._hello():
             return False
         stopped = asyncio.ensure_future(self.stopping.wait())
