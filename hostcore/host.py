@@ -46,13 +46,22 @@ from thespian.actors import (
     WatchMessage,
 )
 
+from hostcore.actors import instance_process
 from hostcore.actors.native_worker import NativeWorker
 from hostcore.actors.supervisor import ActorSupervisor
 from hostcore.config import HostConfig
 from hostcore.control.events import LatticeEvents
 from hostcore.control.lattice import LatticeCache
 from hostcore.control.server import ControlServer
-from hostcore.procutil import end_admin_tree, guard_forks, pid_alive, reap, set_child_subreaper, set_pdeathsig
+from hostcore.procutil import (
+    end_admin_tree,
+    guard_forks,
+    pid_alive,
+    reap,
+    reap_dead_children,
+    set_child_subreaper,
+    set_pdeathsig,
+)
 from hostcore.providers.supervisor import ProviderSupervisor
 from hostcore.supervision import ChildRecord, Forget, Records, Remember, RestartWindow, Rewire, pidfd_open
 from hostcore.tree.messages import (
@@ -81,6 +90,10 @@ log = logging.getLogger(__name__)
 __all__ = ["HostSupervisor"]
 
 _WATCHDOG_S = 0.5  # only where pidfds are missing: then the launcher is polled
+# How often dead adopted instances nobody reported are collected: a spare, or an instance still
+# starting, dies with its template, and nobody else knows its pid.
+_REAP_S = 5.0
+_REAP = "reap"  # the reaper's wakeup payload
 # Started in this order: whoever is created later may already be addressed by the earlier ones.
 _ROLES: dict[str, type] = {
     "events": LatticeEvents,
@@ -130,6 +143,7 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
         self.launcher_fd = pidfd_open(self.launcher_pid)
         if self.launcher_fd is None:
             self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
+        self.wakeupAfter(dt.timedelta(seconds=_REAP_S), payload=_REAP)
 
     def _init(self, role: str) -> Any:
         """The start message of `role`, naming its peers' current addresses."""
@@ -292,6 +306,12 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
     # --- launcher watchdog ---------------------------------------------------------------------
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if msg.payload == _REAP:
+            # Only instance titles: the roles are multiprocessing children, which Thespian reaps.
+            if reaped := reap_dead_children(instance_process.TITLES):
+                log.debug("reaped dead instances", extra={"pids": reaped})
+            self.wakeupAfter(dt.timedelta(seconds=_REAP_S), payload=_REAP)
+            return
         if pid_alive(self.launcher_pid):
             self.wakeupAfter(dt.timedelta(seconds=_WATCHDOG_S))
             return

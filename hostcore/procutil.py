@@ -27,6 +27,7 @@ __all__ = [
     "launcher_pid",
     "pid_alive",
     "reap",
+    "reap_dead_children",
     "set_child_subreaper",
     "set_launcher",
     "set_pdeathsig",
@@ -70,6 +71,42 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return
+
+
+def reap_dead_children(names: tuple[str, ...]) -> list[int]:
+    """Collect the exit status of every dead child of this process whose name (the kernel's
+    15-character `comm`, which setproctitle sets) starts with one of `names`; returns their pids.
+
+    A subreaper adopts orphans nobody told it about, such as a forked process that died with its
+    parent: without this their zombies stay until the subreaper ends. Pass only names of processes
+    nothing else waits for: collecting the status of a multiprocessing child here would hide its
+    exit from `Process.is_alive`, which would then report it alive forever."""
+    reaped: list[int] = []
+    for pid in _children():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if rest.split()[:1] == ["Z"] and name.startswith(names):
+            reap(pid)
+            reaped.append(pid)
+    return reaped
+
+
+def _children() -> list[int]:
+    """This process's children, from every thread's /proc children list (Linux)."""
+    pids: list[int] = []
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            pids.extend(int(p) for p in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return pids
 
 
 def freeze_heap() -> None:

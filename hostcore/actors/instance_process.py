@@ -45,10 +45,14 @@ from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
 from hostcore.tree.bridge import connect_nats, drain_nats
 from hostcore.tree.messages import LatticeSnapshot, ModuleSwapped, StartInstance, SwapModule
 
-__all__ = ["run", "watch_launcher"]
+__all__ = ["TITLES", "run", "watch_launcher"]
 
 log = logging.getLogger(__name__)
 
+# How tools (and the tests, benchmarks and the host's reaper) tell an instance or a spare: by the
+# start of its process title.
+INSTANCE_TITLE, SPARE_TITLE = "ActorModule ", "ActorSpare "
+TITLES = (INSTANCE_TITLE, SPARE_TITLE)
 _RECONNECT_EVERY_S = 0.02
 _STOP_DEADLINE_S = 10
 
@@ -105,8 +109,7 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: 
 
 
 def _title(name: str, spare: bool = False) -> None:
-    # How tools (and the tests and benchmarks) tell instances from spares: by process title.
-    setproctitle.setproctitle(f"ActorSpare {name}" if spare else f"ActorModule {name}")
+    setproctitle.setproctitle((SPARE_TITLE if spare else INSTANCE_TITLE) + name)
 
 
 def watch_launcher(loop: asyncio.AbstractEventLoop) -> None:

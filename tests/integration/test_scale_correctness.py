@@ -345,6 +345,25 @@ async def test_an_actor_with_many_instances_is_replaced_by_its_spare(
     assert not start_failures(events), start_failures(events)[:3]
 
 
+async def test_a_spare_that_dies_with_its_template_is_reaped(
+        host_factory: Callable[..., HostProcess], events: EventWatcher, client: ControlClient) -> None:
+    """The spare dies with the process that forked it; nobody else knows its pid, yet it must not
+    stay behind as a zombie of the host, and the instances keep running."""
+    host = await started_host(host_factory, events)
+    zombies = zombies_of(host)
+    n = SPARE_FROM
+    assert (await client.scale_actor(host.host_id, ECHO_KEY, echo_ref(), n)).accepted
+    await events.wait_for("actor_started", is_echo, count=n, timeout=budget(n))
+    before = set(await settled(client, host, events, n))
+    [spare] = await eventually(lambda: spare_pids(host), 30, f"a spare once echo runs {n} instances")
+    [template] = pids_named(host.mark, "InstanceTemplate")
+    os.kill(template, signal.SIGKILL)
+    await eventually(lambda: not Path(f"/proc/{spare}").exists(), 30, "the spare dead and reaped")
+    await eventually(lambda: zombies_of(host) <= zombies, 30, "no unreaped process left")
+    assert set(await settled(client, host, events, n)) == before, "the instances kept running"
+    await echo_serves(client, host)
+
+
 def restart_limits() -> tuple[int, float]:
     """The host's restart intensity and period (defaults; no setting changes them): at most that
     many restarts of one actor within the period, then the next death is not restarted."""
