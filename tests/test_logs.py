@@ -100,3 +100,38 @@ def test_a_traceback_written_by_a_real_child_is_one_record(captured: Records) ->
     [tb] = messages[1:]
     assert tb.startswith("[C] Traceback") and tb.endswith("ValueError: boom")
     assert captured.records[1].levelno == logging.ERROR
+
+
+CONFIGURE = """
+import json, logging, logging.config, sys
+from hostcore.logs import configure_root, log_defs
+
+def fresh_root():
+    logging.root = logging.RootLogger(logging.WARNING)
+    logging.Logger.root = logging.root
+    logging.Logger.manager = logging.Manager(logging.root)
+
+def describe():
+    root = logging.root
+    return {"root": root.level, "nats": logging.getLogger("nats").level,
+            "handlers": [[type(h).__name__, h.stream is sys.stderr, h.level, type(h.formatter).__name__,
+                          [type(f).__name__ for f in h.filters]] for h in root.handlers]}
+
+out = {}
+for structured in (False, True):
+    fresh_root()
+    logging.config.dictConfig(log_defs("DEBUG", structured))
+    by_dict = describe()
+    fresh_root()
+    configure_root("DEBUG", structured)
+    out[str(structured)] = [by_dict, describe()]
+print(json.dumps(out))
+"""
+
+
+def test_configure_root_sets_up_what_log_defs_does() -> None:
+    out = subprocess.run([sys.executable, "-c", CONFIGURE], capture_output=True, text=True, timeout=60, check=True)
+    for structured, (by_dict, direct) in json.loads(out.stdout).items():
+        assert direct == by_dict, structured
+        assert by_dict["handlers"], structured  # a handler was configured at all
+    assert json.loads(out.stdout)["True"][0]["handlers"][0][3] == "JsonFormatter"

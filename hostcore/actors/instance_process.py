@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import logging.config
 import os
 import signal
 import socket
@@ -38,7 +37,7 @@ from nats.aio.client import Client as NatsClient
 
 from hostcore.actors.channel import Assign, FrameReader, Hello, frame, rendezvous
 from hostcore.actors.instance_core import InstanceCore
-from hostcore.logs import log_defs
+from hostcore.logs import configure_root
 from hostcore.natsconn import flush_in_order
 from hostcore.procutil import launcher_pid, pid_alive, set_pdeathsig
 from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
@@ -104,7 +103,7 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: 
     logging.root = logging.RootLogger(logging.WARNING)
     logging.Logger.root = logging.root
     logging.Logger.manager = logging.Manager(logging.root)
-    logging.config.dictConfig(log_defs(start.config.log_level, start.config.structured_logging))
+    configure_root(start.config.log_level, start.config.structured_logging)
     _title(start.claims.public_key if spare else start.instance_id, spare)
 
 
