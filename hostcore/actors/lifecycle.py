@@ -126,14 +126,16 @@ class InstanceLifecycle:
         if stopped is not None:
             self._event(stopped)
         self.batches.instance_gone(inst.instance_id)
-        if inst.live:  # nobody asked it to stop
-            self._restart(inst, counted=counted)
+        crashed = inst.live  # nobody asked it to stop
+        restarted = crashed and self._restart(inst, counted=counted)
         # Logged once the replacement is asked for: a log line is a message to Thespian's logger.
         if stopped is not None:
             log.info("actor stopped", extra={"actor_key": inst.public_key, "instance_id": inst.instance_id})
-        if inst.live:
+        if crashed:
             log.warning(why, extra={"actor_key": inst.public_key, "instance_id": inst.instance_id,
                                     "node": inst.node or "host"})
+        if crashed and not restarted:
+            log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
         for request_id, update in list(self.updates.items()):
             if inst.instance_id in update.pending:
                 self._update_progress(request_id, inst.instance_id)
@@ -143,16 +145,16 @@ class InstanceLifecycle:
                 self.waiters.remove(waiter)
                 self._answer(waiter)
 
-    def _restart(self: ActorSupervisor, inst: InstanceRecord, *, counted: bool = True) -> None:
+    def _restart(self: ActorSupervisor, inst: InstanceRecord, *, counted: bool = True) -> bool:
+        """Start a replacement for `inst`; False (and actor_start_failed) once the restart
+        intensity is exceeded."""
         assert self.config is not None
-        if not counted:
-            self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
-            return
-        if not self.restarts.allow(inst.public_key):
+        if counted and not self.restarts.allow(inst.public_key):
             error = (f"Actor {inst.public_key} restarted {self.restarts.count(inst.public_key)} times within "
                      f"{self.config.restart_period_s:g} s; giving up")
-            log.error("restart intensity exceeded", extra={"actor_key": inst.public_key})
             self._event(cloudevents.actor_start_failed(inst.public_key, error))
-            return
-        self.telemetry.restarted(inst.public_key)
+            return False
+        if counted:
+            self.telemetry.restarted(inst.public_key)
         self._start_instances(inst.claims, inst.cwasm_path, inst.image_ref, 1, inst.annotations)
+        return True
