@@ -63,6 +63,7 @@ from _host import (
     rollup,
 )
 from hostcore.wire import subjects
+from hostcore.actors.instance_process import INSTANCE_TITLE, SPARE_TITLE, TITLES
 from hostcore.control.client import ControlClient
 from hostcore.procutil import set_pdeathsig
 
@@ -122,16 +123,16 @@ def title(pid: int) -> str:
 
 def instance_pids(env: BenchEnv) -> list[int]:
     """The host's ActorModule processes (Thespian titles each process after its actor)."""
-    return [p for p in env.host_tree() if title(p).startswith("ActorModule ")]
+    return [p for p in env.host_tree() if title(p).startswith(INSTANCE_TITLE)]
 
 
 def spare_pids(env: BenchEnv) -> list[int]:
     """The template's spares (an instance forked ahead of time, counted with the instances)."""
-    return [p for p in env.host_tree() if title(p).startswith("ActorSpare ")]
+    return [p for p in env.host_tree() if title(p).startswith(SPARE_TITLE)]
 
 
 def host_own_pids(env: BenchEnv, floor_pids: set[int]) -> list[int]:
-    return [p for p in env.host_tree(exclude=floor_pids) if not title(p).startswith(("ActorModule ", "ActorSpare "))]
+    return [p for p in env.host_tree(exclude=floor_pids) if not title(p).startswith(TITLES)]
 
 
 # --- probes (ping / inventory latency while a scale runs) ----------------------------------------
