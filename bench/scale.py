@@ -15,6 +15,9 @@ Per N, the floor first, then the host (never both up at once):
   idle CPU     CPU the N idle instances burn over 2 s, in % of one core per instance;
   kill→repl    kill -9 of one instance → its replacement's `actor_started` (median of --kills);
   N→0          request → the last `actor_stopped` (floor: the last child reaped);
+  gone         request → the last instance process gone (its pidfd readable: exited, memory
+               returned; floor: as N→0). A host reports an instance stopped once it has drained
+               and closed, and leaves unmapping it to idle CPU time, so this can come later;
   ping, inv    latency (p50 / max) of `ping.hosts` and `get.{host}.inv`, one of each in flight and
                0.5 s between them, while 0→N runs (floor: an echo request to a plain nats-py
                responder process); a probe that got no answer within 10 s counts as inf.
@@ -89,6 +92,7 @@ class Round:
     idle_cpu_pct: float = float("nan")  # CPU of the N idle instances, % of one core per instance
     kill_s: list[float] = field(default_factory=list)
     down_s: float = float("nan")
+    gone_s: float = float("nan")  # the last instance process gone (floor: as down_s)
     ping_ms: list[float] = field(default_factory=list)
     inv_ms: list[float] = field(default_factory=list)
 
@@ -255,7 +259,7 @@ async def floor_round(floor: Floor, n: int, kills: int) -> Round:
         reply = await floor.read()  # "stopped" follows the last reap
     if reply != "stopped":
         raise BenchFailed(f"floor scale 0: {reply!r}")
-    r.down_s = time.perf_counter() - t0
+    r.down_s = r.gone_s = time.perf_counter() - t0
     return r
 
 
@@ -300,18 +304,44 @@ async def host_round(env: BenchEnv, host: Host, client: ControlClient, watcher: 
         r.kill_s.append(restarted.arrived - t0)
         await asyncio.sleep(0.2)
     since = watcher.mark()
+    pidfds = [os.pidfd_open(pid) for pid in instance_pids(env)]
     t0 = time.perf_counter()
     ack = await client.scale_actor(host.host_id, ECHO_KEY, ref, 0)
     if not ack.accepted:
         raise BenchFailed(f"scale 0 refused: {ack.error}")
+    gone = asyncio.ensure_future(all_readable(pidfds))
     stopped = await watcher.wait_for("actor_stopped", host, count=n, since=since, timeout_s=60 + n * 0.1)
     r.down_s = stopped[-1].arrived - t0
-    deadline = time.monotonic() + 10
-    while instance_pids(env) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if left := instance_pids(env):
-        raise BenchFailed(f"host: {len(left)} ActorModule processes left after scale 0")
+    try:
+        r.gone_s = await asyncio.wait_for(gone, 10) - t0
+    except asyncio.TimeoutError:
+        raise BenchFailed(f"host: {len(instance_pids(env))} ActorModule processes left after scale 0") from None
+    finally:
+        for fd in pidfds:
+            os.close(fd)
     return r
+
+
+async def all_readable(fds: list[int]) -> float:
+    """When the last of `fds` (pidfds) became readable, on the perf_counter clock."""
+    loop = asyncio.get_running_loop()
+    left, done = set(fds), loop.create_future()
+
+    def readable(fd: int) -> None:
+        loop.remove_reader(fd)
+        left.discard(fd)
+        if not left and not done.done():
+            done.set_result(time.perf_counter())
+
+    for fd in fds:
+        loop.add_reader(fd, readable, fd)
+    if not fds:
+        return time.perf_counter()
+    try:
+        return await done
+    finally:
+        for fd in left:
+            loop.remove_reader(fd)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -352,6 +382,7 @@ def report_round(h: Round, f: Round) -> None:
          goal=f"<= {TARGETS['kill_ms']:g} ms ({len(h.kill_s)} kills)")
     line("N->0", h.down_s * 1000, f.down_s * 1000, "ms",
          goal=f"<= {TARGETS['down_s_500'] * 1000:g} ms at 500" if n == 500 else "")
+    line("  gone", h.gone_s * 1000, f.gone_s * 1000, "ms", goal="the last instance process ended")
     hp, fp, hi = lat(h.ping_ms), lat(f.ping_ms), lat(h.inv_ms)
     line("ping p50", hp[0], fp[0], "ms", goal=f"n={len(h.ping_ms)} (floor n={len(f.ping_ms)})")
     line("ping max", hp[1], fp[1], "ms", goal=f"<= {TARGETS['probe_ms']:g} ms")

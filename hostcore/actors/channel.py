@@ -11,6 +11,10 @@ The socket's name is fixed per host (abstract namespace, nothing on disk), so th
 template dies, the instances that ran under it find its successor there and say `Hello` again:
 they are taken over, not restarted. Only processes of the host's own user may connect.
 
+A halted instance says `Stopped` once it has drained and let go of everything, just before its
+process ends: it is reported stopped then, not when the kernel has finished returning its memory
+(a few milliseconds per process, which the exit leaves to idle CPU time).
+
 A spare is an instance forked, built and connected ahead of time with a placeholder id: it says
 `Hello` with `spare` set, waits for `Assign`, then subscribes and says `Hello` again as the
 instance it became (on the same connection).
@@ -25,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Assign", "FrameReader", "Hello", "frame", "listen", "peer_uid", "rendezvous"]
+__all__ = ["Assign", "FrameReader", "Hello", "Stopped", "frame", "listen", "peer_uid", "rendezvous"]
 
 _LENGTH = struct.Struct("!I")
 _BIND_TIMEOUT_S = 2.0
@@ -46,6 +50,14 @@ class Hello:
 @dataclass(frozen=True, slots=True)
 class Assign:
     """Template → spare: you are instance `instance_id` now; subscribe and say Hello as it."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Instance → template, last: halted, drained (its in-flight calls answered), metrics flushed,
+    NATS closed. Nothing of it serves any more; only its process's exit is left."""
 
     instance_id: str
 

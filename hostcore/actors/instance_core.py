@@ -196,12 +196,13 @@ class InstanceCore:
         except HostcoreError as err:
             return self.handler.failure(inv, err)
 
-    def close(self) -> None:
-        """After the loop stopped: the last metrics flush and queued spans, then the rest."""
+    def close(self, *, wait: bool = True) -> None:
+        """After the loop stopped: the last metrics flush and queued spans, then the rest.
+        `wait=False`: the process ends next, so its ticker thread is not joined."""
         self.telemetry.close()
         self.outbound.close()
         if self.ticker is not None:
-            self.ticker.close()
+            self.ticker.close(wait=wait)
 
 
 def _name(kind: str, actor_key: str, instance_id: str) -> str:

@@ -5,8 +5,8 @@ Module are simply there, shared page for page with the template and every siblin
 template's Thespian state behind (sockets closed, signals and logging reset), builds its
 InstanceCore, connects to NATS and subscribes, then says `Hello` on the template's socket
 (hostcore/actors/channel.py). From then on its main thread runs one asyncio loop: RPC calls, the
-template's messages, and SIGTERM, which drains the subscription (in-flight calls finish) and ends
-the process.
+template's messages, and SIGTERM, which drains the subscription (in-flight calls finish), says
+`Stopped` and ends the process.
 
 It outlives its template once it has said `Hello`: if the template dies (its socket closes), it
 says `Hello` to the successor, and stops by itself if none comes within ORPHAN_GRACE_S. Until then
@@ -35,7 +35,7 @@ import uvloop
 import wasmtime
 from nats.aio.client import Client as NatsClient
 
-from hostcore.actors.channel import Assign, FrameReader, Hello, frame, rendezvous
+from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, rendezvous
 from hostcore.actors.instance_core import InstanceCore
 from hostcore.logs import configure_root
 from hostcore.natsconn import flush_in_order
@@ -109,6 +109,15 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: 
 
 def _title(name: str, spare: bool = False) -> None:
     setproctitle.setproctitle((SPARE_TITLE if spare else INSTANCE_TITLE) + name)
+
+
+def _exit_in_idle_time() -> None:
+    """Reported stopped: what is left is the kernel returning this process's memory, a few
+    milliseconds of CPU per forked process (unmapping every page it shares with the template).
+    Nothing waits for that any more, so it waits for CPU time nothing else wants: a scale to zero
+    is over when the last instance has drained, not when the last one is unmapped."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def watch_launcher(loop: asyncio.AbstractEventLoop) -> None:
@@ -188,7 +197,10 @@ class _Instance:
         if nc is not None:
             await drain_nats(nc)
         if self.core is not None:
-            self.core.close()
+            self.core.close(wait=False)  # the process ends next
+        if self.stopping.is_set() and not self.spare and self.control is not None:
+            self._send(Stopped(self.instance_id))
+            _exit_in_idle_time()
         return 0
 
     def _halt(self) -> None:

@@ -11,7 +11,8 @@ nothing, so forking it is safe.
 
 An instance is a plain process (hostcore/actors/instance_process.py), not a Thespian actor: it
 reports on the template's socket (hostcore/actors/channel.py), is halted by SIGTERM and seen
-dying through a pidfd. The template passes its starts and (batched) exits on to the
+dying through a pidfd (a halted one is reported gone when it says `Stopped`, its process reaped
+later). The template passes its starts and (batched) exits on to the
 ActorSupervisor, which keeps every record and decides everything else. One epoll set holds every
 instance's socket and pidfd, and Thespian watches only that one descriptor: its loop costs the same
 at 5 instances as at 500. Instances on workers are not forked here (ActorSupervisor creates them
@@ -41,7 +42,7 @@ import wasmtime
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
 
 from hostcore.actors import instance_process
-from hostcore.actors.channel import Assign, FrameReader, Hello, frame, listen, peer_uid, rendezvous
+from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, listen, peer_uid, rendezvous
 from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError
 from hostcore.native.wasm import load_module, new_engine
@@ -97,6 +98,7 @@ class _Child:
     announced: bool = False  # its start was reported to the supervisor
     spare: bool = False  # forked ahead of time; `instance_id` is a placeholder until it is assigned
     halted: bool = False  # asked to stop (else its exit is a crash, and a replacement follows)
+    stopped: bool = False  # said Stopped, and was reported gone then: only its reaping is left
     spec: InstanceSpec | None = None  # what it runs, when forked here
     snapshot: LatticeSnapshot | None = None  # the last one it was given
     mail: list[Any] = field(default_factory=list)  # until it connects
@@ -377,6 +379,8 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             elif isinstance(message, Hello) and message.instance_id == child.instance_id:
                 self._heard(child, message)  # a spare, started as the instance it was assigned
                 self._fork_more()
+            elif isinstance(message, Stopped) and message.instance_id == child.instance_id:
+                self._stopped(child)
 
     def _send_bytes(self, child: _Child, data: bytes) -> None:
         if child.sock is None:
@@ -430,20 +434,34 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             for instance_id in halted:
                 self.mail.pop(instance_id, None)
 
+    def _stopped(self, child: _Child) -> None:
+        """`child` was halted and has let go of everything: reported gone now. Its process, whose
+        memory the kernel is still returning, is reaped when its pidfd says it has ended."""
+        if child.spare or not child.halted or child.stopped:
+            return
+        child.stopped = True
+        self._disconnect(child)
+        self._forget(child)
+
     def _gone(self, child: _Child) -> None:
         assert self.poller is not None
         self._disconnect(child)
         self.by_fd.pop(child.pidfd, None)
         self._unwatch(child.pidfd)
         os.close(child.pidfd)
-        self.children.pop(child.instance_id, None)
-        self._forget_spare(child)
         if child.forked:  # a returned one is reaped by the host's subreaper
             with contextlib.suppress(ChildProcessError):
                 _, status = os.waitpid(child.pid, 0)
                 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
                     log.warning("instance did not stop in time; it was ended",
                                 extra={"instance_id": child.instance_id})
+        if not child.stopped:
+            self._forget(child)
+
+    def _forget(self, child: _Child) -> None:
+        """`child` is no instance of ours any more; the supervisor hears it at the end of this turn."""
+        self.children.pop(child.instance_id, None)
+        self._forget_spare(child)
         if child.spare:  # nobody else knows of it
             return
         self.starting.discard(child.instance_id)

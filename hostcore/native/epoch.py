@@ -94,12 +94,15 @@ class EpochTicker:
             else:
                 return
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        """Stop ticking. `wait=False` does not join the thread: for a process about to end, whose
+        exit ends the thread too (a join waits for the thread to be scheduled: ~10 ms on a busy
+        machine)."""
         self._stop.set()
         self._wanted.set()  # wake an idle thread so it sees the stop
-        if self._thread is not None:
+        if self._thread is not None and wait:
             self._thread.join()
-            self._thread = None
+        self._thread = None
 
     def __enter__(self) -> Self:
         self.start()

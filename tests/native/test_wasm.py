@@ -380,6 +380,19 @@ def test_epoch_ticker_start_close() -> None:
         ticker.start()
 
 
+def test_epoch_ticker_close_without_waiting_still_stops_the_thread() -> None:
+    # For a process about to end: close() returns at once, and the thread ends by itself.
+    ticker = EpochTicker(new_engine(), tick_s=0.001)
+    ticker.start()
+    thread = ticker._thread
+    assert thread is not None and thread.is_alive()
+    ticker.close(wait=False)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    with pytest.raises(ValueError):
+        ticker.start()
+
+
 def test_import_starts_no_thread() -> None:
     # architecture.md: a process that forks must hold no threads; EpochTicker starts only on demand.
     code = "import threading, hostcore.native.wasm; print(threading.active_count())"
