@@ -12,13 +12,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "close_fds",
+    "default_signal_actions",
     "descendants",
     "end_admin_tree",
     "free_port",
@@ -51,6 +53,43 @@ def _prctl(option: int, value: int) -> None:
         libc.prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux
         return
+
+
+def close_fds(fds: Iterable[int]) -> None:
+    """Close every descriptor in `fds`, one `close_range` per run of consecutive numbers: a
+    process forked from the InstanceTemplate closes two of its descriptors per instance, and they
+    are mostly consecutive. Already closed ones are skipped silently."""
+    ordered = sorted(fds)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        os.closerange(ordered[i], ordered[j] + 1)
+        i = j + 1
+
+
+try:  # loaded before any fork: a forked child would otherwise pay for it
+    _libc_signal = ctypes.CDLL(None, use_errno=True).signal
+    _libc_signal.restype, _libc_signal.argtypes = ctypes.c_void_p, (ctypes.c_int, ctypes.c_void_p)
+except (OSError, AttributeError):  # pragma: no cover - not a C library with signal()
+    _libc_signal = None
+
+
+def default_signal_actions(signals: Iterable[int]) -> None:
+    """Give every signal in `signals` the kernel's default action, for a forked child leaving
+    its parent's handlers behind. Done below Python: `signal.signal` would also let go of each
+    Python handler, writing to pages the child shares with its parent (0.8 against 0.2-0.3 ms for
+    62 signals, measured in a fork of a process with hostcore imported). `signal.getsignal`
+    still names the parent's handlers afterwards; they are never called, and `signal.signal`
+    replaces them as usual."""
+    if _libc_signal is None:  # pragma: no cover
+        for sig in signals:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+        return
+    for sig in signals:
+        _libc_signal(int(sig), None)  # None is SIG_DFL (0)
 
 
 def set_pdeathsig(sig: int = signal.SIGKILL) -> None:

@@ -35,7 +35,7 @@ from hostcore.native.chunking import (
 from hostcore.native.claims import ActorClaims
 from hostcore.native.epoch import EpochTicker
 from hostcore.native.invocation import Invocation, InvocationResponse, InvocationValidator, WasmCloudEntity
-from hostcore.native.wasm import ActorRuntime, load_module, new_engine
+from hostcore.native.wasm import ActorRuntime, ModuleImports, load_module, new_engine
 from hostcore.telemetry.rpc import InstanceTelemetry, RpcEvents
 from hostcore.tree.messages import LatticeSnapshot, StartInstance
 from hostcore.wire import subjects
@@ -59,7 +59,8 @@ class InstanceCore:
     nc: NatsClient
 
     def __init__(self, start: StartInstance, *, engine: wasmtime.Engine | None = None,
-                 module: wasmtime.Module | None = None, load: ModuleLoader = load_module) -> None:
+                 module: wasmtime.Module | None = None, imports: ModuleImports | None = None,
+                 load: ModuleLoader = load_module) -> None:
         cfg, claims = start.config, start.claims
         self.config, self.instance_id, self.load = cfg, start.instance_id, load
         self.actor_key = claims.public_key
@@ -73,7 +74,7 @@ class InstanceCore:
             self.ticker = EpochTicker(self.engine, on_demand=True)  # idle instances cost no CPU
             self.ticker.start()
             self.router: HostCallRouter | None = None
-            self.runtime = self.build_runtime(claims, start.cwasm_path, module)
+            self.runtime = self.build_runtime(claims, start.cwasm_path, module, imports)
             self.handler = InvocationHandler(
                 claims=claims, runtime=self.runtime, validator=InvocationValidator(cfg.cluster_issuers),
                 instance_id=start.instance_id, on_result=self.telemetry.wrap_result(self._rpc_event),
@@ -88,9 +89,10 @@ class InstanceCore:
     def api_version(self) -> int:
         return self.runtime.api_version
 
-    def build_runtime(self, claims: ActorClaims, cwasm_path: Path,
-                      module: wasmtime.Module | None = None) -> ActorRuntime:
-        """A runtime for `claims` (the current one, or a live update's). Raises HostcoreError."""
+    def build_runtime(self, claims: ActorClaims, cwasm_path: Path, module: wasmtime.Module | None = None,
+                      imports: ModuleImports | None = None) -> ActorRuntime:
+        """A runtime for `claims` (the current one, or a live update's); `imports`, `module`'s
+        when defined already. Raises HostcoreError."""
         cfg = self.config
         guest_log = logging.getLogger("hostcore.guest")
         router = HostCallRouter(claims=claims, lattice_prefix=cfg.lattice_prefix, signer=cfg.cluster_key,
@@ -103,7 +105,7 @@ class InstanceCore:
             host_call=BuiltinHostCalls(claims, lattice_prefix=cfg.lattice_prefix, forward=router),
             console_log=lambda text: guest_log.info("[%s] %s", claims.public_key, text),
             call_timeout_s=cfg.rpc_timeout_s * _GUEST_SHARE_OF_RPC_TIMEOUT, max_memory_bytes=cfg.max_memory_bytes,
-            ticker=self.ticker,
+            ticker=self.ticker, imports=imports,
         )
 
     def rename(self, instance_id: str) -> None:

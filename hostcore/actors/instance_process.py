@@ -38,8 +38,9 @@ from nats.aio.client import Client as NatsClient
 from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, rendezvous
 from hostcore.actors.instance_core import InstanceCore
 from hostcore.logs import configure_root
+from hostcore.native.wasm import ModuleImports
 from hostcore.natsconn import flush_in_order
-from hostcore.procutil import launcher_pid, pid_alive, set_pdeathsig
+from hostcore.procutil import close_fds, default_signal_actions, launcher_pid, pid_alive, set_pdeathsig
 from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
 from hostcore.tree.bridge import connect_nats, drain_nats
 from hostcore.tree.messages import LatticeSnapshot, ModuleSwapped, StartInstance, SwapModule
@@ -56,17 +57,18 @@ _RECONNECT_EVERY_S = 0.02
 _STOP_DEADLINE_S = 10
 
 
-def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
+def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module, imports: ModuleImports | None,
         template_fds: tuple[int, ...], *, spare: bool = False) -> NoReturn:
     """In the child of the template's fork. Never returns: the template's frames below must not
-    run again here. `template_fds`: the template's own descriptors (two per instance). `spare`:
-    `start.instance_id` is a placeholder; the instance waits for its id (channel.Assign)."""
+    run again here. `imports`: the module's, defined by the template. `template_fds`: the
+    template's own descriptors (two per instance). `spare`: `start.instance_id` is a placeholder;
+    the instance waits for its id (channel.Assign)."""
     code = 1
     try:
         _leave_template(start, template_fds, spare)
         # No asyncio.Runner: its close() waits for every task and executor thread, and the
         # process ends right after `serve` anyway.
-        code = uvloop.new_event_loop().run_until_complete(_Instance(start, spare).serve(engine, module))
+        code = uvloop.new_event_loop().run_until_complete(_Instance(start, spare).serve(engine, module, imports))
     except BaseException:  # noqa: BLE001 -- the process ends here either way; say why
         with contextlib.suppress(Exception):
             log.exception("instance process failed", extra={"instance_id": start.instance_id})
@@ -80,9 +82,7 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: 
     left open here would keep a dead template's address alive), restore default signal handling
     (Thespian's handlers act on the template's state) and log to stderr directly. Files stay
     open: wasmtime maps each instance's initial memory from the module's memfd."""
-    for fd in template_fds:  # known, so not inspected one by one: there are hundreds
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    close_fds(template_fds)  # known, so not inspected one by one: there are hundreds
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd <= 2:
@@ -90,10 +90,7 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: 
         with contextlib.suppress(OSError):
             if stat.S_ISSOCK(os.fstat(fd).st_mode) or os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:"):
                 os.close(fd)
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(sig, signal.SIG_DFL)
+    default_signal_actions(sig for sig in signal.valid_signals() if sig not in (signal.SIGKILL, signal.SIGSTOP))
     # Python's own defaults: a write to a closed socket is an error, not death by SIGPIPE.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -146,7 +143,7 @@ class _Instance:
         self.stopping: asyncio.Event
         self.rejoining: asyncio.Task[None] | None = None
 
-    async def serve(self, engine: wasmtime.Engine, module: wasmtime.Module) -> int:
+    async def serve(self, engine: wasmtime.Engine, module: wasmtime.Module, imports: ModuleImports | None) -> int:
         self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._halt)
@@ -154,7 +151,7 @@ class _Instance:
         self.assigned = loop.create_future()
         nc: NatsClient | None = None
         try:
-            self.core = InstanceCore(self.start, engine=engine, module=module)
+            self.core = InstanceCore(self.start, engine=engine, module=module, imports=imports)
             nc = await connect_nats(self.start.config.rpc, name=self.core.connection_name)
             await self.core.prepare(nc)
             if self.spare and not await self._take_id():

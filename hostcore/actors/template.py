@@ -45,7 +45,7 @@ from hostcore.actors import instance_process
 from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, listen, peer_uid, rendezvous
 from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError
-from hostcore.native.wasm import load_module, new_engine
+from hostcore.native.wasm import ModuleImports, load_module, new_engine
 from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import pidfd_open
 from hostcore.tree.messages import (
@@ -115,6 +115,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         self.snapshot = LatticeSnapshot()
         self.engine: wasmtime.Engine | None = None
         self.modules: dict[Path, wasmtime.Module] = {}
+        self.imports: dict[Path, ModuleImports | None] = {}  # defined once, shared by every fork
         self.children: dict[str, _Child] = {}
         self.starting: set[str] = set()  # forked, not reported yet
         self.ramp = 0  # instances announced since the backlog was last empty
@@ -214,6 +215,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         assert self.config is not None and self.engine is not None and self.poller is not None
         try:
             module = self._module(spec.cwasm_path)
+            imports = self.imports[spec.cwasm_path]
         except HostcoreError as err:
             if spare:
                 return
@@ -228,7 +230,8 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()  # the heap is frozen first (procutil.guard_forks), so the child shares it
         if pid == 0:
-            instance_process.run(start, self.engine, module, (*self.watched, self.poller.fileno()), spare=spare)
+            instance_process.run(start, self.engine, module, imports, (*self.watched, self.poller.fileno()),
+                                 spare=spare)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         pidfd = os.pidfd_open(pid)
         child = _Child(instance_id=instance_id, pid=pid, pidfd=pidfd, forked=True, snapshot=self.snapshot,
@@ -247,6 +250,10 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         if module is None:
             assert self.engine is not None
             module = self.modules[cwasm_path] = load_module(self.engine, cwasm_path)
+            try:
+                self.imports[cwasm_path] = ModuleImports(self.engine, module)
+            except HostcoreError:  # the instance finds it again, and says so as a failed start does
+                self.imports[cwasm_path] = None
         return module
 
     def _watch(self, fd: int) -> None:
