@@ -252,8 +252,8 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             module = self.modules[cwasm_path] = load_module(self.engine, cwasm_path)
             try:
                 self.imports[cwasm_path] = ModuleImports(self.engine, module)
-            except HostcoreError:  # the instance finds it again, and says so as a failed start does
-                self.imports[cwasm_path] = None
+            except (HostcoreError, wasmtime.WasmtimeError):  # each instance meets it again, and
+                self.imports[cwasm_path] = None  # reports it as the start failure it is
         return module
 
     def _watch(self, fd: int) -> None:
