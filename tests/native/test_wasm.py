@@ -34,6 +34,7 @@ from hostcore.native.wasm import (
     FAST_PATH,
     ActorRuntime,
     EpochTicker,
+    ModuleImports,
     compile_to_cache,
     load_module,
     new_engine,
@@ -243,6 +244,40 @@ def test_host_call_arguments_and_errors(runtime: RuntimeFactory) -> None:
     with pytest.raises(GuestError) as err:
         rt.call("host", b"refuse")
     assert err.value.wire == "refused: ü"  # host error lengths are UTF-8 byte lengths
+
+
+def test_runtimes_sharing_imports_each_serve_their_own_calls(
+        engine: wasmtime.Engine, modules: Callable[[str], wasmtime.Module], fast_path: bool) -> None:
+    # What every instance forked from the template does: one ModuleImports, defined ahead.
+    module = modules("guest_abi.wat")
+    imports = ModuleImports(engine, module, fast_path=fast_path)
+    seen: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    def host_call_of(name: str) -> Callable[[str, str, str, bytes], bytes]:
+        def host_call(binding: str, namespace: str, operation: str, payload: bytes) -> bytes:
+            seen[name].append(payload)
+            return name.encode() + b":" + payload
+        return host_call
+
+    a, b = (ActorRuntime(engine, module, host_call=host_call_of(name), console_log=lambda text: None,
+                         call_timeout_s=2.0, max_memory_bytes=64 * MiB, imports=imports) for name in "ab")
+    try:
+        assert a.call("host", b"1") == b"a:1"
+        assert b.call("host", b"2") == b"b:2"
+        assert a.call("echo", b"again") == b"again"
+        with pytest.raises(GuestTrap):
+            b.call("trap", b"")
+        assert a.call("host", b"3") == b"a:3" and b.call("host", b"4") == b"b:4"
+        assert seen == {"a": [b"1", b"3"], "b": [b"2", b"4"]}
+        b.close()
+        assert a.call("host", b"5") == b"a:5"  # closing one leaves the shared imports alone
+    finally:
+        a.close()
+        b.close()
+        imports.close()
+    with pytest.raises(ValueError, match="another module"):
+        ActorRuntime(engine, modules("init_order.wat"), host_call=lambda *args: b"", console_log=lambda text: None,
+                     call_timeout_s=2.0, max_memory_bytes=64 * MiB, imports=ModuleImports(engine, module))
 
 
 def test_host_response_and_error_cleared_per_host_call(runtime: RuntimeFactory) -> None:
