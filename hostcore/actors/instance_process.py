@@ -247,6 +247,8 @@ class _Instance:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
             self.control.close()
             self.control = None
+            if self.stopping.is_set():  # we are ending (the template lets go of us once we said Stopped)
+                return
             if self.spare:  # serving nothing, and its successor does not know it
                 self.stopping.set()
                 return

@@ -1,15 +1,21 @@
-"""hostcore.actors.instance_process.watch_launcher: an instance process ends with its host's
-launcher, including a launcher that was already gone when the instance started."""
+"""hostcore.actors.instance_process: an instance process ends with its host's launcher, including
+a launcher that was already gone when the instance started; and the template's end of the channel
+closing means different things to a running instance and to one that is ending."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import socket
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
 
 from hostcore import procutil
-from hostcore.actors.instance_process import watch_launcher
+from hostcore.actors.instance_process import _Instance, watch_launcher
 
 
 def _exit_code_with_launcher(launcher: int, kill: subprocess.Popen[bytes] | None = None) -> int:
@@ -50,3 +56,36 @@ def test_an_instance_ends_when_its_launcher_dies_and_not_before() -> None:
     finally:
         launcher.kill()
         launcher.wait()
+
+
+async def _template_closes(stopping: bool) -> _Instance:
+    """An instance whose template's end of the channel closes, while it runs or once it is ending
+    (the template lets go of an instance that said Stopped)."""
+    instance = _Instance(SimpleNamespace(instance_id="i-1"), spare=False)  # type: ignore[arg-type]
+    instance.stopping = asyncio.Event()
+    if stopping:
+        instance.stopping.set()
+    instance._rejoin = asyncio.Event().wait  # type: ignore[method-assign]  # no successor to look for here
+    ours, template = socket.socketpair()
+    ours.setblocking(False)
+    instance.control = ours
+    asyncio.get_running_loop().add_reader(ours.fileno(), instance._readable)
+    template.close()
+    while instance.control is not None:
+        await asyncio.sleep(0.01)
+    return instance
+
+
+async def test_an_ending_instance_takes_the_closed_channel_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hostcore.actors.instance_process"):
+        instance = await _template_closes(stopping=True)
+    assert instance.rejoining is None
+    assert not caplog.records
+
+
+async def test_a_running_instance_looks_for_the_next_template(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hostcore.actors.instance_process"):
+        instance = await _template_closes(stopping=False)
+    assert instance.rejoining is not None
+    instance.rejoining.cancel()
+    assert [r.getMessage() for r in caplog.records] == ["instance template gone; waiting for its successor"]
