@@ -131,6 +131,7 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
         self.batches = BatchTracker(self._event)  # actors_started / _start_failed / _stopped
         self.outbox: list[PublishEvent] = []  # to LatticeEvents, at the end of this message turn
         self.unsaved: dict[str, Remember | Forget] = {}  # to HostSupervisor, idem; the last per key
+        self.uncounted: set[str] = set()  # actor keys whose running-instances gauge is due, idem
 
     # --- wiring --------------------------------------------------------------------------------
 
@@ -175,6 +176,9 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
         self.unsaved[key] = Forget(role="actor_supervisor", key=key, pid=pid)  # replaces a Remember
 
     def _flush(self) -> None:
+        for public_key in self.uncounted:  # once per turn: a count scans the actor's records
+            self.telemetry.instance_count(public_key, sum(i.state == "running" for i in self.instances.of_key(public_key)))
+        self.uncounted.clear()
         # Records first: what the lattice hears of (actor_started) a successor must know of.
         if self.unsaved:
             changes, self.unsaved = tuple(self.unsaved.values()), {}
@@ -457,9 +461,10 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
         return [i for i in self.instances.of_key(public_key) if i.live]
 
     def _count(self, public_key: str) -> None:
-        """The running-instances gauge of `public_key`."""
+        """The running-instances gauge of `public_key` is due, at the end of this turn (a turn can
+        start or stop hundreds of instances of one actor)."""
         if self.telemetry.metrics is not None:
-            self.telemetry.instance_count(public_key, sum(i.state == "running" for i in self.instances.of_key(public_key)))
+            self.uncounted.add(public_key)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         self.exiting = True  # Thespian stops the template with us: not a crash to repair
