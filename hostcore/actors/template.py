@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
+from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
 
 from hostcore.actors import instance_process
 from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, listen, peer_uid, rendezvous
+from hostcore.actors.template_exits import InstanceExits, terminate
 from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError
 from hostcore.native.wasm import ModuleImports, load_module, new_engine
@@ -54,13 +55,11 @@ from hostcore.tree.messages import (
     InstanceFailed,
     InstanceReports,
     InstanceReturned,
-    InstancesExited,
     InstanceSpec,
     InstanceStarted,
     LatticeSnapshot,
     ModuleSwapped,
     StartInstance,
-    ToInstances,
 )
 
 __all__ = ["InstanceTemplate"]
@@ -104,7 +103,7 @@ class _Child:
     mail: list[Any] = field(default_factory=list)  # until it connects
 
 
-class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
+class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc]
     """Forks instances on ActorSupervisor's ForkInstances, a widening window of them starting at a
     time; passes their starts and (batched) exits on; delivers ToInstances."""
 
@@ -178,7 +177,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             self._assign(spare, ids[0])
             ids = ids[1:]
         elif spare is not None:  # the actor was updated since: that module is not wanted any more
-            _terminate(spare)
+            terminate(spare)
         self.backlog.extend((msg.spec, instance_id) for instance_id in ids)
         self._fork_more()
 
@@ -413,67 +412,7 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
         if sock is not None:
             sock.close()
 
-    # --- stopping and exits --------------------------------------------------------------------
-
-    def receiveMsg_ToInstances(self, msg: ToInstances, sender: Any) -> None:
-        halt = isinstance(msg.message, ActorExitRequest)
-        data = None if halt else frame(msg.message)
-        waiting = {instance_id for _, instance_id in self.backlog}
-        halted = set()
-        for instance_id in msg.instance_ids:
-            child = self.children.get(instance_id)
-            if child is not None and halt:
-                # The instance drains on SIGTERM; one still starting stops before it reports.
-                child.halted = True
-                _terminate(child)
-            elif child is not None and child.sock is not None:
-                assert data is not None
-                self._send_bytes(child, data)
-            elif child is not None:
-                child.mail.append(msg.message)
-            elif instance_id in waiting and halt:
-                halted.add(instance_id)  # never forked: gone at once
-                self._exited(instance_id)
-            elif instance_id in waiting:
-                self.mail.setdefault(instance_id, []).append(msg.message)
-        if halted:
-            self.backlog = collections.deque(item for item in self.backlog if item[1] not in halted)
-            for instance_id in halted:
-                self.mail.pop(instance_id, None)
-
-    def _stopped(self, child: _Child) -> None:
-        """`child` was halted and has let go of everything: reported gone now. Its process, whose
-        memory the kernel is still returning, is reaped when its pidfd says it has ended."""
-        if child.spare or not child.halted or child.stopped:
-            return
-        child.stopped = True
-        self._disconnect(child)
-        self._forget(child)
-
-    def _gone(self, child: _Child) -> None:
-        assert self.poller is not None
-        self._disconnect(child)
-        self.by_fd.pop(child.pidfd, None)
-        self._unwatch(child.pidfd)
-        os.close(child.pidfd)
-        if child.forked:  # a returned one is reaped by the host's subreaper
-            with contextlib.suppress(ChildProcessError):
-                _, status = os.waitpid(child.pid, 0)
-                if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
-                    log.warning("instance did not stop in time; it was ended",
-                                extra={"instance_id": child.instance_id})
-        if not child.stopped:
-            self._forget(child)
-
-    def _forget(self, child: _Child) -> None:
-        """`child` is no instance of ours any more; the supervisor hears it at the end of this turn."""
-        self.children.pop(child.instance_id, None)
-        self._forget_spare(child)
-        if child.spare:  # nobody else knows of it
-            return
-        self.starting.discard(child.instance_id)
-        self._exited(child.instance_id)
-        self._fork_more()
+    # --- exits (halts, reports and reaping: hostcore/actors/template_exits.py) -----------------
 
     def _forget_spare(self, child: _Child) -> None:
         """`child` is gone: if it was a spare, it is no more; if it was halted, its actor may not
@@ -490,33 +429,9 @@ class InstanceTemplate(ActorTypeDispatcher):  # type: ignore[misc]
             if self.live[key] <= 0:
                 del self.live[key]
             if child.halted and self.live[key] < SPARE_FROM and (spare := self.spares.pop(key, None)) is not None:
-                _terminate(spare)
-
-    def _exited(self, instance_id: str) -> None:
-        last = self.reports[-1] if self.reports else None
-        if isinstance(last, InstancesExited):
-            self.reports[-1] = InstancesExited(instance_ids=(*last.instance_ids, instance_id))
-        else:
-            self.reports.append(InstancesExited(instance_ids=(instance_id,)))
+                terminate(spare)
 
     def _flush(self) -> None:
         if self.reports:
             reports, self.reports = tuple(self.reports), []
             self.send(self.supervisor, reports[0] if len(reports) == 1 else InstanceReports(reports=reports))
-
-    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        """The supervisor is stopping (a crash kills us without this): so are its instances."""
-        log.debug("instance template stopping", extra={"instances": len(self.children)})
-        for child in self.children.values():
-            _terminate(child)
-        if self.listener is not None:
-            self.listener.close()
-
-
-def _terminate(child: _Child) -> None:
-    try:
-        signal.pidfd_send_signal(child.pidfd, signal.SIGTERM)
-    except ProcessLookupError:
-        pass  # gone already: its pidfd says so
-    except OSError as err:
-        log.error("could not halt instance", extra={"instance_id": child.instance_id, "error": str(err)})
