@@ -47,11 +47,16 @@ _fork_parent = 0
 _fork_guarded = False
 
 
+try:  # once, before any fork: the tree's processes share it instead of each loading its own
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - no C library to load
+    _libc = None
+
+
 def _prctl(option: int, value: int) -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
+        _libc.prctl(option, value, 0, 0, 0)  # type: ignore[union-attr]
+    except AttributeError:  # not Linux
         return
 
 
@@ -69,11 +74,9 @@ def close_fds(fds: Iterable[int]) -> None:
         i = j + 1
 
 
-try:  # loaded before any fork: a forked child would otherwise pay for it
-    _libc_signal = ctypes.CDLL(None, use_errno=True).signal
+_libc_signal = getattr(_libc, "signal", None)
+if _libc_signal is not None:
     _libc_signal.restype, _libc_signal.argtypes = ctypes.c_void_p, (ctypes.c_int, ctypes.c_void_p)
-except (OSError, AttributeError):  # pragma: no cover - not a C library with signal()
-    _libc_signal = None
 
 
 def default_signal_actions(signals: Iterable[int]) -> None:
