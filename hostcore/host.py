@@ -49,6 +49,7 @@ from thespian.actors import (
 from hostcore.actors import instance_process
 from hostcore.actors.native_worker import NativeWorker
 from hostcore.actors.supervisor import ActorSupervisor
+from hostcore.actors.template_link import TEMPLATE_TITLE
 from hostcore.config import HostConfig
 from hostcore.control.events import LatticeEvents
 from hostcore.control.lattice import LatticeCache
@@ -307,8 +308,9 @@ class HostSupervisor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
         if msg.payload == _REAP:
-            # Only instance titles: the roles are multiprocessing children, which Thespian reaps.
-            if reaped := reap_dead_children(instance_process.TITLES):
+            # Only instances and templates (orphaned by a supervisor's death): the roles are
+            # multiprocessing children, which Thespian reaps.
+            if reaped := reap_dead_children((*instance_process.TITLES, TEMPLATE_TITLE)):
                 log.debug("reaped dead instances", extra={"pids": reaped})
             self.wakeupAfter(dt.timedelta(seconds=_REAP_S), payload=_REAP)
             return

@@ -115,6 +115,9 @@ def reap(pid: int) -> None:
         return
 
 
+_COMM_LEN = 15  # the kernel keeps this much of a process's name
+
+
 def reap_dead_children(names: tuple[str, ...]) -> list[int]:
     """Collect the exit status of every dead child of this process whose name (the kernel's
     15-character `comm`, which setproctitle sets) starts with one of `names`; returns their pids.
@@ -124,6 +127,7 @@ def reap_dead_children(names: tuple[str, ...]) -> list[int]:
     nothing else waits for: collecting the status of a multiprocessing child here would hide its
     exit from `Process.is_alive`, which would then report it alive forever."""
     reaped: list[int] = []
+    names = tuple(name[:_COMM_LEN] for name in names)
     for pid in _children():
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()

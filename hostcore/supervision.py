@@ -226,8 +226,11 @@ class ExitWatch:
                 del self._by_fd[fd]
                 os.close(fd)
 
+    def fds(self) -> list[int]:
+        return list(self._by_fd)
+
     def thespian_watch(self) -> ThespianWatch | None:
-        return ThespianWatch(list(self._by_fd)) if self._by_fd else None
+        return ThespianWatch(self.fds()) if self._by_fd else None
 
     def close(self) -> None:
         for fd in self._by_fd:

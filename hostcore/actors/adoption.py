@@ -1,5 +1,5 @@
 """ActorSupervisor taking over from a predecessor that died, or a template that did
-(hostcore/supervision.py).
+(hostcore/supervision.py); starting and hearing its template (hostcore/actors/template_link.py).
 
 This host's instance processes outlive their template and their supervisor (they serve RPC on
 their own NATS connections). A restarted ActorSupervisor gets the records HostSupervisor kept; its
@@ -18,9 +18,10 @@ from thespian.actors import ActorExitRequest
 
 from hostcore.actors.placement import HOST
 from hostcore.actors.records import InstanceRecord, PendingStart
+from hostcore.actors.template_link import TemplateLink
 from hostcore.errors import RoleRestarted
 from hostcore.supervision import Adopted, AdoptingSupervisor
-from hostcore.tree.messages import InstanceReturned
+from hostcore.tree.messages import InitTemplate, InstanceReturned, TemplateReady
 from hostcore.wire import cloudevents
 
 if TYPE_CHECKING:
@@ -34,9 +35,52 @@ log = logging.getLogger(__name__)
 class InstanceAdoption(AdoptingSupervisor):
     """Mixin of ActorSupervisor (listed before ActorTypeDispatcher)."""
 
+    # --- the template: where this host's instances report --------------------------------------
+
+    def _new_template(self: ActorSupervisor) -> None:
+        # Started with the supervisor, not at the first start: its imports take ~0.5 s, which a
+        # start (or an adoption after a restart) would otherwise wait for.
+        assert self.config is not None
+        self.template = TemplateLink.spawn(InitTemplate(config=self.config, snapshot=self.snapshot))
+
+    def _from_template(self: ActorSupervisor, ready: list[int]) -> None:
+        """What the template said (reports, dispatched as messages from it), and its death."""
+        link = self.template
+        assert link is not None
+        messages, died = link.receive(ready)
+        for message in messages:
+            super().receiveMessage(message, link)  # type: ignore[misc]
+        if died and self.template is link:
+            self.template = None
+            if not self.exiting:
+                self._template_lost()
+
+    def _template_lost(self: ActorSupervisor) -> None:
+        """The template died. The instances it had announced outlive it and report to its
+        successor (hostcore/actors/channel.py); those still starting died with it. Whoever does
+        not report within the adoption deadline is replaced."""
+        forked = [i for i in self.instances.values() if self._forked(i)]
+        log.warning("instance template died, restarting it", extra={"instances": len(forked)})
+        self._new_template()
+        for inst in forked:
+            self.adopting.add(inst.instance_id)
+            inst.adopted = True
+        self.adoption_deadline()
+
+    def receiveMsg_TemplateReady(self: ActorSupervisor, msg: TemplateReady, sender: Any) -> None:
+        if sender is self.template and self.template is not None:
+            self.template.ready = True
+            self.adoption_deadline()  # instances that outlived its predecessor can report now
+
+    def adoption_deadline(self: ActorSupervisor) -> None:
+        """Runs from the template's start: until it listens, instances cannot report to it."""
+        if self.template is None or self.template.ready:
+            super().adoption_deadline()  # type: ignore[misc]
+
+    # --- records of a predecessor ----------------------------------------------------------------
+
     def _restore(self: ActorSupervisor, records: tuple[Any, ...]) -> None:
-        if any(isinstance(r, InstanceRecord) and r.node == HOST for r in records):
-            self._new_template()  # where they report again
+        # Ours report again to our template (hostcore/actors/template_link.py), started already.
         for record in records:
             if isinstance(record, PendingStart):
                 self._forget(record.key)

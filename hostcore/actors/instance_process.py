@@ -2,7 +2,7 @@
 
 The child starts from the template's memory: its StartInstance, the Engine and the deserialized
 Module are simply there, shared page for page with the template and every sibling. It leaves the
-template's Thespian state behind (sockets closed, signals and logging reset), builds its
+template's state behind (its sockets and pidfds closed, signals reset), builds its
 InstanceCore, connects to NATS and subscribes, then says `Hello` on the template's socket
 (hostcore/actors/channel.py). From then on its main thread runs one asyncio loop: RPC calls, the
 template's messages, and SIGTERM, which drains the subscription (in-flight calls finish), says
@@ -37,7 +37,6 @@ from nats.aio.client import Client as NatsClient
 
 from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, rendezvous
 from hostcore.actors.instance_core import InstanceCore
-from hostcore.logs import configure_root
 from hostcore.native.wasm import ModuleImports
 from hostcore.natsconn import flush_in_order
 from hostcore.procutil import close_fds, default_signal_actions, launcher_pid, pid_alive, set_pdeathsig
@@ -78,10 +77,10 @@ def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module, 
 
 
 def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: bool) -> None:
-    """Close what belongs to the template (its Thespian sockets, its pidfds and poller: a socket
-    left open here would keep a dead template's address alive), restore default signal handling
-    (Thespian's handlers act on the template's state) and log to stderr directly. Files stay
-    open: wasmtime maps each instance's initial memory from the module's memfd."""
+    """Close what belongs to the template (its sockets, pidfds and poller: a socket left open here
+    would keep a dead template's address alive) and restore default signal handling. Logging is
+    the template's, configured as an instance needs it (stderr, the host's level and format).
+    Files stay open: wasmtime maps each instance's initial memory from the module's memfd."""
     close_fds(template_fds)  # known, so not inspected one by one: there are hundreds
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -96,11 +95,6 @@ def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the host stops us in order
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held by the template across the fork
-    # Thespian's log forwarder (the root logger here) writes to the template's sockets.
-    logging.root = logging.RootLogger(logging.WARNING)
-    logging.Logger.root = logging.root
-    logging.Logger.manager = logging.Manager(logging.root)
-    configure_root(start.config.log_level, start.config.structured_logging)
     _title(start.claims.public_key if spare else start.instance_id, spare)
 
 

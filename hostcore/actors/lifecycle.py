@@ -77,8 +77,6 @@ class InstanceLifecycle:
                 self._forget(instance_id, pid=self.strays.pop(instance_id))
 
     def receiveMsg_ChildActorExited(self: ActorSupervisor, msg: ChildActorExited, sender: Any) -> None:
-        if msg.childAddress == self.template:
-            return None if self.exiting else self._template_lost()
         # An instance on a worker (Thespian addresses are not hashable, hence the scan). A worker's
         # admin forwards the exits of instances it forked for us; duplicates find nothing here.
         inst = next((i for i in self.instances.values() if i.node != HOST and i.address == msg.childAddress), None)
@@ -96,22 +94,10 @@ class InstanceLifecycle:
                                          counted=False)
         self._instance_exited(inst, "actor instance died, restarting", counted=True)
 
-    def _template_lost(self: ActorSupervisor) -> None:
-        """The template died. The instances it had announced outlive it and report to its
-        successor (hostcore/actors/channel.py); those still starting died with it. Whoever does
-        not report within the adoption deadline is replaced."""
-        forked = [i for i in self.instances.values() if self._forked(i)]
-        log.warning("instance template died, restarting it", extra={"instances": len(forked)})
-        self._new_template()
-        for inst in forked:
-            self.adopting.add(inst.instance_id)
-            inst.adopted = True
-        self.adoption_deadline()
-
     def _halt_unknown(self: ActorSupervisor, instance_id: str, sender: Any) -> None:
         """An instance reported that we no longer have a record of (replaced meanwhile)."""
-        if sender == self.template:
-            self.send(self.template, ToInstances(instance_ids=(instance_id,), message=ActorExitRequest()))
+        if sender is self.template and self.template is not None:
+            self.template.send(ToInstances(instance_ids=(instance_id,), message=ActorExitRequest()))
         else:
             self.send(sender, ActorExitRequest())
 

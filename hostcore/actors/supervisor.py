@@ -1,9 +1,9 @@
 """ActorSupervisor: the OTP DynamicSupervisor of actor instances (protocol.md §11).
 
 Owns every instance count on this host. Thread-free, no NATS, no wasmtime Engine. The
-InstanceTemplate, its child, forks and owns the instance processes (hostcore/actors/template.py)
-and reports their starts and exits here. Events go to LatticeEvents; module bytes are fetched,
-verified and compiled by the NativeWorker.
+InstanceTemplate, a process it starts (hostcore/actors/template_link.py), forks and owns the
+instance processes (hostcore/actors/template.py) and reports their starts and exits here.
+Events go to LatticeEvents; module bytes are fetched, verified and compiled by the NativeWorker.
 
 With HOSTCORE_PLACEMENT=workers|spread, instances may run on workers that joined this host's
 Thespian convention (hostcore/actors/worker_nodes.py). Live update is in
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ThespianWatch, WatchMessage
 
 from hostcore.actors.adoption import InstanceAdoption
 from hostcore.actors.batches import BatchTracker
@@ -31,7 +31,7 @@ from hostcore.actors.instance import ActorModule
 from hostcore.actors.live_update import LiveUpdate
 from hostcore.actors.placement import HOST, WorkerNode, requirements_for
 from hostcore.actors.records import InstanceRecord, InstanceTable, PendingStart
-from hostcore.actors.template import InstanceTemplate
+from hostcore.actors.template_link import TemplateLink
 from hostcore.actors.worker_nodes import WorkerNodes
 from hostcore.config import HostConfig, Placement
 from hostcore.errors import (
@@ -53,7 +53,6 @@ from hostcore.tree.messages import (
     ForkInstances,
     GetInventory,
     InitActorSupervisor,
-    InitTemplate,
     InstanceInfo,
     InstanceSpec,
     Inventory,
@@ -114,7 +113,7 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
         super().__init__()
         self.config: HostConfig | None = None
         self.instances = InstanceTable()
-        self.template: Any = None
+        self.template: TemplateLink | None = None
         self.exiting = False
         self.pending: dict[str, PendingStart] = {}
         self.preparing: set[str] = set()  # keys with a scale waiting on the NativeWorker
@@ -146,24 +145,23 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
         if msg.config.placement is not Placement.LOCAL:
             # Our admin is the convention leader: it tells us about every worker that joins or is lost.
             self.notifyOnSystemRegistrationChanges(True)
+        self._new_template()
         self._restore(msg.restore)
         self.send(sender, Ready(role="actor_supervisor"))
-
-    def _new_template(self) -> None:
-        # Forked once this host runs an instance (an idle host does without its ~15 MB), while
-        # this process is still small: the template and every instance inherit its heap.
-        assert self.config is not None
-        self.template = self.createActor(InstanceTemplate)
-        self.send(self.template, InitTemplate(config=self.config, snapshot=self.snapshot))
 
     # Events and record changes of one message turn go out together, as one message each, at its
     # end (`_flush`): a scale of N, or N exits handled at once, is not 3N messages.
 
     def receiveMessage(self, msg: Any, sender: Any) -> Any:
         try:
-            return super().receiveMessage(msg, sender)
+            if isinstance(msg, WatchMessage) and self.template is not None:
+                self._from_template(msg.ready)
+            super().receiveMessage(msg, sender)
         finally:
             self._flush()
+        # Thespian watches only the fds returned by the latest receiveMessage: return them always.
+        fds = self.exits.fds() + (self.template.fds() if self.template is not None else [])
+        return ThespianWatch(fds) if fds else None
 
     def _event(self, event: cloudevents.Event) -> None:
         self.outbox.append(PublishEvent.of(event))
@@ -366,7 +364,8 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
             spec = InstanceSpec(claims=claims, cwasm_path=cwasm_path, image_ref=ref, annotations=annotations)
             if self.template is None:
                 self._new_template()
-            self.send(self.template, ForkInstances(spec=spec, instance_ids=tuple(forked)))
+            assert self.template is not None
+            self.template.send(ForkInstances(spec=spec, instance_ids=tuple(forked)))
         return ids
 
     def _tell(self, insts: list[InstanceRecord], message: Any) -> None:
@@ -379,7 +378,7 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
             elif inst.address is not None:
                 self.send(inst.address, message)
         if forked and self.template is not None:
-            self.send(self.template, ToInstances(instance_ids=tuple(forked), message=message))
+            self.template.send(ToInstances(instance_ids=tuple(forked), message=message))
 
     def _forked(self, inst: InstanceRecord) -> bool:
         """This host's own instance, owned by the template (not one on a worker)."""
@@ -443,7 +442,7 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
         """New links / call aliases: every instance gets them (they resolve host calls locally)."""
         self.snapshot = msg
         if self.template is not None:  # for every instance it owns, and those it will fork
-            self.send(self.template, msg)
+            self.template.send(msg)
         for inst in self.instances.values():
             if inst.live and not self._forked(inst) and inst.address is not None:
                 self.send(inst.address, msg)
@@ -467,5 +466,8 @@ class ActorSupervisor(InstanceAdoption, InstanceLifecycle, LiveUpdate, WorkerNod
             self.uncounted.add(public_key)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        self.exiting = True  # Thespian stops the template with us: not a crash to repair
+        self.exiting = True  # the template's end is not a crash to repair
         log.info("actor supervisor stopping", extra={"pid": os.getpid(), "instances": len(self.instances)})
+        if self.template is not None:  # it halts the instances it still has, and ends
+            self.template.send(ActorExitRequest())
+            self.template.close()

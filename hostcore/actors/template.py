@@ -1,22 +1,19 @@
 """InstanceTemplate: the process that forks this host's actor instances, and their owner.
 
-Each instance is its own OS process, and forking is how it gets one. Forked from the
-ActorSupervisor, every instance paid for the supervisor's heap: the fork copied its page tables,
-the supervisor was busy forking instead of answering, and the child's first garbage collection
-wrote the header of every object it had inherited. The template is forked once from the
-supervisor while it is still small; it freezes its heap (`gc.freeze()`, so no child's collector
-ever touches those objects) and holds the Engine and each module deserialized, so a forked
-instance shares all of that and only pays for its own state. It runs no thread and compiles
-nothing, so forking it is safe.
+Each instance is its own OS process, and forking is how it gets one. The template is started by
+exec (hostcore/actors/template_link.py, the ActorSupervisor's end), so it holds only what an
+instance needs: the interpreter with the instance's modules imported, the Engine and each module
+deserialized. It freezes its heap (`gc.freeze()`, so no child's collector ever touches those
+objects), and a forked instance shares all of that and only pays for its own state. It runs no
+thread and compiles nothing, so forking it is safe.
 
 An instance is a plain process (hostcore/actors/instance_process.py), not a Thespian actor: it
 reports on the template's socket (hostcore/actors/channel.py), is halted by SIGTERM and seen
 dying through a pidfd (a halted one is reported gone when it says `Stopped`, its process reaped
-later). The template passes its starts and (batched) exits on to the
-ActorSupervisor, which keeps every record and decides everything else. One epoll set holds every
-instance's socket and pidfd, and Thespian watches only that one descriptor: its loop costs the same
-at 5 instances as at 500. Instances on workers are not forked here (ActorSupervisor creates them
-where placement says).
+later). The template passes its starts and (batched) exits on to the ActorSupervisor, which keeps
+every record and decides everything else. One epoll set holds the supervisor's socket and every
+instance's socket and pidfd: the loop costs the same at 5 instances as at 500. Instances on
+workers are not forked here (ActorSupervisor creates them where placement says).
 
 For an actor that runs many instances here, the template keeps a spare (SPARE_FROM): the next
 start of that actor takes it over (channel.Assign) instead of forking. Spares are the template's
@@ -39,16 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from thespian.actors import ActorTypeDispatcher, ThespianWatch, WatchMessage
+from thespian.actors import ActorExitRequest
 
 from hostcore.actors import instance_process
 from hostcore.actors.channel import Assign, FrameReader, Hello, Stopped, frame, listen, peer_uid, rendezvous
 from hostcore.actors.template_exits import InstanceExits, terminate
 from hostcore.config import HostConfig
 from hostcore.errors import HostcoreError
+from hostcore.logs import configure_root
 from hostcore.native.wasm import ModuleImports, load_module, new_engine
-from hostcore.procutil import set_pdeathsig
 from hostcore.supervision import pidfd_open
+from hostcore.telemetry import process as telemetry
+from hostcore.telemetry.logcontext import install_log_context
 from hostcore.tree.messages import (
     ForkInstances,
     InitTemplate,
@@ -60,6 +59,8 @@ from hostcore.tree.messages import (
     LatticeSnapshot,
     ModuleSwapped,
     StartInstance,
+    TemplateReady,
+    ToInstances,
 )
 
 __all__ = ["InstanceTemplate"]
@@ -103,13 +104,15 @@ class _Child:
     mail: list[Any] = field(default_factory=list)  # until it connects
 
 
-class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc]
+class InstanceTemplate(InstanceExits):
     """Forks instances on ActorSupervisor's ForkInstances, a widening window of them starting at a
     time; passes their starts and (batched) exits on; delivers ToInstances."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.supervisor: Any = None
+    def __init__(self, supervisor: socket.socket) -> None:
+        self.supervisor = supervisor  # non-blocking: the template never waits for the supervisor
+        self.inbox = FrameReader()
+        self.outbox = bytearray()  # framed reports the supervisor's socket has not taken yet
+        self.running = True
         self.config: HostConfig | None = None
         self.snapshot = LatticeSnapshot()
         self.engine: wasmtime.Engine | None = None
@@ -120,8 +123,8 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
         self.ramp = 0  # instances announced since the backlog was last empty
         self.backlog: collections.deque[tuple[InstanceSpec, str]] = collections.deque()  # still to fork
         self.mail: dict[str, list[Any]] = {}  # messages for instances still in the backlog
-        self.reports: list[Any] = []  # for the supervisor, at the end of this message turn
-        self.poller: select.epoll | None = None
+        self.reports: list[Any] = []  # for the supervisor, at the end of this turn of the loop
+        self.poller = select.epoll()
         self.listener: socket.socket | None = None
         self.by_fd: dict[int, _Child] = {}  # pidfds and sockets of children
         self.watched: set[int] = set()  # every descriptor in the poller: a forked child closes them
@@ -131,36 +134,70 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
         self.spares: dict[str, _Child] = {}  # per actor key, not assigned yet
         self.placeholders: dict[str, _Child] = {}  # spares by placeholder id, until their first Hello
         self.replenish = False  # nothing is starting: fork the spares that are missing, after this turn
+        supervisor.setblocking(False)
+        self._watch(supervisor.fileno())
 
-    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
-        try:
-            if isinstance(msg, WatchMessage):
-                self._poll()
-            else:
-                super().receiveMessage(msg, sender)
-        finally:
-            # Whatever this turn heard goes out as one message: hundreds of sends at once cost a
-            # Thespian process O(n²) (its transport rescans every unacknowledged send per turn).
+    def serve(self) -> None:
+        """The loop: what the supervisor and the instances say, then this turn's reports."""
+        while self.running:
+            for fd, events in self.poller.poll():
+                if fd == self.supervisor.fileno():
+                    if events & select.EPOLLOUT:
+                        self._send_reports()
+                    if events & ~select.EPOLLOUT:
+                        self._from_supervisor()
+                else:
+                    self._from_instances(fd)
+                if not self.running:
+                    break
+            # Whatever this turn heard goes out as one message.
             self._flush()
-            if self.replenish:  # after the reports: a fork takes ~6 ms the replacement need not wait
+            if self.replenish:  # after the reports: a fork takes ~3 ms the replacement need not wait
                 self.replenish = False
                 self._replenish()
-        # Thespian watches only the fds returned by the latest receiveMessage: return it always.
-        return ThespianWatch([self.poller.fileno()]) if self.poller is not None else None
 
-    def receiveMsg_InitTemplate(self, msg: InitTemplate, sender: Any) -> None:
-        set_pdeathsig()
+    def _from_supervisor(self) -> None:
+        try:
+            data = self.supervisor.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the supervisor is gone (its death ends us too): announced instances live on
+            self.running = False
+            return
+        for message in self.inbox.feed(data):
+            self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, ForkInstances):
+            self._fork_instances(message)
+        elif isinstance(message, ToInstances):
+            self._to_instances(message)
+        elif isinstance(message, LatticeSnapshot):
+            self._new_snapshot(message)
+        elif isinstance(message, InitTemplate):
+            self._init(message)
+        elif isinstance(message, ActorExitRequest):
+            self._stop()
+        else:
+            log.warning("instance template ignored a message", extra={"type": type(message).__name__})
+
+    def _init(self, msg: InitTemplate) -> None:
+        configure_root(msg.config.log_level, msg.config.structured_logging)
+        install_log_context(host_id=msg.config.host_id, lattice=msg.config.lattice_prefix)
+        telemetry.preload(msg.config.telemetry)
         # A socket and a pidfd per instance: hundreds of instances pass a 1024 soft limit.
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        self.supervisor, self.config, self.snapshot = sender, msg.config, msg.snapshot
+        self.config, self.snapshot = msg.config, msg.snapshot
         self.engine = new_engine()
-        self.poller = select.epoll()
         self.listener = listen(rendezvous(msg.config.host_id))
         self._watch(self.listener.fileno())
+        self.reports.append(TemplateReady())
         gc.freeze()
 
-    def receiveMsg_LatticeSnapshot(self, msg: LatticeSnapshot, sender: Any) -> None:
+    def _new_snapshot(self, msg: LatticeSnapshot) -> None:
         self.snapshot = msg
         data = frame(msg)
         for child in list(self.children.values()):
@@ -170,7 +207,7 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
 
     # --- forking -------------------------------------------------------------------------------
 
-    def receiveMsg_ForkInstances(self, msg: ForkInstances, sender: Any) -> None:
+    def _fork_instances(self, msg: ForkInstances) -> None:
         ids = msg.instance_ids
         spare = self.spares.pop(msg.spec.claims.public_key, None)
         if spare is not None and ids and spare.spec is not None and spare.spec.cwasm_path == msg.spec.cwasm_path:
@@ -211,7 +248,7 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
             self.replenish = True
 
     def _fork(self, spec: InstanceSpec, instance_id: str, *, spare: bool = False) -> None:
-        assert self.config is not None and self.engine is not None and self.poller is not None
+        assert self.config is not None and self.engine is not None
         try:
             module = self._module(spec.cwasm_path)
             imports = self.imports[spec.cwasm_path]
@@ -256,33 +293,29 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
         return module
 
     def _watch(self, fd: int) -> None:
-        assert self.poller is not None
         self.poller.register(fd, select.EPOLLIN)
         self.watched.add(fd)
 
     def _unwatch(self, fd: int) -> None:
-        assert self.poller is not None
         with contextlib.suppress(OSError):
             self.poller.unregister(fd)
         self.watched.discard(fd)
 
     # --- what the instances say ----------------------------------------------------------------
 
-    def _poll(self) -> None:
-        assert self.poller is not None and self.listener is not None
-        for fd, _ in self.poller.poll(0):
-            if fd == self.listener.fileno():
-                self._accept()
-            elif fd in self.unclaimed:
-                self._read_unclaimed(fd)
-            elif (child := self.by_fd.get(fd)) is not None:
-                if fd == child.pidfd:
-                    self._gone(child)
-                else:
-                    self._read(child)
+    def _from_instances(self, fd: int) -> None:
+        if self.listener is not None and fd == self.listener.fileno():
+            self._accept()
+        elif fd in self.unclaimed:
+            self._read_unclaimed(fd)
+        elif (child := self.by_fd.get(fd)) is not None:
+            if fd == child.pidfd:
+                self._gone(child)
+            else:
+                self._read(child)
 
     def _accept(self) -> None:
-        assert self.listener is not None and self.poller is not None
+        assert self.listener is not None
         while True:
             try:
                 sock, _ = self.listener.accept()
@@ -361,7 +394,6 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
 
     def _returned(self, hello: Hello) -> _Child | None:
         """An instance a predecessor forked, which outlived it."""
-        assert self.poller is not None
         if hello.error or hello.spare:  # a predecessor's spare never outlives it
             return None
         pidfd = pidfd_open(hello.pid)
@@ -405,7 +437,6 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
             child.sock = None
 
     def _drop(self, fd: int, sock: socket.socket | None = None) -> None:
-        assert self.poller is not None
         entry = self.unclaimed.pop(fd, None)
         sock = sock if sock is not None else entry[0] if entry is not None else None
         self._unwatch(fd)
@@ -434,4 +465,19 @@ class InstanceTemplate(InstanceExits, ActorTypeDispatcher):  # type: ignore[misc
     def _flush(self) -> None:
         if self.reports:
             reports, self.reports = tuple(self.reports), []
-            self.send(self.supervisor, reports[0] if len(reports) == 1 else InstanceReports(reports=reports))
+            self.outbox += frame(reports[0] if len(reports) == 1 else InstanceReports(reports=reports))
+            self._send_reports()
+
+    def _send_reports(self) -> None:
+        """As much of the outbox as the supervisor's socket takes now; the rest when it says it
+        has room (EPOLLOUT). The supervisor may itself be blocked sending to us: never wait."""
+        try:
+            while self.outbox:
+                del self.outbox[:self.supervisor.send(self.outbox)]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.outbox.clear()  # the supervisor is gone: its end reads as closed next
+        events = select.EPOLLIN | (select.EPOLLOUT if self.outbox else 0)
+        with contextlib.suppress(OSError):
+            self.poller.modify(self.supervisor.fileno(), events)

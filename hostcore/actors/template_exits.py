@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from thespian.actors import ActorExitRequest
 
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class InstanceExits:
-    """Mixin of InstanceTemplate (listed before ActorTypeDispatcher)."""
+    """Mixin of InstanceTemplate."""
 
-    def receiveMsg_ToInstances(self: InstanceTemplate, msg: ToInstances, sender: Any) -> None:
+    def _to_instances(self: InstanceTemplate, msg: ToInstances) -> None:
         halt = isinstance(msg.message, ActorExitRequest)
         data = None if halt else frame(msg.message)
         waiting = {instance_id for _, instance_id in self.backlog}
@@ -63,7 +63,6 @@ class InstanceExits:
         self._forget(child)
 
     def _gone(self: InstanceTemplate, child: _Child) -> None:
-        assert self.poller is not None
         self._disconnect(child)
         self.by_fd.pop(child.pidfd, None)
         self._unwatch(child.pidfd)
@@ -94,13 +93,15 @@ class InstanceExits:
         else:
             self.reports.append(InstancesExited(instance_ids=(instance_id,)))
 
-    def receiveMsg_ActorExitRequest(self: InstanceTemplate, msg: ActorExitRequest, sender: Any) -> None:
-        """The supervisor is stopping (a crash kills us without this): so are its instances."""
+    def _stop(self: InstanceTemplate) -> None:
+        """The supervisor is stopping (a crash kills us without this): so are its instances.
+        They end as orphans of the host's subreaper, which reaps them."""
         log.debug("instance template stopping", extra={"instances": len(self.children)})
         for child in self.children.values():
             terminate(child)
         if self.listener is not None:
             self.listener.close()
+        self.running = False
 
 
 def terminate(child: _Child) -> None:

@@ -22,14 +22,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from hostcore.telemetry.logcontext import install_log_context
-from hostcore.telemetry.metrics import MULTIPROC_ENV, HostMetrics, metrics_dir
+from hostcore.telemetry.metrics import MULTIPROC_ENV, HostMetrics, metrics_dir, preload_client
 from hostcore.telemetry.settings import TelemetrySettings
-from hostcore.telemetry.tracing import new_provider
+from hostcore.telemetry.tracing import new_provider, preload_exporters
 
 if TYPE_CHECKING:
     from hostcore.config import HostConfig
 
-__all__ = ["ProcessTelemetry", "connection_role", "count_reconnect", "open_process", "process_metrics"]
+__all__ = ["ProcessTelemetry", "connection_role", "count_reconnect", "open_process", "preload", "process_metrics"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -91,6 +91,16 @@ def open_process(config: HostConfig | None, *, role: str, forks: bool = False, *
             telemetry.metrics = HostMetrics(directory)
     _process = telemetry
     return telemetry
+
+
+def preload(settings: TelemetrySettings) -> None:
+    """Import what `open_process` imports on first use with `settings`. For a process that forks
+    children which open their own telemetry (the instance template): imported once there, the
+    libraries are shared with every child, instead of imported again after each fork (~30 ms of
+    CPU and several MB of private memory per child for prometheus_client alone)."""
+    if settings.metrics:
+        preload_client()
+    preload_exporters(settings)
 
 
 def process_metrics() -> HostMetrics | None:

@@ -38,6 +38,7 @@ __all__ = [
     "extract",
     "inject",
     "new_provider",
+    "preload_exporters",
     "remote_parent",
     "span",
     "trace_headers",
@@ -61,6 +62,12 @@ def _exporter(name: str, settings: TelemetrySettings) -> SpanExporter:
 
     exporter: SpanExporter = OTLPSpanExporter()  # endpoint, headers, timeout: the standard OTEL_EXPORTER_OTLP_* variables
     return exporter
+
+
+def preload_exporters(settings: TelemetrySettings) -> None:
+    """Import the exporters `settings` name that are imported on first use (see `preload`)."""
+    if "otlp" in settings.traces_exporters:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
 
 
 def new_provider(settings: TelemetrySettings, attributes: Mapping[str, str], *, forks: bool) -> TracerProvider:

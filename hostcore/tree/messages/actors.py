@@ -35,6 +35,7 @@ __all__ = [
     "InstanceReturned",
     "StartInstance",
     "SwapModule",
+    "TemplateReady",
     "TerminateActor",
     "ToInstances",
     "UpdateActor",
@@ -188,6 +189,12 @@ class InitTemplate:
 
     config: HostConfig
     snapshot: LatticeSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateReady:
+    """InstanceTemplate → ActorSupervisor, once: initialised and listening, so instances that
+    outlived a predecessor can report to it from now on (their adoption deadline runs from here)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
