@@ -133,10 +133,12 @@ class InstanceCore:
             await self.policy.subscribe_changes(cfg.policy_changes_topic)
         self.plain = not self.policy.enabled
 
-    async def subscribe(self) -> None:
-        """The RPC subscription: from here on NATS may hand this instance calls."""
+    async def subscribe(self, subject: str = "") -> None:
+        """The RPC subscription: from here on NATS may hand this instance calls. `subject`: another
+        than the actor's (a rehearsal's, which nobody calls)."""
+        subject = subject or self.subject
         # wrap_rpc: a span and a latency sample per call when telemetry is on.
-        await self.nc.subscribe(self.subject, queue=self.subject, cb=self.telemetry.wrap_rpc(self.on_rpc),
+        await self.nc.subscribe(subject, queue=subject, cb=self.telemetry.wrap_rpc(self.on_rpc),
                                 pending_msgs_limit=65536)
 
     def update_snapshot(self, snapshot: LatticeSnapshot) -> None:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
 import os
 import signal
 import socket
 import stat
+import threading
 import time
+import urllib.parse
 from typing import Any, NoReturn
 
 import setproctitle
@@ -41,10 +45,11 @@ from hostcore.native.wasm import ModuleImports
 from hostcore.natsconn import flush_in_order
 from hostcore.procutil import close_fds, default_signal_actions, launcher_pid, pid_alive, set_pdeathsig
 from hostcore.supervision import ORPHAN_GRACE_S, pidfd_open
+from hostcore.telemetry.logcontext import install_log_context
 from hostcore.tree.bridge import connect_nats, drain_nats
 from hostcore.tree.messages import LatticeSnapshot, ModuleSwapped, StartInstance, SwapModule
 
-__all__ = ["TITLES", "run", "watch_launcher"]
+__all__ = ["TITLES", "rehearse", "run", "watch_launcher"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,60 @@ def run(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module, 
     finally:
         logging.shutdown()
         os._exit(code)
+
+
+def rehearse(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
+             imports: ModuleImports | None) -> None:
+    """In the template, once, before its first fork: an instance's start (runtime, telemetry,
+    NATS connection, subscription) run through here, then undone.
+
+    A forked child's first run of a code path writes to pages it shares with the template: the
+    interpreter specialises the bytecode it runs, caches fill, allocators walk their free lists,
+    and each write copies a page. Run once here, that is done for every child. Measured (50 echo
+    instances forked from a process that imports what the template does): 6.68-6.77 → 6.04-6.07 MB
+    of private memory each.
+
+    Skipped where it would leave a thread in the template, which forks: with tracing on (OTLP
+    exports on a thread), or a NATS server given by name (uvloop resolves names on libuv's thread
+    pool). A rehearsal that fails is only logged: instances start without it."""
+    cfg = start.config
+    hosts = [urllib.parse.urlsplit(s if "://" in s else f"nats://{s}").hostname or "" for s in cfg.rpc.servers]
+    if cfg.telemetry.tracing or not hosts or not all(_ip_literal(h) for h in hosts):
+        return
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_rehearsal(dataclasses.replace(start, instance_id="rehearsal"), engine, module,
+                                           imports))
+    except Exception as err:  # noqa: BLE001 -- an optimisation, never a reason not to start
+        log.info("instance rehearsal failed", extra={"error": str(err)})
+    finally:
+        loop.close()
+        install_log_context(host_id=cfg.host_id, lattice=cfg.lattice_prefix)  # the template's again
+    if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
+        log.warning("instance rehearsal left a thread in the template")
+
+
+async def _rehearsal(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Module,
+                     imports: ModuleImports | None) -> None:
+    core = InstanceCore(start, engine=engine, module=module, imports=imports)
+    nc: NatsClient | None = None
+    try:
+        nc = await connect_nats(start.config.rpc, name=core.connection_name)
+        await core.prepare(nc)
+        await core.subscribe(nc.new_inbox())
+        await flush_in_order(nc)
+    finally:
+        if nc is not None:
+            await drain_nats(nc)
+        core.close()  # joins its ticker thread
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _leave_template(start: StartInstance, template_fds: tuple[int, ...], spare: bool) -> None:

@@ -134,6 +134,7 @@ class InstanceTemplate(InstanceExits):
         self.spares: dict[str, _Child] = {}  # per actor key, not assigned yet
         self.placeholders: dict[str, _Child] = {}  # spares by placeholder id, until their first Hello
         self.replenish = False  # nothing is starting: fork the spares that are missing, after this turn
+        self.rehearsed = False  # an instance's start was run through here (instance_process.rehearse)
         supervisor.setblocking(False)
         self._watch(supervisor.fileno())
 
@@ -261,6 +262,9 @@ class InstanceTemplate(InstanceExits):
         start = StartInstance(config=self.config, claims=spec.claims, cwasm_path=spec.cwasm_path,
                               image_ref=spec.image_ref, instance_id=instance_id, annotations=spec.annotations,
                               snapshot=self.snapshot)
+        if not self.rehearsed:  # once: what it warms up is the same for every module
+            self.rehearsed = True
+            instance_process.rehearse(start, self.engine, module, imports)
         # A halt can come as soon as the child exists: held until the child has dropped the
         # template's signal handlers (they would swallow it), then its own.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

@@ -1,12 +1,14 @@
 """hostcore.actors.template_link: the ActorSupervisor's end of a real template process. The
 template says it is ready once it listens, ends when told to (or when its supervisor's end
-closes), and its death is seen and its process reaped; a halt reaches an instance it forked."""
+closes), and its death is seen and its process reaped; an instance it forks reports, and is halted,
+through it."""
 
 from __future__ import annotations
 
 import os
 import select
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +90,14 @@ def test_a_template_ends_when_its_supervisor_end_closes(tmp_path: Path) -> None:
         os.waitpid(link.pid, 0)
 
 
-def test_a_forked_instance_reports_and_is_halted_through_the_link(tmp_path: Path,
-                                                                   nats_server: EmbeddedNatsServer) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_forked_instance_reports_and_is_halted_through_the_link(tmp_path: Path, nats_server: EmbeddedNatsServer,
+                                                                   host: str) -> None:
+    """By address, the template rehearses an instance's start before its first fork; by name it
+    does not (resolving it would start threads). Either way it forks with no thread but its own."""
     wasm = fixture_actor("echo.wasm").read_bytes()
-    config = _config(tmp_path, nats_server.url)
+    port = urllib.parse.urlsplit(nats_server.url).port
+    config = _config(tmp_path, f"nats://{host}:{port}")
     spec = InstanceSpec(claims=extract_claims(wasm), cwasm_path=compile_in_child(wasm, tmp_path / "cache"),
                         image_ref="file://echo.wasm", annotations={})
     link = TemplateLink.spawn(InitTemplate(config=config, snapshot=LatticeSnapshot()))
@@ -101,6 +107,7 @@ def test_a_forked_instance_reports_and_is_halted_through_the_link(tmp_path: Path
         started = next(m for m in heard if isinstance(m, (InstanceStarted, InstanceFailed)))
         assert isinstance(started, InstanceStarted), started
         assert started.instance_id == "one" and started.pid > 0
+        assert os.listdir(f"/proc/{link.pid}/task") == [str(link.pid)], "the template runs a thread"
         link.send(ToInstances(instance_ids=("one",), message=ActorExitRequest()))
         heard, _ = _hear(link, _said(InstancesExited))
         assert [m.instance_ids for m in heard if isinstance(m, InstancesExited)] == [("one",)]
