@@ -158,16 +158,11 @@ class InstanceTemplate(InstanceExits):
                 self._replenish()
 
     def _from_supervisor(self) -> None:
-        try:
-            data = self.supervisor.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the supervisor is gone (its death ends us too): announced instances live on
+        messages = self._receive(self.supervisor, self.inbox)
+        if messages is None:  # the supervisor is gone (its death ends us too): announced instances live on
             self.running = False
             return
-        for message in self.inbox.feed(data):
+        for message in messages:
             self._handle(message)
 
     def _handle(self, message: Any) -> None:

@@ -42,8 +42,14 @@ _READ_BYTES = 16 << 10  # a turn's worth of reports: a few dozen instances' star
 # The template imports this very hostcore, from wherever this one came (an editable install, the
 # working directory, PYTHONPATH): its directory goes first on sys.path unless it is there already.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
-_MAIN = ("import sys; root = sys.argv.pop(1); root in sys.path or sys.path.insert(0, root); "
-         "from hostcore.actors.template_main import main; main()")
+_MAIN = """
+import sys
+root = sys.argv.pop(1)
+if root not in sys.path:
+    sys.path.insert(0, root)
+from hostcore.actors.template_main import main
+main()
+"""
 
 
 class TemplateLink:
