@@ -37,11 +37,12 @@ class InstanceAdoption(AdoptingSupervisor):
 
     # --- the template: where this host's instances report --------------------------------------
 
-    def _new_template(self: ActorSupervisor) -> None:
+    def _new_template(self: ActorSupervisor, *, rehearse: bool = True) -> None:
         # Started with the supervisor, not at the first start: its imports take ~0.5 s, which a
         # start (or an adoption after a restart) would otherwise wait for.
         assert self.config is not None
-        self.template = TemplateLink.spawn(InitTemplate(config=self.config, snapshot=self.snapshot))
+        self.template = TemplateLink.spawn(InitTemplate(config=self.config, snapshot=self.snapshot,
+                                                        rehearse=rehearse))
 
     def _from_template(self: ActorSupervisor, ready: list[int]) -> None:
         """What the template said (reports, dispatched as messages from it), and its death."""
@@ -61,7 +62,9 @@ class InstanceAdoption(AdoptingSupervisor):
         not report within the adoption deadline is replaced."""
         forked = [i for i in self.instances.values() if self._forked(i)]
         log.warning("instance template died, restarting it", extra={"instances": len(forked)})
-        self._new_template()
+        # It may have died rehearsing an instance's start, the one time it runs instance code:
+        # its successors do without (their instances only cost more memory), never a crash loop.
+        self._new_template(rehearse=False)
         for inst in forked:
             self.adopting.add(inst.instance_id)
             inst.adopted = True

@@ -134,7 +134,7 @@ class InstanceTemplate(InstanceExits):
         self.spares: dict[str, _Child] = {}  # per actor key, not assigned yet
         self.placeholders: dict[str, _Child] = {}  # spares by placeholder id, until their first Hello
         self.replenish = False  # nothing is starting: fork the spares that are missing, after this turn
-        self.rehearsed = False  # an instance's start was run through here (instance_process.rehearse)
+        self.rehearsed = False  # an instance's start was run through here, or is not to be (InitTemplate)
         supervisor.setblocking(False)
         self._watch(supervisor.fileno())
 
@@ -186,7 +186,7 @@ class InstanceTemplate(InstanceExits):
         # A socket and a pidfd per instance: hundreds of instances pass a 1024 soft limit.
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        self.config, self.snapshot = msg.config, msg.snapshot
+        self.config, self.snapshot, self.rehearsed = msg.config, msg.snapshot, not msg.rehearse
         self.engine = new_engine()
         self.listener = listen(rendezvous(msg.config.host_id))
         self._watch(self.listener.fileno())

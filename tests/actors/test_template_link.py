@@ -90,17 +90,18 @@ def test_a_template_ends_when_its_supervisor_end_closes(tmp_path: Path) -> None:
         os.waitpid(link.pid, 0)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize(("host", "rehearse"), [("127.0.0.1", True), ("localhost", True), ("127.0.0.1", False)])
 def test_a_forked_instance_reports_and_is_halted_through_the_link(tmp_path: Path, nats_server: EmbeddedNatsServer,
-                                                                   host: str) -> None:
-    """By address, the template rehearses an instance's start before its first fork; by name it
-    does not (resolving it would start threads). Either way it forks with no thread but its own."""
+                                                                   host: str, rehearse: bool) -> None:
+    """By address, the template rehearses an instance's start before its first fork (unless told
+    not to, as a dead template's successor is); by name it does not (resolving it would start
+    threads). Either way it forks with no thread but its own."""
     wasm = fixture_actor("echo.wasm").read_bytes()
     port = urllib.parse.urlsplit(nats_server.url).port
     config = _config(tmp_path, f"nats://{host}:{port}")
     spec = InstanceSpec(claims=extract_claims(wasm), cwasm_path=compile_in_child(wasm, tmp_path / "cache"),
                         image_ref="file://echo.wasm", annotations={})
-    link = TemplateLink.spawn(InitTemplate(config=config, snapshot=LatticeSnapshot()))
+    link = TemplateLink.spawn(InitTemplate(config=config, snapshot=LatticeSnapshot(), rehearse=rehearse))
     try:
         link.send(ForkInstances(spec=spec, instance_ids=("one",)))
         heard, _ = _hear(link, lambda h, _d: any(isinstance(m, (InstanceStarted, InstanceFailed)) for m in h))

@@ -189,6 +189,7 @@ class InitTemplate:
 
     config: HostConfig
     snapshot: LatticeSnapshot
+    rehearse: bool = True  # run an instance's start through before the first fork (instance_process.rehearse)
 
 
 @dataclass(frozen=True, slots=True)
