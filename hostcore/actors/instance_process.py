@@ -94,10 +94,18 @@ def rehearse(start: StartInstance, engine: wasmtime.Engine, module: wasmtime.Mod
 
     Skipped where it would leave a thread in the template, which forks: with tracing on (OTLP
     exports on a thread), or a NATS server given by name (uvloop resolves names on libuv's thread
-    pool). A rehearsal that fails is only logged: instances start without it."""
+    pool). A name is resolved here instead, on this thread: the C library loads its resolver's
+    modules and reads its files once, for every child (50 instances forked from a process that
+    imports what the template does, the server named `localhost`: 8.2-8.3 → 6.9-7.0 MB of private
+    memory and 4-7 ms less CPU each). A rehearsal that fails is only logged: instances start
+    without it."""
     cfg = start.config
-    hosts = [urllib.parse.urlsplit(s if "://" in s else f"nats://{s}").hostname or "" for s in cfg.rpc.servers]
-    if cfg.telemetry.tracing or not hosts or not all(_ip_literal(h) for h in hosts):
+    servers = [urllib.parse.urlsplit(s if "://" in s else f"nats://{s}") for s in cfg.rpc.servers]
+    named = [url for url in servers if url.hostname and not _ip_literal(url.hostname)]
+    for url in named:
+        with contextlib.suppress(OSError):  # each instance meets the failure itself
+            socket.getaddrinfo(url.hostname, url.port, type=socket.SOCK_STREAM)
+    if cfg.telemetry.tracing or not servers or named:
         return
     loop = uvloop.new_event_loop()
     try:
