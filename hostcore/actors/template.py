@@ -112,6 +112,7 @@ class InstanceTemplate(InstanceExits):
         self.supervisor = supervisor  # non-blocking: the template never waits for the supervisor
         self.inbox = FrameReader()
         self.outbox = bytearray()  # framed reports the supervisor's socket has not taken yet
+        self.awaiting_room = False  # the poller waits for the supervisor's socket to take more
         self.running = True
         self.config: HostConfig | None = None
         self.snapshot = LatticeSnapshot()
@@ -477,6 +478,8 @@ class InstanceTemplate(InstanceExits):
             pass
         except OSError:
             self.outbox.clear()  # the supervisor is gone: its end reads as closed next
-        events = select.EPOLLIN | (select.EPOLLOUT if self.outbox else 0)
-        with contextlib.suppress(OSError):
-            self.poller.modify(self.supervisor.fileno(), events)
+        if bool(self.outbox) != self.awaiting_room:  # only when that changes: a syscall per turn otherwise
+            self.awaiting_room = bool(self.outbox)
+            events = select.EPOLLIN | (select.EPOLLOUT if self.outbox else 0)
+            with contextlib.suppress(OSError):
+                self.poller.modify(self.supervisor.fileno(), events)
