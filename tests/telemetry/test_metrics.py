@@ -89,6 +89,12 @@ def test_host_level_series(metrics: HostMetrics) -> None:
     assert got[("hostcore_nats_reconnects_total", (("connection", "ctl"),))] == 1
 
 
+def test_a_process_that_uses_no_metric_writes_no_file(metrics: HostMetrics) -> None:
+    metrics.close()  # made nothing: nothing to close
+    metrics.close()
+    assert list(directory_of(metrics).iterdir()) == []
+
+
 CHILD = """
 import sys
 from pathlib import Path
