@@ -1,6 +1,6 @@
-"""wascap JWTs (protocol.md §5.1): the `Ed25519` algorithm registered with pyjwt under wascap's
-name, encoding with wascap's exact bytes, and a strict, fast token parser. Shared by actor
-claims, invocations (§4.5) and provider archives. Pure and thread-safe.
+"""wascap JWTs (protocol.md §5.1): encoding with wascap's exact bytes (pyjwt does the framing,
+hostcore/native/wascap_jws.py), and a strict, fast token parser with its Ed25519 check. Shared by
+actor claims, invocations (§4.5) and provider archives. Pure and thread-safe.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-import jwt.algorithms
 import nacl.exceptions
 import nacl.signing
 
@@ -44,6 +42,7 @@ __all__ = [
     "encode_jwt",
     "new_jti",
     "parse_token",
+    "verify_signature",
 ]
 
 ALGORITHM = "Ed25519"
@@ -57,51 +56,15 @@ _JTI_LEN = 22
 _BASE64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 
 
-class _NkeyAlgorithm(jwt.algorithms.Algorithm):
-    """pyjwt algorithm `Ed25519` over nkeys: signs with a KeyPair, verifies with a public key."""
-
-    def prepare_key(self, key: Any) -> Any:
-        if isinstance(key, (KeyPair, nacl.signing.VerifyKey)):
-            return key
-        if isinstance(key, str):
-            return nkeys.verify_key(key)
-        raise TypeError("Ed25519 keys are nkeys KeyPair objects or public key strings")
-
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        if not isinstance(key, KeyPair):
-            raise TypeError("signing needs a KeyPair")
-        return key.sign(msg)
-
-    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
-        verifier = key if isinstance(key, nacl.signing.VerifyKey) else self.prepare_key(key)
-        if isinstance(verifier, KeyPair):
-            verifier = nkeys.verify_key(verifier.public_key)
-        if len(sig) != 64:
-            return False
-        try:
-            verifier.verify(msg, sig)
-        except nacl.exceptions.BadSignatureError:
-            return False
-        return True
-
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
-        raise NotImplementedError("nkeys have no JWK form")
-
-    @staticmethod
-    def from_jwk(jwk: Any) -> Any:
-        raise NotImplementedError("nkeys have no JWK form")
-
-
-def _make_jws() -> jwt.PyJWS:
-    jws = jwt.PyJWS(algorithms=[])
-    jws.register_algorithm(ALGORITHM, _NkeyAlgorithm())
-    return jws
-
-
-# A private, configured-once constant: nothing registers into pyjwt's global instances.
-_JWS = _make_jws()
-_ALG = _JWS.get_algorithm_by_name(ALGORITHM)
+def verify_signature(msg: bytes, key: nacl.signing.VerifyKey, sig: bytes) -> bool:
+    """True iff `sig` is `key`'s Ed25519 signature of `msg`."""
+    if len(sig) != 64:
+        return False
+    try:
+        key.verify(msg, sig)
+    except nacl.exceptions.BadSignatureError:
+        return False
+    return True
 
 
 def new_jti(entropy: bytes = b"") -> str:
@@ -127,9 +90,11 @@ def encode_jwt(claims: dict[str, Any], signer: KeyPair) -> str:
     wascap's serialisation order (§5.1) to get byte-identical tokens. pyjwt does the framing:
     with `sort_headers=False` and `typ` overridden, its header is exactly wascap's.
     """
+    from hostcore.native.wascap_jws import JWS  # pyjwt: see that module for why not at the top
+
     payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
     # pyjwt's key annotation lists only its built-in key types; our algorithm takes a KeyPair.
-    return _JWS.encode(
+    return JWS.encode(
         payload,
         signer,  # type: ignore[arg-type]
         algorithm=ALGORITHM,
@@ -170,7 +135,7 @@ class Token:
                 key = nkeys.verify_key(self.issuer)
             except NkeyError as e:
                 raise TokenBadIssuerKey(e.wire) from e
-        return bool(_ALG.verify(self.signing_input, key, self.signature))
+        return verify_signature(self.signing_input, key, self.signature)
 
     def expired(self, now: float) -> bool:
         exp = self.claims.get("exp")
@@ -257,6 +222,8 @@ def decode_jwt(token: str, *, now: float | None = None) -> dict[str, Any]:
     TokenNotYetValid, TokenBadSignature (the order the host applies to actor claims, §5.5).
     The signature is checked by pyjwt itself with our registered `Ed25519` algorithm.
     """
+    from hostcore.native.wascap_jws import JWS, DecodeFailed, SignatureInvalid  # see encode_jwt
+
     parsed = parse_token(token)
     try:
         nkeys.verify_key(parsed.issuer)
@@ -268,10 +235,10 @@ def decode_jwt(token: str, *, now: float | None = None) -> dict[str, Any]:
     if parsed.not_yet_valid(current):
         raise TokenNotYetValid()
     try:
-        _JWS.decode_complete(token, key=parsed.issuer, algorithms=[ALGORITHM])
-    except jwt.InvalidSignatureError as e:
+        JWS.decode_complete(token, key=parsed.issuer, algorithms=[ALGORITHM])
+    except SignatureInvalid as e:
         raise TokenBadSignature() from e
-    except jwt.PyJWTError as e:
+    except DecodeFailed as e:
         raise TokenMalformed(str(e)) from e
     return parsed.claims
 

@@ -6,6 +6,8 @@ through it."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import select
 import time
 import urllib.parse
@@ -115,3 +117,12 @@ def test_a_forked_instance_reports_and_is_halted_through_the_link(tmp_path: Path
     finally:
         link.send(ActorExitRequest())
         _hear(link, _died)
+
+
+def test_the_template_process_does_not_load_pyjwt() -> None:
+    # pyjwt brings the `cryptography` package (~3.5 MB of the template's memory, measured): an
+    # instance only parses tokens and checks Ed25519 signatures, which need neither.
+    code = ("import sys; import hostcore.actors.template_main; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jwt', 'cryptography')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
