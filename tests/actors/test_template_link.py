@@ -73,6 +73,7 @@ def test_a_template_says_ready_then_ends_when_told(tmp_path: Path) -> None:
     link = TemplateLink.spawn(InitTemplate(config=_config(tmp_path), snapshot=LatticeSnapshot()))
     _hear(link, _said(TemplateReady))
     assert _title(link.pid).startswith(TEMPLATE_TITLE)
+    assert os.getsid(link.pid) == link.pid  # its instances are scheduled apart from the tree
     link.send(ActorExitRequest())
     _hear(link, _died)
     assert not link.fds()
