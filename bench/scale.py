@@ -59,6 +59,7 @@ from _host import (
     EventWatcher,
     Host,
     code_note,
+    collector_paused,
     machine_busy_s,
     median,
     percentile,
@@ -429,10 +430,12 @@ async def run(sizes: list[int], kills: int, keep_logs: bool, json_path: str | No
             report_idle(host_idle, floor_idle)
             rows: list[tuple[Round, Round]] = []
             for n in sizes:
-                f = await floor_round(floor, n, kills)
+                with collector_paused():
+                    f = await floor_round(floor, n, kills)
                 mark, began = watcher.mark(), time.perf_counter()
                 try:
-                    h = await host_round(env, host, client, watcher, n, kills, floor_pids)
+                    with collector_paused():
+                        h = await host_round(env, host, client, watcher, n, kills, floor_pids)
                 except BenchFailed as err:  # report the sizes that completed; keep the logs
                     env.failed = True
                     print(f"{n:>4} host round FAILED after {time.perf_counter() - began:.0f} s: "
