@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 
 from hostcore.telemetry.logcontext import install_log_context
 from hostcore.telemetry.metrics import MULTIPROC_ENV, HostMetrics, metrics_dir, preload_client
 from hostcore.telemetry.settings import TelemetrySettings
-from hostcore.telemetry.tracing import new_provider, preload_exporters
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from hostcore.config import HostConfig
 
 __all__ = ["ProcessTelemetry", "connection_role", "count_reconnect", "open_process", "preload", "process_metrics"]
@@ -78,6 +78,8 @@ def open_process(config: HostConfig | None, *, role: str, forks: bool = False, *
         return _process
     telemetry = ProcessTelemetry(settings=settings, pid=pid)
     if config is not None and settings.tracing:
+        from hostcore.telemetry.provider import new_provider  # the SDK: only where tracing is on
+
         telemetry.provider = new_provider(settings, {"hostcore.host_id": config.host_id,
                                                      "hostcore.lattice": config.lattice_prefix,
                                                      "hostcore.role": role, "service.instance.id": config.host_id},
@@ -100,7 +102,10 @@ def preload(settings: TelemetrySettings) -> None:
     prometheus_client alone, an echo instance took ~50 ms of CPU to start instead of ~10)."""
     if settings.metrics:
         preload_client()
-    preload_exporters(settings)
+    if settings.tracing:
+        from hostcore.telemetry.provider import preload_exporters
+
+        preload_exporters(settings)
 
 
 def process_metrics() -> HostMetrics | None:

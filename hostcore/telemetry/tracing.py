@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing for one host process: the provider, W3C propagation, and a small span handle.
+"""OpenTelemetry tracing for one host process: W3C propagation and a small span handle (the
+provider and its exporters: hostcore/telemetry/provider.py).
 
 Trace context crosses two kinds of boundary (protocol.md §1.2):
   * NATS: the `traceparent` / `tracestate` headers of control requests and invocations, read with
@@ -18,14 +19,8 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-from hostcore.telemetry.fileexport import JsonLinesSpanExporter
-from hostcore.telemetry.settings import TelemetrySettings
 
 __all__ = [
     "NO_SPAN",
@@ -37,8 +32,6 @@ __all__ = [
     "current_ids",
     "extract",
     "inject",
-    "new_provider",
-    "preload_exporters",
     "remote_parent",
     "span",
     "trace_headers",
@@ -48,44 +41,6 @@ __all__ = [
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
 _ROOT = Context()  # an empty context: spans started in it begin a new trace
-
-
-def _exporter(name: str, settings: TelemetrySettings) -> SpanExporter:
-    if name == "hostcore_file":
-        assert settings.traces_file is not None
-        return JsonLinesSpanExporter(settings.traces_file)
-    if name == "console":
-        return ConsoleSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-        OTLPSpanExporter,  # the optional extra `hostcore[otlp]`; settings checked it is installed
-    )
-
-    exporter: SpanExporter = OTLPSpanExporter()  # endpoint, headers, timeout: the standard OTEL_EXPORTER_OTLP_* variables
-    return exporter
-
-
-def preload_exporters(settings: TelemetrySettings) -> None:
-    """Import the exporters `settings` name that are imported on first use (see `preload`)."""
-    if "otlp" in settings.traces_exporters:
-        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-
-
-def new_provider(settings: TelemetrySettings, attributes: Mapping[str, str], *, forks: bool) -> TracerProvider:
-    """A TracerProvider for this process, exporting to every exporter in `settings`.
-
-    The file and console exporters write synchronously (one write per span: no thread, and
-    nothing is lost when the process is killed). OTLP batches on a thread, except in a process
-    that `forks` (architecture.md: a process that forks holds no threads), where it exports each
-    span as it ends. The caller owns the provider and shuts it down.
-    """
-    resource = Resource.create({"service.name": settings.service_name, **attributes})
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    for name in settings.traces_exporters:
-        exporter = _exporter(name, settings)
-        processor: SpanProcessor = (BatchSpanProcessor(exporter) if name == "otlp" and not forks
-                                    else SimpleSpanProcessor(exporter))
-        provider.add_span_processor(processor)
-    return provider
 
 
 def extract(carrier: Mapping[str, str] | None) -> Context | None:

@@ -16,6 +16,7 @@ from telemetry_support import spans, tracer  # noqa: F401 (fixtures)
 
 from hostcore.telemetry.fileexport import read_spans
 from hostcore.telemetry.settings import TelemetrySettings
+from hostcore.telemetry.provider import new_provider
 from hostcore.telemetry.tracing import (
     NO_SPAN,
     child_carrier,
@@ -23,7 +24,6 @@ from hostcore.telemetry.tracing import (
     current_ids,
     extract,
     inject,
-    new_provider,
     remote_parent,
     span,
     trace_headers,
