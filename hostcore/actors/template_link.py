@@ -70,10 +70,10 @@ class TemplateLink:
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER_BYTES)
             os.set_inheritable(theirs.fileno(), True)
             reset = {s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)}
-            # A session of its own (setsid), so the instances it forks share one: where the kernel
-            # groups tasks by session for scheduling (autogroup, on by default outside a CPU
-            # cgroup), instances starting by the dozen then compete with the tree's roles as one
-            # group, not each as much as the ActorSupervisor. Measured (bench/scale.py, 0 -> 500):
+            # A session of its own (setsid), which the instances it forks share: where the kernel
+            # groups tasks by session for scheduling (autogroup, when it is on and the host is not
+            # in a CPU cgroup), instances starting by the dozen then compete with the tree's roles
+            # as one group, not each as much as the ActorSupervisor. Measured (bench/scale.py, 0 -> 500):
             # the ActorSupervisor's run-queue wait 1.29 -> 0.38 s, inventory p50 28-40 -> 10-17 ms.
             pid = os.posix_spawn(sys.executable,
                                  [sys.executable, "-c", _MAIN, _SOURCE_ROOT, str(theirs.fileno()),
