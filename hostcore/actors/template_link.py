@@ -73,8 +73,9 @@ class TemplateLink:
             # A session of its own (setsid), which the instances it forks share: where the kernel
             # groups tasks by session for scheduling (autogroup, when it is on and the host is not
             # in a CPU cgroup), instances starting by the dozen then compete with the tree's roles
-            # as one group, not each as much as the ActorSupervisor. Measured (bench/scale.py, 0 -> 500):
-            # the ActorSupervisor's run-queue wait 1.29 -> 0.38 s, inventory p50 28-40 -> 10-17 ms.
+            # as one group, not each as much as the ActorSupervisor. Measured during a 0 -> 500:
+            # the ActorSupervisor's run-queue wait 1.29 -> 0.38 s; bench/scale.py's inventory p50
+            # 28-40 -> 10-17 ms (bench/SCALE_PROFILE.md, eighth pass).
             pid = os.posix_spawn(sys.executable,
                                  [sys.executable, "-c", _MAIN, _SOURCE_ROOT, str(theirs.fileno()),
                                   str(os.getpid()), str(launcher_pid())],
