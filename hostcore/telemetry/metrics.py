@@ -100,11 +100,17 @@ class _Metric:
             return self
         import prometheus_client
 
-        metrics._use_values()
-        made = getattr(prometheus_client, self.kind)(self.name, self.documentation, self.labels, registry=None,
-                                                      **self.options)
-        metrics.__dict__[self.attribute] = made  # found there from now on, before this descriptor
+        with _MAKING:  # two objects for one series would each count from their own copy
+            made = metrics.__dict__.get(self.attribute)
+            if made is None:
+                metrics._use_values()
+                made = getattr(prometheus_client, self.kind)(self.name, self.documentation, self.labels,
+                                                              registry=None, **self.options)
+                metrics.__dict__[self.attribute] = made  # found there from now on, before this descriptor
         return made
+
+
+_MAKING = threading.Lock()  # a process's NATS thread and its actor thread both record metrics
 
 
 class HostMetrics:
