@@ -82,6 +82,9 @@ def preload_client() -> None:
     import prometheus_client.values  # noqa: F401
 
 
+_MAKING = threading.Lock()  # a process's NATS thread and its actor thread both record metrics
+
+
 class _Metric:
     """A metric of HostMetrics, made on first use: a process makes only the ones it uses, an idle
     instance none. Making one writes to pages a forked process shares with its parent: all nine
@@ -109,8 +112,6 @@ class _Metric:
                 metrics.__dict__[self.attribute] = made  # found there from now on, before this descriptor
         return made
 
-
-_MAKING = threading.Lock()  # a process's NATS thread and its actor thread both record metrics
 
 
 class HostMetrics:
