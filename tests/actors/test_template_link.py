@@ -6,9 +6,9 @@ through it."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
-import select
 import time
 import urllib.parse
 from pathlib import Path
@@ -126,5 +126,6 @@ def test_the_template_process_loads_no_library_an_instance_does_not_need() -> No
     # Ed25519 signatures, and with tracing off propagates no span.
     code = ("import sys; import hostcore.actors.template_main; print(sorted(m for m in sys.modules "
             "if m.split('.')[0] in ('jwt', 'cryptography') or m.startswith('opentelemetry.sdk')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=Path(__file__).parents[2])  # this checkout's hostcore
     assert out.stdout.strip() == "[]"
