@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -89,3 +90,31 @@ async def test_a_running_instance_looks_for_the_next_template(caplog: pytest.Log
     assert instance.rejoining is not None
     instance.rejoining.cancel()
     assert [r.getMessage() for r in caplog.records] == ["instance template gone; waiting for its successor"]
+
+
+
+_THREADS = """
+import threading
+from hostcore.actors.instance_process import _single_threaded
+release = threading.Event()
+waiting = threading.Thread(target=release.wait)
+waiting.start()
+print(_single_threaded(0.05))  # a thread that stays: never single-threaded
+release.set()
+waiting.join()
+print(_single_threaded(1.0))
+# A joined thread may still be listed by the kernel for a few ms (about 1 in 100 here): the check
+# must wait for it, or the template would warn, and fork, while it is there.
+for _ in range(300):
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    if not _single_threaded(1.0):
+        print("a joined thread stayed")
+"""
+
+
+def test_the_template_waits_for_a_joined_thread_to_be_gone_before_it_forks() -> None:
+    out = subprocess.run([sys.executable, "-c", _THREADS], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=Path(__file__).parents[2])  # this checkout's hostcore
+    assert out.stdout.split() == ["False", "True"], out.stdout
